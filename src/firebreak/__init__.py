@@ -1,0 +1,97 @@
+"""firebreak: keep multi-agent (LLM) workflows alive when their parts fail.
+
+The public API is re-exported here; import from `firebreak`, not from its modules.
+
+>>> import firebreak as fb
+>>> @fb.Retry(attempts=3, on=TimeoutError)
+... async def call_model(prompt: str) -> str:
+...     return prompt
+"""
+
+from firebreak import events
+from firebreak._version import __version__
+from firebreak.clock import Clock, SystemClock, system_clock
+from firebreak.errors import (
+    CircuitOpenError,
+    ConfigError,
+    DeadlineExceeded,
+    DefinitionError,
+    FallbackExhausted,
+    FirebreakError,
+    InvalidOutput,
+    LeaseHeld,
+    NeedsHuman,
+    Overloaded,
+    Permanent,
+    Rejected,
+    StaleLease,
+    StateConflict,
+    StepTimeout,
+    StoreCorrupt,
+    StoreError,
+    Transient,
+)
+from firebreak.resilience import (
+    BreakerPolicy,
+    BreakerRegistry,
+    Bulkhead,
+    CircuitBreaker,
+    Deadline,
+    Fallback,
+    Pipeline,
+    Retry,
+    RetryBudget,
+    RetryInfo,
+    Timeout,
+    breakers,
+    current_deadline,
+    retry_info,
+    time_left,
+)
+from firebreak.workflow import AgentDefaults, AgentSpec, BlastRadius, Reliability, Workflow
+
+__all__ = [
+    "AgentDefaults",
+    "AgentSpec",
+    "BlastRadius",
+    "BreakerPolicy",
+    "BreakerRegistry",
+    "Bulkhead",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "Clock",
+    "ConfigError",
+    "Deadline",
+    "DeadlineExceeded",
+    "DefinitionError",
+    "Fallback",
+    "FallbackExhausted",
+    "FirebreakError",
+    "InvalidOutput",
+    "LeaseHeld",
+    "NeedsHuman",
+    "Overloaded",
+    "Permanent",
+    "Pipeline",
+    "Rejected",
+    "Reliability",
+    "Retry",
+    "RetryBudget",
+    "RetryInfo",
+    "StaleLease",
+    "StateConflict",
+    "StepTimeout",
+    "StoreCorrupt",
+    "StoreError",
+    "SystemClock",
+    "Timeout",
+    "Transient",
+    "Workflow",
+    "__version__",
+    "breakers",
+    "current_deadline",
+    "events",
+    "retry_info",
+    "system_clock",
+    "time_left",
+]

@@ -1,0 +1,5 @@
+"""``python -m firebreak``."""
+
+from firebreak.cli import main
+
+main()

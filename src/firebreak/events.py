@@ -1,0 +1,159 @@
+"""One typed event stream: every state change in firebreak is a frozen event.
+
+Primitives and (later) the engine `emit` events to the process-wide `hub`; metrics,
+logs, traces and progress bars `subscribe`. Nothing in firebreak fails only in a log line.
+
+>>> from firebreak import events
+>>> seen = []
+>>> stop = events.subscribe(seen.append)
+>>> events.emit(events.FallbackUsed(source="llm", index=1, error_type="TimeoutError"))
+>>> stop()
+>>> seen[0].index
+1
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "BreakerStateChanged",
+    "BudgetExhausted",
+    "CallRejected",
+    "Event",
+    "EventHub",
+    "FallbackUsed",
+    "GaveUp",
+    "RetryScheduled",
+    "emit",
+    "hub",
+    "subscribe",
+]
+
+log = logging.getLogger("firebreak.events")
+
+BreakerStateName = Literal["closed", "half_open", "open"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event. `source` names the emitting policy, breaker, bulkhead or agent."""
+
+    source: str
+    """The name of whatever emitted the event."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryScheduled(Event):
+    """An attempt failed with a retryable error; the next one starts after `delay`."""
+
+    attempt: int
+    """The attempt that failed (1-based)."""
+    delay: float
+    """Seconds until the next attempt."""
+    error_type: str
+    """Class name of the error that triggered the retry."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(Event):
+    """Retrying stopped although the error was retryable."""
+
+    attempts: int
+    """Attempts made in total."""
+    reason: Literal["attempts", "deadline", "budget"]
+    """Why: attempts used up, the next sleep would pass the deadline, or no retry budget."""
+    error_type: str
+    """Class name of the last error."""
+    retry_after: float | None = None
+    """Seconds the service asked us to wait, when it said so."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetExhausted(Event):
+    """A retry budget had no token left: the retry was refused to stop a retry storm."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerStateChanged(Event):
+    """A circuit breaker moved between closed, open and half-open."""
+
+    old: BreakerStateName
+    """The state before."""
+    new: BreakerStateName
+    """The state after."""
+    reason: str
+    """Why, e.g. ``failure rate 0.55 >= 0.5`` or ``probe succeeded``."""
+    open_for: float | None = None
+    """Seconds the breaker stays open (when `new` is ``open``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRejected(Event):
+    """A call was refused at once by a breaker or a bulkhead."""
+
+    kind: Literal["breaker", "bulkhead"]
+    """Which kind of guard refused it."""
+    reason: str
+    """``open``, ``half_open`` (no probe slot), ``full`` or ``wait_timeout``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FallbackUsed(Event):
+    """The primary (or an earlier fallback) failed and fallback number `index` was used."""
+
+    index: int
+    """1 for the first fallback, 2 for the second, ..."""
+    error_type: str
+    """Class name of the error that made the fallback necessary."""
+
+
+Handler = Callable[[Event], None]
+
+
+class EventHub:
+    """A synchronous fan-out of events to subscribers.
+
+    A subscriber that raises is logged and skipped: observing must never break the call
+    being observed.
+    """
+
+    __slots__ = ("_handlers",)
+
+    def __init__(self) -> None:
+        # A tuple, replaced on change, so emit() iterates without locks or copies.
+        self._handlers: tuple[Handler, ...] = ()
+
+    def subscribe(self, handler: Handler) -> Callable[[], None]:
+        """Add `handler`; returns a function that removes it again."""
+        self._handlers = (*self._handlers, handler)
+
+        def unsubscribe() -> None:
+            self._handlers = tuple(h for h in self._handlers if h is not handler)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        """Deliver `event` to every subscriber, in subscription order."""
+        for handler in self._handlers:
+            try:
+                handler(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %r", handler, event)
+
+
+hub = EventHub()
+"""The process-wide hub that firebreak's primitives emit to."""
+
+
+def subscribe(handler: Handler) -> Callable[[], None]:
+    """Subscribe `handler` to the process-wide hub; returns the unsubscribe function."""
+    return hub.subscribe(handler)
+
+
+def emit(event: Event) -> None:
+    """Emit `event` on the process-wide hub."""
+    hub.emit(event)

@@ -1,0 +1,157 @@
+"""Helpers for testing code that uses firebreak: a fake clock and event capture.
+
+>>> import asyncio
+>>> from firebreak.testing import FakeClock
+>>> clock = FakeClock()
+>>> async def main() -> float:
+...     await clock.sleep(3600)          # returns at once: virtual time jumps
+...     return clock.now()
+>>> asyncio.run(main())
+3600.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from firebreak.events import Event, hub
+
+__all__ = ["FakeClock", "capture_events"]
+
+
+class _Timer:
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """A virtual clock: sleeps and timeouts complete without waiting for real time.
+
+    With ``autojump=True`` (the default) time jumps to the next timer whenever the event
+    loop has nothing else to run, the way Trio's ``MockClock(autojump_threshold=0)``
+    does; `advance` moves time by hand. Timers fire in time order, so a 10 s timeout
+    around a 30 s sleep fires at virtual second 10. `sleeps` records every requested sleep.
+
+    Autojump assumes the code under test waits only on this clock: a test that also
+    waits for real I/O should use ``autojump=False`` and `advance`.
+    """
+
+    def __init__(
+        self, start: float = 0.0, *, wall: float = 1_700_000_000.0, autojump: bool = True
+    ) -> None:
+        self._now = float(start)
+        self._wall_offset = wall - start
+        self._timers: list[tuple[float, int, _Timer]] = []
+        self._seq = itertools.count()
+        self._autojump = autojump
+        self._jumper: asyncio.Task[None] | None = None
+        self.sleeps: list[float] = []
+        """Every duration passed to `sleep`, in call order."""
+
+    def now(self) -> float:
+        """Virtual monotonic seconds."""
+        return self._now
+
+    def wall(self) -> float:
+        """Virtual epoch seconds (moves with `now`)."""
+        return self._wall_offset + self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, firing every timer that comes due, in order."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        target = self._now + seconds
+        while self._timers and self._timers[0][0] <= target:
+            when, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self._now = max(self._now, when)
+                timer.callback()
+        self._now = target
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        """Run `callback` when virtual time reaches `when`; returns a cancellable handle."""
+        timer = _Timer(when, callback)
+        heapq.heappush(self._timers, (when, next(self._seq), timer))
+        if self._autojump and (self._jumper is None or self._jumper.done()):
+            self._jumper = asyncio.get_running_loop().create_task(self._jump())
+        return timer
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep in virtual time."""
+        self.sleeps.append(seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        timer = self.call_at(self._now + seconds, wake)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    async def _jump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await _until_idle(loop)
+            while self._timers and self._timers[0][2].cancelled:
+                heapq.heappop(self._timers)
+            if not self._timers:
+                return
+            when, _, timer = heapq.heappop(self._timers)
+            self._now = max(self._now, when)
+            timer.callback()
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r})"
+
+
+async def _until_idle(loop: asyncio.AbstractEventLoop) -> None:
+    """Yield until nothing but this task is ready to run (twice in a row)."""
+    ready = getattr(loop, "_ready", None)  # asyncio's run queue; other loops: yield a while
+    quiet = 0
+    for _ in range(10_000):
+        await asyncio.sleep(0)
+        if ready is None:
+            quiet += 1
+            if quiet >= 50:
+                return
+        elif len(ready) == 0:
+            quiet += 1
+            if quiet >= 2:
+                return
+        else:
+            quiet = 0
+
+
+@contextmanager
+def capture_events() -> Iterator[list[Event]]:
+    """Collect every event emitted inside the block into a list.
+
+    >>> from firebreak import events
+    >>> with capture_events() as seen:
+    ...     events.emit(events.BudgetExhausted(source="ocr"))
+    >>> [type(e).__name__ for e in seen]
+    ['BudgetExhausted']
+    """
+    seen: list[Event] = []
+    stop = hub.subscribe(seen.append)
+    try:
+        yield seen
+    finally:
+        stop()
