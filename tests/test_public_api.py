@@ -10,6 +10,8 @@ from firebreak import errors
 
 EXPECTED = {
     "AgentDefaults", "AgentSpec", "BlastRadius", "Reliability", "Workflow",
+    "CheckpointStore", "Context", "Engine", "InvalidInput", "MemoryStore", "RunResult",
+    "RunStatus", "SQLiteStore", "SharedState", "StepStatus", "open_store", "resume", "run",
     "BreakerPolicy", "BreakerRegistry", "Bulkhead", "CircuitBreaker", "CircuitOpenError",
     "Clock", "ConfigError", "Deadline", "DeadlineExceeded", "DefinitionError", "Fallback",
     "FallbackExhausted", "FirebreakError", "InvalidOutput", "LeaseHeld", "NeedsHuman",
@@ -60,6 +62,7 @@ def test_timeouts_are_builtin_timeouts_and_config_errors_are_value_errors() -> N
         fb.StepTimeout("slow", timeout=3.0),
         fb.DeadlineExceeded("late", timeout=1.0),
         fb.InvalidOutput("amount must be positive"),
+        fb.InvalidInput("amount: field required"),
         fb.FallbackExhausted([TimeoutError("a"), fb.InvalidOutput("b")]),
         fb.NeedsHuman("ambiguous PO", suggestions=["PO-1", "PO-2"]),
         fb.ConfigError("attempts", "must be >= 1"),

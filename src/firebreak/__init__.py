@@ -11,6 +11,7 @@ The public API is re-exported here; import from `firebreak`, not from its module
 from firebreak import events
 from firebreak._version import __version__
 from firebreak.clock import Clock, SystemClock, system_clock
+from firebreak.engine import Context, Engine, RunResult, SharedState, resume, run
 from firebreak.errors import (
     CircuitOpenError,
     ConfigError,
@@ -18,6 +19,7 @@ from firebreak.errors import (
     DefinitionError,
     FallbackExhausted,
     FirebreakError,
+    InvalidInput,
     InvalidOutput,
     LeaseHeld,
     NeedsHuman,
@@ -48,6 +50,14 @@ from firebreak.resilience import (
     retry_info,
     time_left,
 )
+from firebreak.store import (
+    CheckpointStore,
+    MemoryStore,
+    RunStatus,
+    SQLiteStore,
+    StepStatus,
+    open_store,
+)
 from firebreak.workflow import AgentDefaults, AgentSpec, BlastRadius, Reliability, Workflow
 
 __all__ = [
@@ -57,18 +67,23 @@ __all__ = [
     "BreakerPolicy",
     "BreakerRegistry",
     "Bulkhead",
+    "CheckpointStore",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
     "ConfigError",
+    "Context",
     "Deadline",
     "DeadlineExceeded",
     "DefinitionError",
+    "Engine",
     "Fallback",
     "FallbackExhausted",
     "FirebreakError",
+    "InvalidInput",
     "InvalidOutput",
     "LeaseHeld",
+    "MemoryStore",
     "NeedsHuman",
     "Overloaded",
     "Permanent",
@@ -78,8 +93,13 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryInfo",
+    "RunResult",
+    "RunStatus",
+    "SQLiteStore",
+    "SharedState",
     "StaleLease",
     "StateConflict",
+    "StepStatus",
     "StepTimeout",
     "StoreCorrupt",
     "StoreError",
@@ -91,7 +111,10 @@ __all__ = [
     "breakers",
     "current_deadline",
     "events",
+    "open_store",
+    "resume",
     "retry_info",
+    "run",
     "system_clock",
     "time_left",
 ]

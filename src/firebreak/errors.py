@@ -13,13 +13,14 @@ subclassed where the meaning is the same, so ``except TimeoutError`` still works
     │   └── Overloaded                      a bulkhead is full: load shed at once
     ├── StepTimeout (TimeoutError)          an attempt or block ran past its time
     │   └── DeadlineExceeded                ... because the inherited deadline ran out
+    ├── InvalidInput (ValueError)           a run's input failed the workflow's schema
     ├── InvalidOutput                       output failed validation (never retried as is)
     ├── FallbackExhausted                   the primary and every fallback failed
     ├── NeedsHuman                          a person must decide (suggestions attached)
     └── StoreError                          the checkpoint store failed or refused
         ├── LeaseHeld                       another orchestrator holds the run's lease
         ├── StaleLease                      a commit carried an outdated fencing token
-        ├── StateConflict                   shared-state compare-and-set lost a race
+        ├── StateConflict (Transient)       shared-state compare-and-set lost a race
         └── StoreCorrupt                    the store's file or schema is not ours / too new
 
 Errors carry their data as attributes and survive ``pickle`` (``__reduce__``), so a
@@ -38,6 +39,7 @@ __all__ = [
     "DefinitionError",
     "FallbackExhausted",
     "FirebreakError",
+    "InvalidInput",
     "InvalidOutput",
     "LeaseHeld",
     "NeedsHuman",
@@ -172,6 +174,19 @@ class DeadlineExceeded(StepTimeout):
     """The inherited deadline (of the run or an outer block) ran out."""
 
 
+class InvalidInput(FirebreakError, ValueError):
+    """A run's input failed the workflow's ``input=`` schema; the run was rejected unrun.
+
+    Attributes:
+        detail: what the validator said.
+    """
+
+    detail: str
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"invalid input: {detail}", detail=detail)
+
+
 class InvalidOutput(FirebreakError):
     """A call returned output that failed validation.
 
@@ -253,7 +268,7 @@ class StaleLease(StoreError):
         )
 
 
-class StateConflict(StoreError):
+class StateConflict(StoreError, Transient):
     """A compare-and-set of shared state found another version than expected.
 
     Attributes:

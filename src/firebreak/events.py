@@ -27,7 +27,11 @@ __all__ = [
     "EventHub",
     "FallbackUsed",
     "GaveUp",
+    "QueueChanged",
     "RetryScheduled",
+    "RunStateChanged",
+    "StepAttempted",
+    "StepStateChanged",
     "emit",
     "hub",
     "subscribe",
@@ -109,6 +113,66 @@ class FallbackUsed(Event):
     """1 for the first fallback, 2 for the second, ..."""
     error_type: str
     """Class name of the error that made the fallback necessary."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStateChanged(Event):
+    """A run started, resumed, paused, finished, failed or went to review. `source`: workflow."""
+
+    run_id: str
+    """The run."""
+    status: str
+    """``running``, ``succeeded``, ``degraded``, ``failed``, ``paused`` or ``needs_review``."""
+    reason: str = ""
+    """Why, for anything but a plain success."""
+    resumed: bool = False
+    """Whether the run continued from checkpoints (``running`` only)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepAttempted(Event):
+    """One attempt of an agent ended. `source`: the workflow."""
+
+    run_id: str
+    """The run."""
+    agent: str
+    """The agent."""
+    attempt: int
+    """1 for the first attempt."""
+    outcome: Literal["ok", "error", "invalid", "timeout", "rejected"]
+    """How it ended."""
+    duration: float
+    """Seconds it took."""
+    error_type: str | None = None
+    """Class name of the error, when it failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStateChanged(Event):
+    """A step was committed, skipped, compensated or sent to review. `source`: workflow."""
+
+    run_id: str
+    """The run."""
+    agent: str
+    """The agent."""
+    status: str
+    """A `firebreak.store.StepStatus` value."""
+    attempts: int = 0
+    """Attempts made (0 for a skipped step)."""
+    reason: str = ""
+    """Why, when the step did not simply succeed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueChanged(Event):
+    """An entry was added to or removed from the dead-letter or review queue."""
+
+    queue: Literal["dlq", "review"]
+    """Which queue."""
+    run_id: str
+    """The run the entry belongs to."""
+    delta: int
+    """+1 added, -1 removed or resolved."""
 
 
 Handler = Callable[[Event], None]

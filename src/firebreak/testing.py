@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from firebreak.events import Event, hub
+from firebreak.store.memory import MemoryStore
 
-__all__ = ["FakeClock", "capture_events"]
+__all__ = ["FakeClock", "MemoryStore", "capture_events"]
 
 
 class _Timer:

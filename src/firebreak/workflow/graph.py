@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
-from typing import TypeVar, Unpack, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from firebreak.errors import ConfigError, DefinitionError
 from firebreak.workflow._dag import find_cycle, topological
@@ -63,9 +63,11 @@ class Workflow:
         name: the workflow's name (runs and metrics are labelled with it).
         deadline: bound on a whole run in seconds or as a timedelta; ``None`` for none.
         defaults: options for agents that do not set them (timeout 60 s, critical, ...).
+        input: schema of the run input — a pydantic model or a callable that returns the
+            input or raises; invalid input is rejected before any agent runs.
     """
 
-    __slots__ = ("_agents", "_deadline", "_defaults", "_frozen", "_name")
+    __slots__ = ("_agents", "_deadline", "_defaults", "_frozen", "_input", "_name")
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class Workflow:
         *,
         deadline: float | timedelta | None = None,
         defaults: AgentDefaults | None = None,
+        input: type[Any] | Callable[[Any], Any] | None = None,  # noqa: A002 - the run's input
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError("name", f"a workflow needs a non-empty name, got {name!r}")
@@ -84,6 +87,9 @@ class Workflow:
         self._defaults = defaults if defaults is not None else AgentDefaults()
         self._agents: dict[str, AgentSpec] = {}
         self._frozen = False
+        if input is not None and not callable(input):
+            raise ConfigError("input", f"must be a pydantic model or a callable, got {input!r}")
+        self._input = input
 
     @property
     def name(self) -> str:
@@ -104,6 +110,11 @@ class Workflow:
     def agents(self) -> Mapping[str, AgentSpec]:
         """Read-only view of the agents by name, in definition (= topological) order."""
         return MappingProxyType(self._agents)
+
+    @property
+    def input_schema(self) -> type[Any] | Callable[[Any], Any] | None:
+        """The run input's schema (pydantic model or callable), or ``None``."""
+        return self._input
 
     @property
     def frozen(self) -> bool:

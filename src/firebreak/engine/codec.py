@@ -1,0 +1,113 @@
+"""Turning step outputs and errors into JSON for the store, and back.
+
+A checkpoint is only worth something if it can be read back: an output that cannot be
+stored fails loudly when the step commits, not silently at resume time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from firebreak.errors import FirebreakError, InvalidOutput, Permanent
+from firebreak.resilience.classify import retry_info
+from firebreak.store import JSON
+from firebreak.workflow import AgentSpec
+
+__all__ = ["decode_output", "encode", "error_to_dict", "validate_output"]
+
+
+class NotStorable(Permanent):
+    """A value cannot be checkpointed as JSON."""
+
+
+def encode(value: Any, *, what: str) -> JSON:
+    """`value` as plain JSON data: pydantic models and dataclasses are dumped.
+
+    Raises:
+        NotStorable: something in `value` has no JSON form.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise NotStorable(f"{what}: {value!r} is not a JSON number")
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotStorable(f"{what}: dict keys must be strings, got {key!r}")
+            out[key] = encode(item, what=what)
+        return out
+    if isinstance(value, list | tuple):
+        return [encode(item, what=what) for item in value]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # pydantic v2 model
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return encode(dataclasses.asdict(value), what=what)
+    raise NotStorable(
+        f"{what}: a {type(value).__name__} cannot be checkpointed; return JSON data, "
+        "a dataclass or a pydantic model"
+    )
+
+
+def _is_model(schema: object) -> bool:
+    return isinstance(schema, type) and hasattr(schema, "model_validate")
+
+
+def validate_output(spec: AgentSpec, value: Any) -> Any:
+    """Check an agent's output with its ``validate=``; raise `InvalidOutput` if it fails."""
+    schema = spec.validate
+    if schema is None:
+        return value
+    try:
+        if _is_model(schema):
+            if isinstance(value, schema):  # type: ignore[arg-type]
+                return value
+            return schema.model_validate(value)  # type: ignore[union-attr]
+        return schema(value)
+    except InvalidOutput:
+        raise
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidOutput(f"agent {spec.name!r}: {detail}") from exc
+
+
+def decode_output(spec: AgentSpec, stored: JSON) -> Any:
+    """Rebuild a checkpointed output: a pydantic model's instance, else the JSON value."""
+    schema = spec.validate
+    if stored is not None and _is_model(schema):
+        return schema.model_validate(stored)  # type: ignore[union-attr]
+    return stored
+
+
+def error_to_dict(exc: BaseException) -> dict[str, Any]:
+    """A JSON record of an error: type, message, attributes, retry details."""
+    out: dict[str, Any] = {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+    }
+    if isinstance(exc, FirebreakError):
+        attrs = {}
+        for key, value in exc._attrs.items():  # noqa: SLF001 - our own error tree
+            try:
+                attrs[key] = encode(value, what="error attribute")
+            except NotStorable:
+                attrs[key] = repr(value)
+        out["attrs"] = attrs
+    info = retry_info(exc)
+    if info is not None:
+        out["retry"] = {
+            "policy": info.policy,
+            "attempts": info.attempts,
+            "reason": info.reason,
+            "retry_after": info.retry_after,
+        }
+    cause = exc.__cause__
+    if cause is not None and not isinstance(exc, InvalidOutput):
+        out["cause"] = {"type": type(cause).__qualname__, "message": str(cause)}
+    return out

@@ -1,0 +1,131 @@
+"""What an agent sees of its run: `Context`, and the run's versioned shared state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from firebreak.clock import Clock
+from firebreak.errors import StateConflict
+from firebreak.store import JSON, CheckpointStore
+
+__all__ = ["Context", "SharedState"]
+
+_log = logging.getLogger("firebreak.agent")
+
+
+class SharedState:
+    """The run's shared state: a JSON object with a version, written by compare-and-set.
+
+    A write names the version it read; if another agent wrote in between, it fails with
+    `StateConflict` — never a silent overwrite — and the engine retries the step attempt.
+    `update` does the read-modify-write loop for you.
+
+    >>> async def agent(ctx, extract):
+    ...     await ctx.state.update(lambda s: {**s, "pages": s.get("pages", 0) + 1})
+    """
+
+    __slots__ = ("_run_id", "_store")
+
+    def __init__(self, store: CheckpointStore, run_id: str) -> None:
+        self._store = store
+        self._run_id = run_id
+
+    async def get(self) -> tuple[int, dict[str, JSON]]:
+        """The current version and data (version 0 and ``{}`` before the first write)."""
+        return await self._store.get_state(self._run_id)
+
+    async def set(self, data: Mapping[str, JSON], *, version: int) -> int:
+        """Write `data` if the state is still at `version`; returns the new version.
+
+        Raises:
+            StateConflict: someone else wrote first.
+        """
+        return await self._store.cas_state(self._run_id, version, data)
+
+    async def update(
+        self, change: Callable[[dict[str, JSON]], Mapping[str, JSON]], *, attempts: int = 10
+    ) -> dict[str, JSON]:
+        """Apply `change` to the latest state, re-reading on conflict; returns what it wrote."""
+        for _ in range(attempts - 1):
+            version, data = await self.get()
+            new = dict(change(dict(data)))
+            try:
+                await self.set(new, version=version)
+            except StateConflict:
+                continue
+            return new
+        version, data = await self.get()
+        new = dict(change(dict(data)))
+        await self.set(new, version=version)
+        return new
+
+
+class Context:
+    """Passed to every agent as its first argument.
+
+    Attributes:
+        run_id: the run.
+        agent: this agent's name.
+        attempt: 1 for the first attempt of this step in this process.
+        input: the run's input.
+        idempotency_key: ``run_id/agent`` — the same on every attempt, after every crash
+            and resume: pass it to external services so a repeated call has one effect.
+        degraded: the dependencies that degraded to their default, with the reason.
+        log: a logger whose records carry ``run_id`` and ``agent``.
+        state: the run's versioned shared state.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_deadline",
+        "agent",
+        "attempt",
+        "degraded",
+        "idempotency_key",
+        "input",
+        "log",
+        "run_id",
+        "state",
+        "workflow",
+    )
+
+    def __init__(
+        self,
+        *,
+        workflow: str,
+        run_id: str,
+        agent: str,
+        attempt: int,
+        run_input: Any,
+        degraded: Mapping[str, str],
+        deadline: float | None,
+        state: SharedState,
+        clock: Clock,
+    ) -> None:
+        self.workflow = workflow
+        self.run_id = run_id
+        self.agent = agent
+        self.attempt = attempt
+        self.input = run_input
+        self.idempotency_key = f"{run_id}/{agent}"
+        self.degraded = degraded
+        self.state = state
+        self.log = logging.LoggerAdapter(
+            _log, {"workflow": workflow, "run_id": run_id, "agent": agent}
+        )
+        self._deadline = deadline
+        self._clock = clock
+
+    @property
+    def deadline(self) -> float | None:
+        """The run's deadline on the engine's monotonic clock, or ``None``."""
+        return self._deadline
+
+    def time_left(self) -> float | None:
+        """Seconds until the run's deadline, or ``None`` when it has none."""
+        return None if self._deadline is None else self._deadline - self._clock.now()
+
+    def __repr__(self) -> str:
+        return f"Context(run_id={self.run_id!r}, agent={self.agent!r}, attempt={self.attempt})"

@@ -1,0 +1,713 @@
+"""The orchestrator: drives a run of a workflow to its end, checkpointing every step.
+
+The life of a run (ARCHITECTURE.md): take the run's lease; start every step whose
+dependencies are settled, concurrently; run each through its pipeline (the executor);
+commit each result before any dependent starts; degrade optional failures, fail the run
+on a critical one (skip dependents, compensate completed steps in reverse, dead-letter
+the run), park `NeedsHuman` steps in the review queue, pause on a transient outage when
+asked to. Resuming a run (same `run_id`) continues from the last committed step; a
+finished run returns its stored result without running anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from firebreak.clock import Clock, system_clock
+from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
+from firebreak.engine.context import Context, SharedState
+from firebreak.engine.executor import Executor, LocalExecutor, StepCall, StepOutcome
+from firebreak.engine.result import RunResult
+from firebreak.errors import FirebreakError, InvalidInput, StaleLease
+from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit
+from firebreak.resilience import BreakerRegistry, Timeout, breakers
+from firebreak.store import (
+    CheckpointStore,
+    Lease,
+    ReviewItem,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    open_store,
+)
+from firebreak.workflow import AgentSpec, Workflow
+
+__all__ = ["Engine", "resume", "run", "validate_input"]
+
+log = logging.getLogger("firebreak.engine")
+
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED})
+# Steps a replay runs again: their work is not in effect.
+_REDO = frozenset(
+    {
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
+        StepStatus.COMPENSATED,
+    }
+)
+_NO_INPUT: Any = object()
+
+
+def default_owner() -> str:
+    """An orchestrator id unique to this process: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def validate_input(workflow: Workflow, value: Any) -> Any:
+    """Check a run input against the workflow's schema; raise `InvalidInput` if it fails."""
+    schema = workflow.input_schema
+    if schema is None:
+        return value
+    try:
+        if isinstance(schema, type) and hasattr(schema, "model_validate"):
+            return value if isinstance(value, schema) else schema.model_validate(value)
+        return schema(value)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"workflow {workflow.name!r}: {first}") from exc
+
+
+class Engine:
+    """Runs workflows against one store, with one executor.
+
+    Use as ``async with Engine("sqlite:///runs.db") as engine: await engine.run(wf, x)``.
+    A store given as an object is used as is (the caller sets it up and closes it); a URL
+    (or ``None``: ``$FIREBREAK_STORE``, else SQLite under ``./.firebreak/``) is opened and
+    closed by the engine.
+
+    Args:
+        store: a `CheckpointStore`, a store URL, or ``None`` for the default.
+        executor: how steps run; default: in this process (`LocalExecutor`).
+        owner: this orchestrator's id in leases; default ``host:pid:random``.
+        lease_ttl: seconds a lease lasts unless renewed (renewed every third of it).
+        pause_for: seconds a paused run waits when the failure named no time.
+        clock: monotonic time for timeouts and deadlines.
+        registry: where agents' breakers come from (shared per service).
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore | str | None = None,
+        *,
+        executor: Executor | None = None,
+        owner: str | None = None,
+        lease_ttl: float = 30.0,
+        pause_for: float = 60.0,
+        clock: Clock = system_clock,
+        registry: BreakerRegistry = breakers,
+    ) -> None:
+        self._owns_store = store is None or isinstance(store, str)
+        self.store = open_store(store) if store is None or isinstance(store, str) else store
+        self.clock = clock
+        self.executor = executor or LocalExecutor(self.store, registry=registry, clock=clock)
+        self.owner = owner or default_owner()
+        self.lease_ttl = lease_ttl
+        self.pause_for = pause_for
+
+    async def __aenter__(self) -> Engine:
+        if self._owns_store:
+            await self.store.setup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._owns_store:
+            await self.store.close()
+
+    async def run(
+        self,
+        workflow: Workflow,
+        input: Any = _NO_INPUT,  # noqa: A002 - the run input, named as users say it
+        *,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run `workflow` on `input`, or resume run `run_id` if it exists.
+
+        Raises:
+            KeyError: `run_id` names no run and no input was given.
+            ValueError: `run_id` belongs to another workflow.
+            LeaseHeld: another orchestrator is driving this run right now.
+        """
+        workflow.freeze()
+        run_id = run_id or uuid.uuid4().hex
+        store = self.store
+        record = await store.get_run(run_id)
+        if record is None:
+            if input is _NO_INPUT:
+                raise KeyError(f"run {run_id!r} does not exist; give an input to start it")
+            return await self._start(workflow, input, run_id)
+        if record.workflow != workflow.name:
+            raise ValueError(f"run {run_id!r} belongs to workflow {record.workflow!r}")
+        if record.status in TERMINAL:
+            return stored_result(workflow, record)
+        return await self._drive(workflow, record, resumed=True)
+
+    async def _start(self, workflow: Workflow, value: Any, run_id: str) -> RunResult:
+        try:
+            validated = validate_input(workflow, value)
+            stored = encode(validated, what="run input")
+        except (InvalidInput, NotStorable) as exc:
+            return await self._reject(workflow, value, run_id, exc)
+        record, created = await self.store.create_run(run_id, workflow.name, stored)
+        if not created and record.status in TERMINAL:  # a concurrent start won the race
+            return stored_result(workflow, record)
+        return await self._drive(workflow, record, resumed=not created, run_input=validated)
+
+    async def _reject(
+        self, workflow: Workflow, value: Any, run_id: str, exc: FirebreakError
+    ) -> RunResult:
+        """Record a run whose input is invalid as failed and dead-letter it; run nothing."""
+        try:
+            stored = encode(value, what="run input")
+        except NotStorable:
+            stored = {"unstorable": repr(value)[:10_000]}
+        await self.store.create_run(run_id, workflow.name, stored)
+        lease = await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+        error = error_to_dict(exc)
+        try:
+            await self.store.set_run_status(lease, RunStatus.FAILED, error=error)
+            await self.store.dlq_put(
+                run_id=run_id, workflow=workflow.name, reason=str(exc), error=error, input=stored
+            )
+        finally:
+            await self.store.release_lease(lease)
+        emit(QueueChanged(source=workflow.name, queue="dlq", run_id=run_id, delta=1))
+        emit(RunStateChanged(source=workflow.name, run_id=run_id, status="failed", reason=str(exc)))
+        return RunResult(
+            run_id=run_id, workflow=workflow.name, status=RunStatus.FAILED, error=error
+        )
+
+    async def _drive(
+        self,
+        workflow: Workflow,
+        record: RunRecord,
+        *,
+        resumed: bool,
+        run_input: Any = _NO_INPUT,
+    ) -> RunResult:
+        store = self.store
+        lease = await store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
+        keeper = asyncio.create_task(self._keep_lease(lease))
+        try:
+            if run_input is _NO_INPUT:
+                run_input = validate_input(workflow, record.input)
+            return await _Run(self, workflow, record, lease, run_input, resumed=resumed).drive()
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            with contextlib.suppress(StaleLease, KeyError):
+                await store.release_lease(lease)
+
+    async def _keep_lease(self, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                lease = await self.store.renew_lease(lease, self.lease_ttl)
+            except StaleLease:
+                log.warning("lost the lease of run %r: another orchestrator took it", lease.run_id)
+                return
+
+    async def resume(self, workflow: Workflow, run_id: str) -> RunResult:
+        """Continue run `run_id` from its checkpoints (a finished run is returned as stored)."""
+        return await self.run(workflow, run_id=run_id)
+
+    async def resume_due(self, workflows: Mapping[str, Workflow]) -> list[RunResult]:
+        """Resume every paused run whose time has come, for the workflows given by name."""
+        results = []
+        for record in await self.store.due_runs(self.store.clock()):
+            workflow = workflows.get(record.workflow)
+            if workflow is not None:
+                results.append(await self.run(workflow, run_id=record.run_id))
+        return results
+
+    async def replay(
+        self,
+        entry_id: str,
+        workflow: Workflow,
+        *,
+        from_step: str | None = None,
+        input: Any = _NO_INPUT,  # noqa: A002 - the patched run input
+    ) -> RunResult:
+        """Run a dead-lettered run again from its checkpoints and take it off the queue.
+
+        Steps that failed, were skipped or were compensated run again; so do `from_step`
+        and everything after it, when given. A patched `input` replaces the stored one and
+        every step runs again.
+        """
+        entry = await self.store.dlq_get(entry_id)
+        if entry is None:
+            raise KeyError(f"no dead-letter entry {entry_id!r}")
+        if entry.workflow != workflow.name:
+            raise ValueError(f"entry {entry_id!r} is a run of workflow {entry.workflow!r}")
+        if from_step is not None and from_step not in workflow.agents:
+            raise KeyError(f"workflow {workflow.name!r} has no agent {from_step!r}")
+        lease = await self.store.acquire_lease(entry.run_id, self.owner, self.lease_ttl)
+        try:
+            steps = await self.store.get_steps(entry.run_id)
+            redo = {name for name, rec in steps.items() if rec.status in _REDO}
+            if from_step is not None:
+                redo |= {from_step, *workflow.dependents(from_step)}
+            if input is not _NO_INPUT:
+                validated = validate_input(workflow, input)
+                await self.store.set_input(lease, encode(validated, what="run input"))
+                redo = set(steps)
+            await self.store.reset_steps(lease, sorted(redo))
+            await self.store.set_run_status(lease, RunStatus.PENDING)
+            await self.store.dlq_drop(entry_id)
+        finally:
+            with contextlib.suppress(StaleLease, KeyError):
+                await self.store.release_lease(lease)
+        emit(QueueChanged(source=workflow.name, queue="dlq", run_id=entry.run_id, delta=-1))
+        return await self.run(workflow, run_id=entry.run_id)
+
+    async def resolve_review(
+        self, item_id: str, value: Any, *, workflow: Workflow | None = None
+    ) -> ReviewItem:
+        """Record a person's answer to a review item; the run uses it when it resumes.
+
+        With `workflow`, the answer is first checked with the agent's ``validate=`` and
+        the run is resumed at once.
+        """
+        item = await self.store.review_get(item_id)
+        if item is None:
+            raise KeyError(f"no review item {item_id!r}")
+        if workflow is not None:
+            spec = workflow.agents[item.agent]
+            from firebreak.engine.codec import validate_output  # noqa: PLC0415 - one use
+
+            value = validate_output(spec, value)
+        resolved = await self.store.review_resolve(item_id, encode(value, what="review answer"))
+        emit(QueueChanged(source=item.workflow, queue="review", run_id=item.run_id, delta=-1))
+        if workflow is not None:
+            await self.run(workflow, run_id=item.run_id)
+        return resolved
+
+
+def stored_result(
+    workflow: Workflow, record: RunRecord, *, executed: tuple[str, ...] = ()
+) -> RunResult:
+    """The `RunResult` of a run as the store has it."""
+    stored = record.result if isinstance(record.result, dict) else {}
+    outputs = {
+        name: decode_output(workflow.agents[name], value)
+        for name, value in (stored.get("outputs") or {}).items()
+        if name in workflow.agents
+    }
+    return RunResult(
+        run_id=record.run_id,
+        workflow=record.workflow,
+        status=record.status,
+        outputs=outputs,
+        missing=dict(stored.get("missing") or {}),
+        error=record.error,
+        failed_agent=stored.get("failed_agent"),
+        resume_at=record.resume_at,
+        reviews=tuple(stored.get("reviews") or ()),
+        compensated=tuple(stored.get("compensated") or ()),
+        executed=executed,
+    )
+
+
+class _Run:
+    """One drive of one run: the scheduling loop and what happens at its end."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: Workflow,
+        record: RunRecord,
+        lease: Lease,
+        run_input: Any,
+        *,
+        resumed: bool,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.workflow = workflow
+        self.name = workflow.name
+        self.record = record
+        self.run_id = record.run_id
+        self.lease = lease
+        self.run_input = run_input
+        self.resumed = resumed
+        self.outputs: dict[str, Any] = {}
+        self.settled: dict[str, StepStatus] = {}
+        self.missing: dict[str, str] = {}
+        self.reviews: list[str] = []
+        self.executed: list[str] = []
+        self.failure: tuple[str, dict[str, Any]] | None = None  # agent, error
+        self.pause_until: float | None = None
+        self.waiting: set[str] = set()  # paused agents, not committed
+
+    async def drive(self) -> RunResult:
+        await self._load()
+        await self.store.set_run_status(self.lease, RunStatus.RUNNING)
+        emit(
+            RunStateChanged(
+                source=self.name, run_id=self.run_id, status="running", resumed=self.resumed
+            )
+        )
+        clock = self.engine.clock
+        deadline = None if self.workflow.deadline is None else clock.now() + self.workflow.deadline
+        running: dict[asyncio.Task[StepOutcome], str] = {}
+        try:
+            while True:
+                if self.failure is None:
+                    for spec in self._ready(running.values()):
+                        call = self._call(spec, deadline)
+                        running[asyncio.create_task(self.engine.executor.execute(call))] = spec.name
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    await self._settle(running.pop(task), task.result())
+        finally:
+            for task in running:  # only when we are cancelled or the store failed
+                task.cancel()
+        return await self._finish()
+
+    async def _load(self) -> None:
+        """Take over what earlier drives committed."""
+        steps = await self.store.get_steps(self.run_id)
+        resolved = await self._resolved_reviews(steps)
+        for name, rec in steps.items():
+            spec = self.workflow.agents.get(name)
+            if spec is None:
+                continue
+            if rec.status == StepStatus.NEEDS_REVIEW and name in resolved:
+                rec = await self._apply_review(rec, resolved[name])  # noqa: PLW2901
+            status = rec.status
+            if status == StepStatus.COMPENSATION_FAILED:  # its effect stands: so does its output
+                status = StepStatus.SUCCEEDED
+            if status in (StepStatus.SUCCEEDED, StepStatus.DEGRADED):
+                self.outputs[name] = decode_output(spec, rec.output)
+                if status == StepStatus.DEGRADED:
+                    self.missing[name] = rec.degraded_reason or "degraded"
+            self.settled[name] = status
+            if status == StepStatus.FAILED:  # we crashed while failing the run: finish that
+                self.failure = (name, rec.error or {"message": f"{name} failed"})
+
+    async def _resolved_reviews(self, steps: Mapping[str, StepRecord]) -> dict[str, ReviewItem]:
+        """Resolved review items of this run by agent; open ones are noted in `reviews`."""
+        resolved: dict[str, ReviewItem] = {}
+        if any(rec.status == StepStatus.NEEDS_REVIEW for rec in steps.values()):
+            for item in await self.store.review_list(status=None):
+                if item.run_id != self.run_id:
+                    continue
+                if item.status == "resolved":
+                    resolved[item.agent] = item
+                else:
+                    self.reviews.append(item.id)
+        return resolved
+
+    async def _apply_review(self, rec: StepRecord, item: ReviewItem) -> StepRecord:
+        await self.store.update_step(
+            self.lease, self.run_id, rec.agent, status=StepStatus.SUCCEEDED, output=item.value
+        )
+        emit(
+            StepStateChanged(
+                source=self.name,
+                run_id=self.run_id,
+                agent=rec.agent,
+                status="succeeded",
+                attempts=rec.attempts,
+                reason="resolved by review",
+            )
+        )
+        return StepRecord(
+            run_id=self.run_id,
+            agent=rec.agent,
+            status=StepStatus.SUCCEEDED,
+            output=item.value,
+            attempts=rec.attempts,
+            seq=rec.seq,
+        )
+
+    def _ready(self, running: Any) -> list[AgentSpec]:
+        busy = set(running)
+        ready = []
+        for spec in self.workflow.agents.values():
+            name = spec.name
+            if name in self.settled or name in busy or name in self.waiting:
+                continue
+            deps = [self.settled.get(dep) for dep in spec.after]
+            if all(d in (StepStatus.SUCCEEDED, StepStatus.DEGRADED) for d in deps):
+                ready.append(spec)
+        return ready
+
+    def _call(self, spec: AgentSpec, deadline: float | None) -> StepCall:
+        self.executed.append(spec.name)
+        return StepCall(
+            workflow=self.name,
+            spec=spec,
+            run_id=self.run_id,
+            run_input=self.run_input,
+            inputs=spec.call_kwargs(self.run_input, self.outputs),
+            degraded={d: self.missing[d] for d in spec.after if d in self.missing},
+            deadline=deadline,
+        )
+
+    async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> None:
+        await self.store.commit_step(self.lease, rec)
+        self.settled[rec.agent] = rec.status
+        emit(
+            StepStateChanged(
+                source=self.name,
+                run_id=self.run_id,
+                agent=rec.agent,
+                status=rec.status.value,
+                attempts=attempts,
+                reason=reason,
+            )
+        )
+
+    async def _settle(self, name: str, outcome: StepOutcome) -> None:
+        spec = self.workflow.agents[name]
+        if outcome.status == "succeeded":
+            try:
+                stored = encode(outcome.output, what=f"output of agent {name!r}")
+            except NotStorable as exc:
+                outcome = StepOutcome(status="failed", attempts=outcome.attempts, error=exc)
+            else:
+                rec = StepRecord(
+                    run_id=self.run_id,
+                    agent=name,
+                    status=StepStatus.SUCCEEDED,
+                    output=stored,
+                    attempts=outcome.attempts,
+                )
+                await self._commit(rec, outcome.attempts)
+                self.outputs[name] = outcome.output
+                return
+        error = outcome.error
+        reason = f"{type(error).__name__}: {error}" if error is not None else "failed"
+        if outcome.status == "failed" and spec.on_exhausted == "pause" and outcome.transient:
+            wait = outcome.retry_after if outcome.retry_after is not None else self.engine.pause_for
+            until = self.store.clock() + wait
+            self.pause_until = max(self.pause_until or until, until)
+            self.waiting.add(name)
+            return
+        if outcome.status == "needs_human" or spec.on_exhausted == "review":
+            await self._to_review(spec, outcome, reason)
+            return
+        error_dict = error_to_dict(error) if error is not None else None
+        if not spec.critical:
+            default = spec.default
+            rec = StepRecord(
+                run_id=self.run_id,
+                agent=name,
+                status=StepStatus.DEGRADED,
+                output=encode(default, what=f"default of agent {name!r}"),
+                attempts=outcome.attempts,
+                error=error_dict,
+                degraded_reason=reason,
+            )
+            await self._commit(rec, outcome.attempts, reason)
+            self.outputs[name] = default
+            self.missing[name] = reason
+            return
+        rec = StepRecord(
+            run_id=self.run_id,
+            agent=name,
+            status=StepStatus.FAILED,
+            attempts=outcome.attempts,
+            error=error_dict,
+        )
+        await self._commit(rec, outcome.attempts, reason)
+        self.failure = (name, error_dict or {"message": reason})
+
+    async def _to_review(self, spec: AgentSpec, outcome: StepOutcome, reason: str) -> None:
+        suggestions = list(getattr(outcome.error, "suggestions", []) or [])
+        error_dict = error_to_dict(outcome.error) if outcome.error is not None else None
+        rec = StepRecord(
+            run_id=self.run_id,
+            agent=spec.name,
+            status=StepStatus.NEEDS_REVIEW,
+            attempts=outcome.attempts,
+            error=error_dict,
+        )
+        await self._commit(rec, outcome.attempts, reason)
+        inputs = spec.call_kwargs(self.run_input, self.outputs)
+        try:
+            context = encode(inputs, what="review context")
+        except NotStorable:
+            context = {name: repr(value)[:2000] for name, value in inputs.items()}
+        item_id = await self.store.review_put(
+            run_id=self.run_id,
+            workflow=self.name,
+            agent=spec.name,
+            reason=reason,
+            suggestions=encode(suggestions, what="review suggestions"),
+            context=context,
+        )
+        self.reviews.append(item_id)
+        emit(QueueChanged(source=self.name, queue="review", run_id=self.run_id, delta=1))
+
+    async def _finish(self) -> RunResult:
+        if self.failure is not None:
+            return await self._fail(*self.failure)
+        result: dict[str, Any] = {"missing": self.missing, "reviews": self.reviews}
+        if self.pause_until is not None:
+            status = RunStatus.PAUSED
+            reason = f"waiting for {', '.join(sorted(self.waiting))}"
+        elif any(s == StepStatus.NEEDS_REVIEW for s in self.settled.values()):
+            status, reason = RunStatus.NEEDS_REVIEW, "waiting for review"
+        elif unsettled := [a for a in self.workflow.agents if a not in self.settled]:
+            raise RuntimeError(f"run {self.run_id!r}: agents {unsettled} could not start")
+        else:
+            status = RunStatus.DEGRADED if self.missing else RunStatus.SUCCEEDED
+            reason = f"degraded: {', '.join(self.missing)}" if self.missing else ""
+            result["outputs"] = {
+                name: encode(value, what=f"output of agent {name!r}")
+                for name, value in self.outputs.items()
+            }
+        await self.store.set_run_status(
+            self.lease, status, result=result, resume_at=self.pause_until
+        )
+        emit(
+            RunStateChanged(
+                source=self.name, run_id=self.run_id, status=status.value, reason=reason
+            )
+        )
+        return RunResult(
+            run_id=self.run_id,
+            workflow=self.name,
+            status=status,
+            outputs=dict(self.outputs),
+            missing=dict(self.missing),
+            resume_at=self.pause_until,
+            reviews=tuple(self.reviews),
+            resumed=self.resumed,
+            executed=tuple(self.executed),
+        )
+
+    async def _fail(self, agent: str, error: dict[str, Any]) -> RunResult:
+        because = f"{agent} failed"
+        for name in self.workflow.agents:
+            if name not in self.settled:
+                rec = StepRecord(
+                    run_id=self.run_id,
+                    agent=name,
+                    status=StepStatus.SKIPPED,
+                    attempts=0,
+                    degraded_reason=because,
+                )
+                await self._commit(rec, 0, because)
+                self.missing[name] = f"skipped: {because}"
+        compensated = await self._compensate()
+        result = {"missing": self.missing, "failed_agent": agent, "compensated": compensated}
+        await self.store.set_run_status(self.lease, RunStatus.FAILED, result=result, error=error)
+        reason = f"agent {agent!r} failed: {error.get('message', '')}"
+        await self.store.dlq_put(
+            run_id=self.run_id,
+            workflow=self.name,
+            reason=reason,
+            error=error,
+            input=self.record.input,
+            steps=await self.store.get_steps(self.run_id),
+        )
+        emit(QueueChanged(source=self.name, queue="dlq", run_id=self.run_id, delta=1))
+        emit(RunStateChanged(source=self.name, run_id=self.run_id, status="failed", reason=reason))
+        return RunResult(
+            run_id=self.run_id,
+            workflow=self.name,
+            status=RunStatus.FAILED,
+            outputs=dict(self.outputs),
+            missing=dict(self.missing),
+            error=error,
+            failed_agent=agent,
+            compensated=tuple(compensated),
+            resumed=self.resumed,
+            executed=tuple(self.executed),
+        )
+
+    async def _compensate(self) -> list[str]:
+        """Undo completed steps in reverse completion order; a failure is recorded, not fatal."""
+        steps = await self.store.get_steps(self.run_id)
+        done = sorted(
+            (rec for rec in steps.values() if rec.status == StepStatus.SUCCEEDED),
+            key=lambda rec: rec.seq,
+            reverse=True,
+        )
+        undone = []
+        for rec in done:
+            spec = self.workflow.agents.get(rec.agent)
+            if spec is None or spec.compensate is None:
+                continue
+            ctx = Context(
+                workflow=self.name,
+                run_id=self.run_id,
+                agent=spec.name,
+                attempt=1,
+                run_input=self.run_input,
+                degraded={},
+                deadline=None,
+                state=SharedState(self.store, self.run_id),
+                clock=self.engine.clock,
+            )
+            output = self.outputs.get(spec.name, decode_output(spec, rec.output))
+            try:
+                timeout = Timeout(
+                    spec.timeout, name=f"compensate {spec.name}", clock=self.engine.clock
+                )
+                await timeout.call(spec.compensate, ctx, output)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other compensations still run
+                await self.store.update_step(
+                    self.lease,
+                    self.run_id,
+                    spec.name,
+                    status=StepStatus.COMPENSATION_FAILED,
+                    error=error_to_dict(exc),
+                )
+                emit(
+                    StepStateChanged(
+                        source=self.name,
+                        run_id=self.run_id,
+                        agent=spec.name,
+                        status="compensation_failed",
+                        reason=str(exc),
+                    )
+                )
+                continue
+            await self.store.update_step(
+                self.lease, self.run_id, spec.name, status=StepStatus.COMPENSATED
+            )
+            emit(
+                StepStateChanged(
+                    source=self.name, run_id=self.run_id, agent=spec.name, status="compensated"
+                )
+            )
+            undone.append(spec.name)
+        return undone
+
+
+async def run(
+    workflow: Workflow,
+    input: Any = _NO_INPUT,  # noqa: A002
+    *,
+    run_id: str | None = None,
+    store: CheckpointStore | str | None = None,
+    clock: Clock = system_clock,
+) -> RunResult:
+    """Run (or resume) a workflow once; see `Engine` for long-lived use.
+
+    >>> result = await fb.run(wf, {"id": 42}, run_id="inv-42")   # SQLite under ./.firebreak/
+    """
+    async with Engine(store, clock=clock) as engine:
+        return await engine.run(workflow, input, run_id=run_id)
+
+
+async def resume(
+    workflow: Workflow, run_id: str, *, store: CheckpointStore | str | None = None
+) -> RunResult:
+    """Continue run `run_id` from its checkpoints."""
+    async with Engine(store) as engine:
+        return await engine.resume(workflow, run_id)

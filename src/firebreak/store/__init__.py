@@ -1,0 +1,104 @@
+"""Checkpoint stores: where runs, step results, leases, shared state and queues live.
+
+Build one from a URL with `open_store` and use it as ``async with``::
+
+    async with open_store("sqlite:///runs.db") as store:
+        run, created = await store.create_run("inv-42", "invoice", {"id": 42})
+
+Backends: ``memory://`` (`MemoryStore`) and ``sqlite:///path`` (`SQLiteStore`, the
+default). Other backends are imported only when their scheme is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qsl
+
+from firebreak.store.base import (
+    JSON,
+    STEP_TRANSITIONS,
+    CheckpointStore,
+    DeadLetter,
+    Lease,
+    ReviewItem,
+    ReviewStatus,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    WallClock,
+    default_clock,
+)
+from firebreak.store.memory import MemoryStore
+from firebreak.store.sqlite import SQLiteStore
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "JSON",
+    "STEP_TRANSITIONS",
+    "CheckpointStore",
+    "DeadLetter",
+    "Lease",
+    "MemoryStore",
+    "ReviewItem",
+    "ReviewStatus",
+    "RunRecord",
+    "RunStatus",
+    "SQLiteStore",
+    "StepRecord",
+    "StepStatus",
+    "open_store",
+]
+
+DEFAULT_STORE_URL = "sqlite:///./.firebreak/firebreak.db"
+"""Where runs go when neither the caller nor ``$FIREBREAK_STORE`` says otherwise."""
+
+_SUPPORTED = ("memory://", "sqlite:///PATH")
+_SQLITE_OPTIONS = frozenset({"synchronous", "busy_timeout"})
+
+
+def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> CheckpointStore:
+    """Build (not connect) the store a URL names; call ``setup()`` or use ``async with``.
+
+    Args:
+        url: ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``,
+            optionally with ``?synchronous=NORMAL`` or ``?busy_timeout=10``. ``None`` means
+            ``$FIREBREAK_STORE``, else `DEFAULT_STORE_URL`.
+        clock: wall clock for timestamps and lease expiry.
+
+    Raises:
+        ValueError: the scheme is unknown or not supported yet, or an option is bad.
+
+    Example:
+        >>> store = open_store("sqlite:///.firebreak/firebreak.db")
+    """
+    if url is None:
+        url = os.environ.get("FIREBREAK_STORE") or DEFAULT_STORE_URL
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"store URL {url!r} has no scheme; supported: {', '.join(_SUPPORTED)}")
+    scheme = scheme.lower()
+    if scheme == "memory":
+        return MemoryStore(clock=clock)
+    if scheme == "sqlite":
+        path, _, query = rest.partition("?")
+        if not path.startswith("/") or len(path) < 2:
+            raise ValueError(
+                f"store URL {url!r}: write sqlite:///relative/path.db or sqlite:////abs/path.db"
+            )
+        options = dict(parse_qsl(query, strict_parsing=bool(query)))
+        unknown = set(options) - _SQLITE_OPTIONS
+        if unknown:
+            raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+        synchronous = options.get("synchronous", "FULL").upper()
+        if synchronous not in {"FULL", "NORMAL"}:
+            raise ValueError(f"store URL {url!r}: synchronous must be FULL or NORMAL")
+        return SQLiteStore(
+            path[1:],
+            clock=clock,
+            synchronous="FULL" if synchronous == "FULL" else "NORMAL",
+            busy_timeout=float(options.get("busy_timeout", 5.0)),
+        )
+    raise ValueError(
+        f"store scheme {scheme!r} is not supported (yet); supported: {', '.join(_SUPPORTED)}"
+    )

@@ -1,0 +1,114 @@
+"""Decisions every backend makes the same way, kept in one place so they cannot drift."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from firebreak.errors import LeaseHeld, StaleLease, StoreError
+from firebreak.store.base import (
+    JSON,
+    STEP_TRANSITIONS,
+    Lease,
+    ReviewStatus,
+    StepRecord,
+    StepStatus,
+)
+
+__all__ = [
+    "check_fence",
+    "check_transition",
+    "decide_lease",
+    "dumps",
+    "loads",
+    "new_id",
+    "review_status",
+    "step_from_dict",
+    "step_to_dict",
+]
+
+# One encoder, reused: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# A step becoming one of these (a resolved review) is committed then, so it takes a new seq.
+RESEQUENCE = frozenset({StepStatus.SUCCEEDED, StepStatus.DEGRADED})
+
+
+def dumps(value: JSON) -> str:
+    """Encode a JSON value compactly, keeping non-ASCII text readable."""
+    return _ENCODER.encode(value)
+
+
+def loads(text: str | None) -> JSON:
+    """Decode what `dumps` wrote; SQL ``NULL`` reads as ``None``."""
+    return None if text is None else json.loads(text)
+
+
+def new_id() -> str:
+    """Return a fresh random id for a queue entry."""
+    return uuid.uuid4().hex
+
+
+def decide_lease(
+    *,
+    run_id: str,
+    owner: str,
+    current_owner: str | None,
+    current_token: int,
+    current_expires: float | None,
+    now: float,
+    ttl: float,
+) -> Lease:
+    """Return the lease `owner` gets, or raise `LeaseHeld`.
+
+    Same owner with an unexpired lease keeps its token (re-entry after a restart of the same
+    process); anyone taking a free or expired lease gets the next token.
+    """
+    live = current_owner is not None and current_expires is not None and current_expires > now
+    if live and current_owner != owner:
+        assert current_owner is not None  # noqa: S101  -- narrowed by `live`
+        assert current_expires is not None  # noqa: S101
+        raise LeaseHeld(run_id, owner=current_owner, expires_at=current_expires)
+    token = current_token if live else current_token + 1
+    return Lease(run_id=run_id, owner=owner, token=token, expires_at=now + ttl)
+
+
+def check_fence(lease: Lease, current_owner: str | None, current_token: int) -> None:
+    """Raise `StaleLease` unless `lease` is the run's current, unreleased lease.
+
+    An expired lease nobody has taken over is still current: the token, not the clock,
+    fences writers, so a slow but unchallenged orchestrator loses nothing.
+    """
+    if current_token != lease.token or current_owner != lease.owner:
+        raise StaleLease(lease.run_id, token=lease.token)
+
+
+def check_transition(run_id: str, agent: str, old: StepStatus, new: StepStatus) -> None:
+    """Raise `StoreError` unless a committed step may move from `old` to `new`."""
+    if new not in STEP_TRANSITIONS.get(old, frozenset()):
+        raise StoreError(f"run {run_id!r}: step {agent!r} cannot go from {old} to {new}")
+
+
+def review_status(status: str | None) -> ReviewStatus | None:
+    """Validate a review-status filter."""
+    return None if status is None else ReviewStatus(status)
+
+
+def step_to_dict(step: StepRecord) -> dict[str, Any]:
+    """Serialise a step for a dead-letter snapshot."""
+    return {
+        "run_id": step.run_id,
+        "agent": step.agent,
+        "status": str(step.status),
+        "output": step.output,
+        "attempts": step.attempts,
+        "error": step.error,
+        "degraded_reason": step.degraded_reason,
+        "seq": step.seq,
+        "completed_at": step.completed_at,
+    }
+
+
+def step_from_dict(data: dict[str, Any]) -> StepRecord:
+    """Rebuild a step serialised by `step_to_dict`."""
+    return StepRecord(**data)

@@ -1,0 +1,419 @@
+"""`MemoryStore`: the whole store in dicts, for tests and throwaway runs.
+
+Every method runs to completion without awaiting, so on one event loop each operation is
+atomic without a lock. Values are copied through JSON on the way in and out, so callers
+can neither mutate stored state nor store what SQLite could not (same rules everywhere).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from firebreak.errors import StateConflict, StoreError
+from firebreak.store import _rules
+from firebreak.store.base import (
+    JSON,
+    DeadLetter,
+    Lease,
+    ReviewItem,
+    ReviewStatus,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    WallClock,
+    default_clock,
+    seconds,
+)
+
+__all__ = ["MemoryStore"]
+
+
+def _clone(value: JSON) -> JSON:
+    return _rules.loads(_rules.dumps(value))
+
+
+def _run_out(run: RunRecord) -> RunRecord:
+    return replace(run, input=_clone(run.input), result=_clone(run.result), error=_clone(run.error))
+
+
+def _step_out(step: StepRecord) -> StepRecord:
+    return replace(step, output=_clone(step.output), error=_clone(step.error))
+
+
+class MemoryStore:
+    """A `CheckpointStore` held in memory: fast, isolated, gone with the process.
+
+    Example:
+        >>> async with MemoryStore() as store:
+        ...     run, created = await store.create_run("r1", "wf", {"x": 1})
+
+    Args:
+        clock: wall clock for timestamps and lease expiry; tests inject their own.
+    """
+
+    def __init__(self, *, clock: WallClock = default_clock) -> None:
+        self.clock = clock
+        self._runs: dict[str, RunRecord] = {}
+        self._run_order: dict[str, int] = {}
+        self._steps: dict[str, dict[str, StepRecord]] = {}
+        self._state: dict[str, tuple[int, str]] = {}
+        self._dlq: dict[str, DeadLetter] = {}
+        self._reviews: dict[str, ReviewItem] = {}
+        self._counter = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(runs={len(self._runs)})"
+
+    async def setup(self) -> None:
+        """Nothing to set up; present for the protocol."""
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays readable until the object is dropped."""
+
+    async def __aenter__(self) -> Self:
+        await self.setup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: JSON,  # noqa: A002  -- the run's input, named as on RunRecord
+    ) -> tuple[RunRecord, bool]:
+        """Get the run, or create it as pending; the bool says whether it was created."""
+        if run_id in self._runs:
+            return _run_out(self._runs[run_id]), False
+        now = self.clock()
+        run = RunRecord(
+            run_id=run_id, workflow=workflow, input=_clone(input), created_at=now, updated_at=now
+        )
+        self._runs[run_id] = run
+        self._run_order[run_id] = next(self._counter)
+        return _run_out(run), True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """Return the run, or ``None``."""
+        run = self._runs.get(run_id)
+        return None if run is None else _run_out(run)
+
+    async def list_runs(
+        self, *, workflow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Return up to `limit` runs, newest first, optionally filtered."""
+        wanted = None if status is None else RunStatus(status)
+        runs = [
+            r
+            for r in self._runs.values()
+            if (workflow is None or r.workflow == workflow)
+            and (wanted is None or r.status == wanted)
+        ]
+        runs.sort(key=lambda r: (r.created_at, self._run_order[r.run_id]), reverse=True)
+        return [_run_out(r) for r in runs[: max(limit, 0)]]
+
+    async def set_run_status(
+        self,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> RunRecord:
+        """Set the run's status, result, error and resume time (fenced by `lease`)."""
+        run = self._fenced(lease)
+        run = replace(
+            run,
+            status=RunStatus(status),
+            result=_clone(result),
+            error=_clone(error),
+            resume_at=resume_at,
+            updated_at=self.clock(),
+        )
+        self._runs[run.run_id] = run
+        return _run_out(run)
+
+    async def due_runs(self, now: float) -> list[RunRecord]:
+        """Return paused runs whose ``resume_at <= now``, soonest first."""
+        due = [
+            r
+            for r in self._runs.values()
+            if r.status == RunStatus.PAUSED and r.resume_at is not None and r.resume_at <= now
+        ]
+        due.sort(key=lambda r: (r.resume_at, self._run_order[r.run_id]))
+        return [_run_out(r) for r in due]
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float | timedelta) -> Lease:
+        """Take the run's lease if free, expired or already `owner`'s; else `LeaseHeld`."""
+        duration = seconds(ttl)
+        run = self._runs.get(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        lease = _rules.decide_lease(
+            run_id=run_id,
+            owner=owner,
+            current_owner=run.lease_owner,
+            current_token=run.lease_token,
+            current_expires=run.lease_expires,
+            now=self.clock(),
+            ttl=duration,
+        )
+        self._set_lease(run, lease.owner, lease.token, lease.expires_at)
+        return lease
+
+    async def renew_lease(self, lease: Lease, ttl: float | timedelta) -> Lease:
+        """Extend `lease` by `ttl` from now; `StaleLease` if another owner took the run."""
+        duration = seconds(ttl)
+        run = self._fenced(lease)
+        renewed = replace(lease, expires_at=self.clock() + duration)
+        self._set_lease(run, lease.owner, lease.token, renewed.expires_at)
+        return renewed
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up; a no-op if it is no longer current."""
+        run = self._runs.get(lease.run_id)
+        if run is not None and (run.lease_owner, run.lease_token) == (lease.owner, lease.token):
+            self._set_lease(run, None, run.lease_token, None)
+
+    def _set_lease(
+        self, run: RunRecord, owner: str | None, token: int, expires: float | None
+    ) -> None:
+        self._runs[run.run_id] = replace(
+            run, lease_owner=owner, lease_token=token, lease_expires=expires
+        )
+
+    def _fenced(self, lease: Lease) -> RunRecord:
+        run = self._runs.get(lease.run_id)
+        if run is None:
+            raise KeyError(lease.run_id)
+        _rules.check_fence(lease, run.lease_owner, run.lease_token)
+        return run
+
+    # -- steps --------------------------------------------------------------------------
+
+    async def commit_step(self, lease: Lease, step: StepRecord) -> bool:
+        """Record a step result; ``False`` (and no change) if already committed."""
+        if step.run_id != lease.run_id:
+            raise ValueError(
+                f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
+            )
+        output, error = _clone(step.output), _clone(step.error)  # reject non-JSON before fencing
+        self._fenced(lease)
+        steps = self._steps.setdefault(step.run_id, {})
+        if step.agent in steps:
+            return False
+        steps[step.agent] = replace(
+            step,
+            output=output,
+            error=error,
+            seq=self._next_seq(steps),
+            completed_at=step.completed_at or self.clock(),
+        )
+        return True
+
+    async def reset_steps(self, lease: Lease, agents: Sequence[str]) -> int:
+        """Forget the committed steps of `agents` (fenced); returns how many there were."""
+        self._fenced(lease)
+        steps = self._steps.get(lease.run_id, {})
+        return sum(steps.pop(agent, None) is not None for agent in agents)
+
+    async def set_input(self, lease: Lease, input: JSON) -> None:  # noqa: A002 - the run's input
+        """Replace the run's input (fenced)."""
+        new_input = _clone(input)
+        self._fenced(lease)
+        run = self._runs[lease.run_id]
+        self._runs[lease.run_id] = replace(run, input=new_input, updated_at=self.clock())
+
+    async def update_step(
+        self,
+        lease: Lease,
+        run_id: str,
+        agent: str,
+        *,
+        status: StepStatus | str,
+        error: dict[str, Any] | None = None,
+        output: JSON = ...,
+    ) -> StepRecord:
+        """Move a committed step along `STEP_TRANSITIONS` (fenced); ``output=...`` keeps it."""
+        if run_id != lease.run_id:
+            raise ValueError(f"step of run {run_id!r} updated under a lease on {lease.run_id!r}")
+        new_status = StepStatus(status)
+        new_error = _clone(error)
+        new_output = ... if output is ... else _clone(output)
+        self._fenced(lease)
+        steps = self._steps.get(run_id, {})
+        old = steps.get(agent)
+        if old is None:
+            raise KeyError(f"{run_id}/{agent}")
+        _rules.check_transition(run_id, agent, old.status, new_status)
+        step = replace(old, status=new_status, error=new_error)
+        if new_output is not ...:
+            step = replace(step, output=new_output)
+        if new_status in _rules.RESEQUENCE:
+            step = replace(step, seq=self._next_seq(steps), completed_at=self.clock())
+        steps[agent] = step
+        return _step_out(step)
+
+    @staticmethod
+    def _next_seq(steps: Mapping[str, StepRecord]) -> int:
+        return max((s.seq for s in steps.values()), default=0) + 1
+
+    async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        """Return the run's committed steps by agent name, in commit order."""
+        steps = sorted(self._steps.get(run_id, {}).values(), key=lambda s: s.seq)
+        return {s.agent: _step_out(s) for s in steps}
+
+    # -- shared state -------------------------------------------------------------------
+
+    async def get_state(self, run_id: str) -> tuple[int, dict[str, JSON]]:
+        """Return the run's shared state and its version (``0, {}`` before any write)."""
+        version, data = self._state.get(run_id, (0, "{}"))
+        return version, _rules.loads(data)
+
+    async def cas_state(self, run_id: str, expected_version: int, data: Mapping[str, JSON]) -> int:
+        """Replace the state if still at `expected_version`, else raise `StateConflict`."""
+        encoded = _rules.dumps(dict(data))
+        actual = self._state.get(run_id, (0, "{}"))[0]
+        if actual != expected_version:
+            raise StateConflict(run_id, expected=expected_version, actual=actual)
+        self._state[run_id] = (actual + 1, encoded)
+        return actual + 1
+
+    # -- dead-letter queue --------------------------------------------------------------
+
+    async def dlq_put(
+        self,
+        *,
+        run_id: str,
+        workflow: str,
+        reason: str,
+        error: dict[str, Any] | None = None,
+        input: JSON = None,  # noqa: A002  -- the run's input, named as on RunRecord
+        steps: Mapping[str, StepRecord] | None = None,
+    ) -> str:
+        """Put a failed run in the dead-letter queue (one entry per run; replaced)."""
+        old = next((d for d in self._dlq.values() if d.run_id == run_id), None)
+        entry = DeadLetter(
+            id=old.id if old else _rules.new_id(),
+            run_id=run_id,
+            workflow=workflow,
+            reason=reason,
+            error=_clone(error),
+            input=_clone(input),
+            created_at=self.clock(),
+            steps=None if steps is None else {k: _step_out(s) for k, s in steps.items()},
+        )
+        self._dlq.pop(entry.id, None)  # re-insert: a replaced entry moves to the back
+        self._dlq[entry.id] = entry
+        return entry.id
+
+    async def dlq_list(self, workflow: str | None = None) -> list[DeadLetter]:
+        """Return the entries, oldest first."""
+        return [
+            self._dead_out(d)
+            for d in self._dlq.values()
+            if workflow is None or d.workflow == workflow
+        ]
+
+    async def dlq_get(self, id: str) -> DeadLetter | None:  # noqa: A002  -- record field name
+        """Return the entry, or ``None``."""
+        entry = self._dlq.get(id)
+        return None if entry is None else self._dead_out(entry)
+
+    async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
+        """Remove the entry; ``False`` if it was not there."""
+        return self._dlq.pop(id, None) is not None
+
+    async def dlq_size(self, workflow: str | None = None) -> int:
+        """Count the entries."""
+        return sum(1 for d in self._dlq.values() if workflow is None or d.workflow == workflow)
+
+    @staticmethod
+    def _dead_out(entry: DeadLetter) -> DeadLetter:
+        steps = None if entry.steps is None else {k: _step_out(s) for k, s in entry.steps.items()}
+        return replace(entry, error=_clone(entry.error), input=_clone(entry.input), steps=steps)
+
+    # -- manual-review queue ------------------------------------------------------------
+
+    async def review_put(
+        self,
+        *,
+        run_id: str,
+        workflow: str,
+        agent: str,
+        reason: str,
+        suggestions: Sequence[JSON] = (),
+        context: JSON = None,
+    ) -> str:
+        """Queue a decision for a person; an open item for the same step is reused."""
+        for item in self._reviews.values():
+            if (item.run_id, item.agent, item.status) == (run_id, agent, ReviewStatus.OPEN):
+                return item.id
+        item = ReviewItem(
+            id=_rules.new_id(),
+            run_id=run_id,
+            workflow=workflow,
+            agent=agent,
+            reason=reason,
+            suggestions=_clone(list(suggestions)),
+            context=_clone(context),
+            created_at=self.clock(),
+        )
+        self._reviews[item.id] = item
+        return item.id
+
+    async def review_list(self, status: str | None = "open") -> list[ReviewItem]:
+        """Return items with `status` (all if ``None``), oldest first."""
+        wanted = _rules.review_status(status)
+        return [
+            self._review_out(i)
+            for i in self._reviews.values()
+            if wanted is None or i.status == wanted
+        ]
+
+    async def review_get(self, id: str) -> ReviewItem | None:  # noqa: A002  -- record field
+        """Return the item, or ``None``."""
+        item = self._reviews.get(id)
+        return None if item is None else self._review_out(item)
+
+    async def review_resolve(self, id: str, value: JSON) -> ReviewItem:  # noqa: A002
+        """Record the person's answer; `KeyError` if unknown, `StoreError` if resolved."""
+        answer = _clone(value)
+        item = self._reviews.get(id)
+        if item is None:
+            raise KeyError(id)
+        if item.status is ReviewStatus.RESOLVED:
+            raise StoreError(f"review item {id!r} is already resolved")
+        item = replace(item, status=ReviewStatus.RESOLVED, value=answer, resolved_at=self.clock())
+        self._reviews[id] = item
+        return self._review_out(item)
+
+    async def review_size(self) -> int:
+        """Count the open items."""
+        return sum(1 for i in self._reviews.values() if i.status is ReviewStatus.OPEN)
+
+    @staticmethod
+    def _review_out(item: ReviewItem) -> ReviewItem:
+        return replace(
+            item,
+            suggestions=_clone(item.suggestions),
+            context=_clone(item.context),
+            value=_clone(item.value),
+        )

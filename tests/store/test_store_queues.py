@@ -1,0 +1,120 @@
+"""Store contract: dead-letter and manual-review queues (every backend)."""
+
+from __future__ import annotations
+
+import pytest
+from store_helpers import leased, step
+
+from firebreak.errors import StoreError
+from firebreak.store import CheckpointStore, ReviewStatus
+from firebreak.testing import FakeClock
+
+
+async def test_dead_letters_round_trip_with_steps(store: CheckpointStore, wall: FakeClock) -> None:
+    lease = await leased(store)
+    await store.commit_step(lease, step("r1", "a", {"ok": 1}))
+    steps = await store.get_steps("r1")
+    error = {"type": "Permanent", "message": "boom", "attrs": {}}
+    dlq_id = await store.dlq_put(
+        run_id="r1", workflow="wf", reason="a failed", error=error, input={"n": 1}, steps=steps
+    )
+    entry = await store.dlq_get(dlq_id)
+    assert entry is not None
+    assert (entry.run_id, entry.workflow, entry.reason, entry.error) == (
+        "r1",
+        "wf",
+        "a failed",
+        error,
+    )
+    assert (entry.input, entry.steps, entry.created_at) == ({"n": 1}, steps, wall.wall())
+    assert await store.dlq_list() == [entry]
+    assert await store.dlq_get("missing") is None
+
+
+async def test_dead_letter_queue_filters_counts_and_drops(store: CheckpointStore) -> None:
+    ids = [
+        await store.dlq_put(run_id=f"r{i}", workflow="a" if i < 2 else "b", reason="x")
+        for i in range(3)
+    ]
+    assert len(set(ids)) == 3
+    assert [d.run_id for d in await store.dlq_list()] == ["r0", "r1", "r2"]
+    assert [d.run_id for d in await store.dlq_list("b")] == ["r2"]
+    assert (await store.dlq_size(), await store.dlq_size("a"), await store.dlq_size("z")) == (
+        3,
+        2,
+        0,
+    )
+    assert await store.dlq_drop(ids[0])
+    assert not await store.dlq_drop(ids[0])
+    assert await store.dlq_size() == 2
+    entry = await store.dlq_get(ids[1])
+    assert entry is not None
+    assert entry.steps is None
+
+
+async def test_dead_letter_of_a_run_failing_again_is_replaced(store: CheckpointStore) -> None:
+    first = await store.dlq_put(run_id="r1", workflow="wf", reason="first")
+    await store.dlq_put(run_id="r2", workflow="wf", reason="other")
+    second = await store.dlq_put(run_id="r1", workflow="wf", reason="again")
+    assert first == second
+    assert [(d.run_id, d.reason) for d in await store.dlq_list()] == [
+        ("r2", "other"),
+        ("r1", "again"),
+    ]
+
+
+async def test_review_queue_put_resolve_and_count(store: CheckpointStore, wall: FakeClock) -> None:
+    item_id = await store.review_put(
+        run_id="r1",
+        workflow="wf",
+        agent="match",
+        reason="two candidates",
+        suggestions=[{"po": 1}, {"po": 2}],
+        context={"invoice": 42},
+    )
+    item = await store.review_get(item_id)
+    assert item is not None
+    assert (item.status, item.value, item.resolved_at) == (ReviewStatus.OPEN, None, None)
+    assert (item.suggestions, item.context, item.created_at) == (
+        [{"po": 1}, {"po": 2}],
+        {"invoice": 42},
+        wall.wall(),
+    )
+    assert await store.review_size() == 1
+    assert await store.review_list() == [item]
+    wall.advance(5)
+    resolved = await store.review_resolve(item_id, {"po": 2})
+    assert (resolved.status, resolved.value, resolved.resolved_at) == (
+        ReviewStatus.RESOLVED,
+        {"po": 2},
+        wall.wall(),
+    )
+    assert await store.review_get(item_id) == resolved
+    assert await store.review_size() == 0
+    assert await store.review_list() == []
+    assert await store.review_list("resolved") == [resolved]
+    assert await store.review_list(None) == [resolved]
+
+
+async def test_review_put_for_an_open_step_is_reused(store: CheckpointStore) -> None:
+    """A resumed run asking again for the same step must not queue a duplicate."""
+    kw = {"run_id": "r1", "workflow": "wf", "agent": "a", "reason": "?"}
+    first = await store.review_put(**kw)
+    assert await store.review_put(**kw) == first
+    await store.review_resolve(first, None)
+    assert await store.review_put(**kw) != first
+    assert len(await store.review_list(None)) == 2
+
+
+async def test_review_resolve_refuses_unknown_and_resolved(store: CheckpointStore) -> None:
+    item_id = await store.review_put(run_id="r1", workflow="wf", agent="a", reason="?")
+    with pytest.raises(KeyError):
+        await store.review_resolve("missing", 1)
+    await store.review_resolve(item_id, 1)
+    with pytest.raises(StoreError, match="already resolved"):
+        await store.review_resolve(item_id, 2)
+    resolved = await store.review_get(item_id)
+    assert resolved is not None
+    assert resolved.value == 1
+    with pytest.raises(ValueError):
+        await store.review_list("bogus")
