@@ -1,0 +1,365 @@
+"""How runs fail, degrade, compensate, pause, wait for review and get replayed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_helpers import BACKENDS, Calls, opened
+from pydantic import BaseModel
+
+import firebreak as fb
+from firebreak.events import QueueChanged, RunStateChanged
+from firebreak.store import RunStatus, StepStatus
+from firebreak.testing import capture_events
+
+pytestmark = pytest.mark.parametrize("kind", BACKENDS)
+
+
+async def test_optional_failure_degrades_and_dependents_are_told(kind: str, tmp_path: Path) -> None:
+    wf = fb.Workflow("degrade")
+    seen: dict[str, Any] = {}
+
+    @wf.agent
+    async def extract(ctx: fb.Context, x: int) -> int:
+        return x
+
+    @wf.agent(after=[extract], critical=False, default=None)
+    async def enrich(ctx: fb.Context, extract: int) -> int:
+        raise ConnectionError("enrichment API down")
+
+    @wf.agent(after=[extract, enrich])
+    async def report(ctx: fb.Context, extract: int, enrich: int | None) -> str:
+        seen.update(ctx.degraded)
+        return f"{extract}:{enrich}"
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 5, run_id="r1")
+        steps = await store.get_steps("r1")
+    assert result.status == RunStatus.DEGRADED
+    assert result["report"] == "5:None"
+    assert result.missing == {"enrich": "ConnectionError: enrichment API down"}
+    assert seen == {"enrich": "ConnectionError: enrichment API down"}
+    assert steps["enrich"].status == StepStatus.DEGRADED
+    assert steps["enrich"].error is not None
+    assert steps["enrich"].error["type"].endswith("ConnectionError")
+
+
+async def test_critical_failure_skips_dependents_compensates_in_reverse_and_dead_letters(
+    kind: str, tmp_path: Path
+) -> None:
+    wf = fb.Workflow("saga")
+    undone: list[str] = []
+
+    async def undo(ctx: fb.Context, output: str) -> None:
+        undone.append(output)
+
+    @wf.agent(compensate=undo)
+    async def reserve(ctx: fb.Context, x: int) -> str:
+        return "reserve"
+
+    @wf.agent(after=[reserve], compensate=undo)
+    async def charge(ctx: fb.Context, reserve: str) -> str:
+        return "charge"
+
+    @wf.agent(after=[charge])
+    async def ship(ctx: fb.Context, charge: str) -> str:
+        raise fb.Permanent("carrier refused the parcel")
+
+    @wf.agent(after=[ship])
+    async def notify(ctx: fb.Context, ship: str) -> str:
+        return "never"
+
+    async with opened(kind, tmp_path) as store:
+        with capture_events() as events:
+            result = await fb.Engine(store).run(wf, 1, run_id="r1")
+        steps = await store.get_steps("r1")
+        dlq = await store.dlq_list()
+    assert result.status == RunStatus.FAILED
+    assert result.failed_agent == "ship"
+    assert undone == ["charge", "reserve"]  # reverse completion order
+    assert result.compensated == ("charge", "reserve")
+    assert steps["notify"].status == StepStatus.SKIPPED
+    assert steps["ship"].status == StepStatus.FAILED
+    assert steps["charge"].status == StepStatus.COMPENSATED
+    assert [entry.run_id for entry in dlq] == ["r1"]
+    assert "carrier refused" in dlq[0].reason
+    assert dlq[0].input == 1
+    assert any(isinstance(e, QueueChanged) and e.queue == "dlq" for e in events)
+    assert any(isinstance(e, RunStateChanged) and e.status == "failed" for e in events)
+
+
+async def test_a_failing_compensation_is_recorded_and_the_others_still_run(
+    kind: str, tmp_path: Path
+) -> None:
+    wf = fb.Workflow("saga2")
+    undone: list[str] = []
+
+    async def undo_ok(ctx: fb.Context, output: str) -> None:
+        undone.append(output)
+
+    async def undo_broken(ctx: fb.Context, output: str) -> None:
+        raise RuntimeError("refund API down")
+
+    @wf.agent(compensate=undo_ok)
+    async def first(ctx: fb.Context, x: int) -> str:
+        return "first"
+
+    @wf.agent(after=[first], compensate=undo_broken)
+    async def second(ctx: fb.Context, first: str) -> str:
+        return "second"
+
+    @wf.agent(after=[second])
+    async def third(ctx: fb.Context, second: str) -> str:
+        raise fb.Permanent("no")
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 1, run_id="r1")
+        steps = await store.get_steps("r1")
+    assert result.status == RunStatus.FAILED
+    assert undone == ["first"]
+    assert result.compensated == ("first",)
+    assert steps["second"].status == StepStatus.COMPENSATION_FAILED
+    assert "refund API down" in steps["second"].error["message"]  # type: ignore[index]
+
+
+async def test_invalid_input_is_dead_lettered_before_any_agent_runs(
+    kind: str, tmp_path: Path
+) -> None:
+    class Invoice(BaseModel):
+        id: int
+        amount: float
+
+    calls = Calls()
+    wf = fb.Workflow("typed", input=Invoice)
+
+    @wf.agent
+    async def extract(ctx: fb.Context, invoice: Invoice) -> float:
+        calls("extract")
+        return invoice.amount
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        bad = await engine.run(wf, {"id": "not-a-number"}, run_id="bad")
+        good = await engine.run(wf, {"id": 1, "amount": 9.5}, run_id="good")
+        dlq = await store.dlq_list()
+    assert bad.status == RunStatus.FAILED
+    assert bad.error is not None
+    assert "InvalidInput" in bad.error["type"]
+    assert calls.log == ["extract"]  # only the good run's
+    assert good["extract"] == 9.5
+    assert [(e.run_id, e.input) for e in dlq] == [("bad", {"id": "not-a-number"})]
+
+
+async def test_invalid_output_runs_the_fallbacks_not_a_retry(kind: str, tmp_path: Path) -> None:
+    class Amount(BaseModel):
+        value: float
+
+    calls = Calls()
+    wf = fb.Workflow("validated")
+
+    async def backup_model(ctx: fb.Context, text: str) -> dict[str, float]:
+        calls("backup")
+        return {"value": 12.5}
+
+    @wf.agent(validate=Amount, retry=fb.Retry(attempts=3, base=0), fallbacks=[backup_model])
+    async def parse(ctx: fb.Context, text: str) -> dict[str, str]:
+        calls("primary")
+        return {"value": "twelve and a half"}
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, "12.5 EUR", run_id="r1")
+        again = await fb.Engine(store).run(wf, run_id="r1")
+    assert calls.log == ["primary", "backup"]
+    assert result["parse"] == Amount(value=12.5)
+    assert again["parse"] == Amount(value=12.5)  # rebuilt from the checkpoint
+
+
+async def test_transient_errors_are_retried_then_succeed(kind: str, tmp_path: Path) -> None:
+    attempts: list[int] = []
+    wf = fb.Workflow("flaky")
+
+    @wf.agent(retry=fb.Retry(attempts=3, base=0.001, cap=0.001))
+    async def call_llm(ctx: fb.Context, prompt: str) -> str:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise TimeoutError("model slow")
+        return prompt.upper()
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, "hi", run_id="r1")
+        steps = await store.get_steps("r1")
+    assert result["call_llm"] == "HI"
+    assert attempts == [1, 2, 3]
+    assert steps["call_llm"].attempts == 3
+
+
+async def test_an_output_that_cannot_be_checkpointed_fails_the_step_clearly(
+    kind: str, tmp_path: Path
+) -> None:
+    wf = fb.Workflow("unstorable")
+
+    @wf.agent
+    async def make(ctx: fb.Context, x: int) -> object:
+        return object()
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 1, run_id="r1")
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None
+    assert "cannot be checkpointed" in result.error["message"]
+
+
+async def test_needs_human_parks_the_step_and_resolve_continues_the_run(
+    kind: str, tmp_path: Path
+) -> None:
+    wf = fb.Workflow("review")
+    calls = Calls()
+
+    @wf.agent
+    async def extract(ctx: fb.Context, x: str) -> str:
+        calls("extract")
+        return x
+
+    @wf.agent(after=[extract])
+    async def match_po(ctx: fb.Context, extract: str) -> str:
+        calls("match_po")
+        raise fb.NeedsHuman("two POs match", suggestions=["PO-1", "PO-2"])
+
+    @wf.agent(after=[match_po])
+    async def post(ctx: fb.Context, match_po: str) -> str:
+        calls("post")
+        return f"posted against {match_po}"
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        parked = await engine.run(wf, "inv", run_id="r1")
+        assert parked.status == RunStatus.NEEDS_REVIEW
+        [item] = await store.review_list()
+        assert (item.agent, item.suggestions) == ("match_po", ["PO-1", "PO-2"])
+        assert parked.reviews == (item.id,)
+        still = await engine.run(wf, run_id="r1")  # nothing resolved yet: nothing runs
+        assert still.status == RunStatus.NEEDS_REVIEW
+        await engine.resolve_review(item.id, "PO-2", workflow=wf)
+        done = await engine.run(wf, run_id="r1")
+        assert await store.review_list() == []
+    assert done.status == RunStatus.SUCCEEDED
+    assert done["post"] == "posted against PO-2"
+    assert calls.log == ["extract", "match_po", "post"]
+
+
+async def test_transient_outage_pauses_the_run_and_due_resume_finishes_it(
+    kind: str, tmp_path: Path
+) -> None:
+    now = [1000.0]
+    up = [False]
+    wf = fb.Workflow("pause")
+    calls = Calls()
+
+    @wf.agent
+    async def extract(ctx: fb.Context, x: int) -> int:
+        calls("extract")
+        return x
+
+    @wf.agent(after=[extract], on_exhausted="pause")
+    async def ocr(ctx: fb.Context, extract: int) -> int:
+        calls("ocr")
+        if not up[0]:
+            raise ConnectionError("OCR service down")
+        return extract * 2
+
+    async with opened(kind, tmp_path, clock=lambda: now[0]) as store:
+        engine = fb.Engine(store, pause_for=300)
+        paused = await engine.run(wf, 21, run_id="r1")
+        assert paused.status == RunStatus.PAUSED
+        assert paused.resume_at == 1300
+        assert await engine.resume_due({"pause": wf}) == []  # not due yet
+        now[0] += 301
+        up[0] = True
+        [resumed] = await engine.resume_due({"pause": wf})
+    assert resumed.status == RunStatus.SUCCEEDED
+    assert resumed["ocr"] == 42
+    assert calls.log == ["extract", "ocr", "ocr"]
+
+
+async def test_dead_letter_replay_resumes_from_checkpoints(kind: str, tmp_path: Path) -> None:
+    wf = fb.Workflow("replay")
+    calls = Calls()
+    broken = [True]
+
+    @wf.agent
+    async def extract(ctx: fb.Context, x: int) -> int:
+        calls("extract")
+        return x
+
+    @wf.agent(after=[extract])
+    async def post(ctx: fb.Context, extract: int) -> int:
+        calls("post")
+        if broken[0]:
+            raise fb.Permanent("ledger closed")
+        return extract + 1
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        failed = await engine.run(wf, 1, run_id="r1")
+        assert failed.status == RunStatus.FAILED
+        [entry] = await store.dlq_list()
+        broken[0] = False
+        replayed = await engine.replay(entry.id, wf)
+        assert await store.dlq_list() == []
+    assert replayed.status == RunStatus.SUCCEEDED
+    assert replayed["post"] == 2
+    assert calls.log == ["extract", "post", "post"]  # extract kept its checkpoint
+
+
+async def test_replay_with_a_patched_input_runs_everything_again(kind: str, tmp_path: Path) -> None:
+    wf = fb.Workflow("patched")
+
+    @wf.agent
+    async def check(ctx: fb.Context, x: int) -> int:
+        if x < 0:
+            raise fb.Permanent("negative amount")
+        return x
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        await engine.run(wf, -5, run_id="r1")
+        [entry] = await store.dlq_list()
+        result = await engine.replay(entry.id, wf, input=5)
+        run = await store.get_run("r1")
+    assert result["check"] == 5
+    assert run is not None
+    assert run.input == 5
+
+
+async def test_shared_state_conflicts_are_retried_never_lost(kind: str, tmp_path: Path) -> None:
+    wf = fb.Workflow("state")
+    workers = [f"w{i}" for i in range(6)]
+
+    @wf.agent
+    async def start(ctx: fb.Context, x: int) -> int:
+        return x
+
+    def make(name: str) -> None:
+        async def bump(ctx: fb.Context, start: int) -> int:
+            version, data = await ctx.state.get()
+            await asyncio.sleep(0.001)  # everyone reads the same version, then writes
+            await ctx.state.set({**data, name: True, "n": data.get("n", 0) + 1}, version=version)
+            return ctx.attempt
+
+        bump.__name__ = name
+        wf.add(bump, name=name, after=["start"])
+
+    for name in workers:
+        make(name)
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 0, run_id="r1")
+        version, data = await store.get_state("r1")
+    assert result.status == RunStatus.SUCCEEDED
+    assert data["n"] == 6  # every increment landed: conflicts were retried, none overwritten
+    assert all(data[name] for name in workers)
+    assert version == 6
+    assert max(result[name] for name in workers) > 1  # conflicts did happen and were retried
