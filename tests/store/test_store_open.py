@@ -42,7 +42,7 @@ async def test_default_store_creates_its_directory(
     assert (tmp_path / ".firebreak" / "firebreak.db").is_file()
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "postgresql://u@h/db", "ftp://x"])
+@pytest.mark.parametrize("url", ["ftp://x", "mysql://u@h/db"])
 def test_unsupported_schemes_are_named(url: str) -> None:
     scheme = url.split(":", 1)[0]
     with pytest.raises(ValueError, match=rf"scheme '{scheme}'.*supported: memory://, sqlite:///"):

@@ -11,6 +11,7 @@ default). Other backends are imported only when their scheme is asked for.
 
 from __future__ import annotations
 
+import importlib
 import os
 from urllib.parse import parse_qsl
 
@@ -53,7 +54,15 @@ __all__ = [
 DEFAULT_STORE_URL = "sqlite:///./.firebreak/firebreak.db"
 """Where runs go when neither the caller nor ``$FIREBREAK_STORE`` says otherwise."""
 
-_SUPPORTED = ("memory://", "sqlite:///PATH")
+_SUPPORTED = ("memory://", "sqlite:///PATH", "redis://HOST[:PORT][/DB]", "postgresql://…")
+# Backends behind an optional extra, imported only when their scheme is asked for;
+# each module offers `from_url(url, *, clock) -> CheckpointStore`.
+_LAZY = {
+    "redis": ("firebreak.store.redis", "redis"),
+    "rediss": ("firebreak.store.redis", "redis"),
+    "postgresql": ("firebreak.store.postgres", "postgres"),
+    "postgres": ("firebreak.store.postgres", "postgres"),
+}
 _SQLITE_OPTIONS = frozenset({"synchronous", "busy_timeout"})
 
 
@@ -99,6 +108,17 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
             synchronous="FULL" if synchronous == "FULL" else "NORMAL",
             busy_timeout=float(options.get("busy_timeout", 5.0)),
         )
+    if scheme in _LAZY:
+        module_name, extra = _LAZY[scheme]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(
+                f"store URL {url!r} needs the {extra!r} extra: pip install 'firebreak[{extra}]'"
+                f" ({exc})"
+            ) from exc
+        store: CheckpointStore = module.from_url(url, clock=clock)
+        return store
     raise ValueError(
-        f"store scheme {scheme!r} is not supported (yet); supported: {', '.join(_SUPPORTED)}"
+        f"store scheme {scheme!r} is not supported; supported: {', '.join(_SUPPORTED)}"
     )
