@@ -19,7 +19,7 @@ from firebreak.resilience.breaker import CircuitBreaker
 from firebreak.resilience.bulkhead import Bulkhead
 from firebreak.resilience.fallback import Fallback
 from firebreak.resilience.retry import Retry
-from firebreak.resilience.timeout import Deadline, Timeout
+from firebreak.resilience.timeout import Deadline, DeadlineMark, Timeout
 
 __all__ = ["Pipeline"]
 
@@ -73,7 +73,15 @@ class Pipeline:
         if self.retry is not None:
             layers.append(_wrap(self.retry.call))
         if self.timeout is not None:
-            layers.append(_wrap(Deadline(self.timeout, name="total", clock=self.clock).call))
+            # With an attempt timeout, every wait inside is already cut to the time left
+            # (attempts by their timer, backoff by the retry): publishing the deadline is
+            # enough, and saves arming a second timer on every call.
+            total = (
+                DeadlineMark(self.timeout, clock=self.clock).call
+                if self.attempt_timeout is not None
+                else Deadline(self.timeout, name="total", clock=self.clock).call
+            )
+            layers.append(_wrap(total))
         if self.bulkhead is not None:
             layers.append(_wrap(self.bulkhead.call))
         if self.fallback is not None:

@@ -189,3 +189,34 @@ class Deadline(Timeout):
 
     __slots__ = ()
     _own_error = DeadlineExceeded
+
+
+class DeadlineMark:
+    """Publish a deadline to everything inside without arming a timer of its own.
+
+    Only sound where every wait inside is already bounded by the deadline it publishes —
+    the `Pipeline` uses it for its total timeout when an attempt timeout is set: each
+    attempt's timer is cut to the time left and the retry never sleeps past it, so a
+    second timer would only cost time on every call.
+    """
+
+    __slots__ = ("_clock", "seconds")
+
+    def __init__(self, seconds: float | timedelta, *, clock: Clock = system_clock) -> None:
+        self.seconds = duration(seconds, "seconds")
+        self._clock = clock
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)`` with the deadline published."""
+        now = self._clock.now()
+        when = now + self.seconds
+        inherited = _deadline.get()
+        if inherited is not None and inherited < when:
+            when = inherited
+        if when <= now:
+            raise DeadlineExceeded("deadline exceeded 'total'", timeout=self.seconds)
+        token = _deadline.set(when)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            _deadline.reset(token)
