@@ -11,7 +11,8 @@ from firebreak import errors
 EXPECTED = {
     "AgentDefaults", "AgentSpec", "BlastRadius", "Reliability", "Workflow",
     "CheckpointStore", "Context", "Engine", "InvalidInput", "MemoryStore", "RunResult",
-    "RunStatus", "SQLiteStore", "SharedState", "StepStatus", "open_store", "resume", "run",
+    "RunNotFound", "RunStatus", "SQLiteStore", "SharedState", "StepStatus", "open_store",
+    "resume", "run",
     "BreakerPolicy", "BreakerRegistry", "Bulkhead", "CircuitBreaker", "CircuitOpenError",
     "Clock", "ConfigError", "Deadline", "DeadlineExceeded", "DefinitionError", "Fallback",
     "FallbackExhausted", "FirebreakError", "InvalidOutput", "LeaseHeld", "NeedsHuman",
@@ -69,6 +70,7 @@ def test_timeouts_are_builtin_timeouts_and_config_errors_are_value_errors() -> N
         fb.DefinitionError("cycle: a -> b -> a", agent="a"),
         fb.LeaseHeld("run-1", owner="host-a", expires_at=12.0),
         fb.StaleLease("run-1", token=3),
+        fb.RunNotFound("no run 'x'", id="x"),
         fb.StateConflict("run-1", expected=1, actual=2),
     ],
 )

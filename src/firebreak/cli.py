@@ -1,23 +1,111 @@
-"""The ``firebreak`` command line: a thin shell over the public API."""
+"""The ``firebreak`` command line: a thin shell over the public API.
+
+Every command opens the store named by ``--store`` (default: ``$FIREBREAK_STORE``, else
+``sqlite:///./.firebreak/firebreak.db``) and calls `firebreak.Engine` or the
+`CheckpointStore` protocol; nothing here reaches further in. A workflow is named
+``MODULE:WORKFLOW`` and imported with the current directory on ``sys.path``::
+
+    firebreak run flows:invoice --input invoice.json --run-id inv-42
+    firebreak show inv-42 --workflow flows:invoice
+    firebreak dlq replay ENTRY --workflow flows:invoice
+    firebreak review resolve ITEM --value answer.json --workflow flows:invoice
+    firebreak resume --due --workflow flows:invoice --workflow flows:refund
+
+Commands that print data take ``--json``: then stdout holds one JSON document and
+nothing else. Progress and errors go to stderr; an expected error is one line there.
+
+Exit codes (stable; scripts may branch on them):
+
+    0  succeeded (commands that only read or record: done)
+    1  the run failed (it is in the dead-letter queue)
+    2  usage or configuration error: bad option, file, MODULE:WORKFLOW, id, store URL
+    3  the run degraded (optional agents fell back to their defaults)
+    4  the run is paused until a service recovers
+    5  the run waits for a person (review queue)
+    6  store error: corrupt or foreign file, run leased by another process
+
+With several runs (``resume --due``) the worst code wins: 1 > 5 > 4 > 3 > 0.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import uuid
+from typing import Annotated, Any
+
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from firebreak._cli.common import (
+    InputFile,
+    Json,
+    Store,
+    WorkflowOpt,
+    WorkflowRef,
+    console,
+    err_console,
+    finish,
+)
+from firebreak._cli.exits import (
+    EXIT_CODES_HELP,
+    CliError,
+    cli_errors,
+    run_async,
+    worst_exit_code,
+)
+from firebreak._cli.loading import load_workflow, load_workflows, read_json
+from firebreak._cli.progress import RunProgress
+from firebreak._cli.queues import dlq_app, review_app
+from firebreak._cli.render import (
+    print_result,
+    print_run,
+    result_json,
+    runs_table,
+    step_rows,
+    write_json,
+)
 from firebreak._version import __version__
+from firebreak.engine import Engine, RunResult
+from firebreak.store import RunRecord, RunStatus, open_store
+from firebreak.workflow import Workflow
+
+__all__ = ["app", "console", "err_console", "main"]
 
 app = typer.Typer(
     name="firebreak",
     help="Keep multi-agent workflows alive when their parts fail.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 demo_app = typer.Typer(help="Runnable demonstrations on simulated services.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(review_app, name="review")
 
-console = Console()
+
+async def _get_run(engine: Engine, run_id: str) -> RunRecord:
+    record = await engine.store.get_run(run_id)
+    if record is None:
+        raise CliError(f"no run {run_id!r} in this store")
+    return record
+
+
+def _pick(workflows: dict[str, Workflow], record: RunRecord, what: str) -> Workflow:
+    """The workflow among those given that `record` belongs to."""
+    workflow = workflows.get(record.workflow)
+    if workflow is None:
+        given = ", ".join(repr(name) for name in workflows) or "none"
+        raise CliError(
+            f"{what} {record.run_id!r} belongs to workflow {record.workflow!r}: "
+            f"pass --workflow MODULE:WORKFLOW naming its code (given: {given})"
+        )
+    return workflow
+
+
+# -- the root ------------------------------------------------------------------------------
 
 
 def _version(value: bool) -> None:
@@ -33,6 +121,200 @@ def root(
     ),
 ) -> None:
     """Keep multi-agent workflows alive when their parts fail."""
+
+
+# -- run, resume ---------------------------------------------------------------------------
+
+
+@app.command("run")
+def run_command(
+    workflow_ref: WorkflowRef,
+    *,
+    input_file: InputFile = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="The run's id (default: random); an existing run continues."),
+    ] = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Run a workflow on an input; exit with the run's status code."""
+    with cli_errors(err_console):
+        workflow = load_workflow(workflow_ref)
+        if input_file is None and run_id is None:
+            raise CliError("give the run's input with --input FILE.json")
+        value = read_json(input_file) if input_file is not None else None
+        run_id = run_id or uuid.uuid4().hex
+
+        async def go() -> RunResult:
+            async with Engine(store) as engine:
+                with RunProgress(
+                    err_console, f"run {run_id} ({workflow.name})", total=len(workflow.agents)
+                ):
+                    if input_file is None:  # continue an existing run
+                        return await engine.run(workflow, run_id=run_id)
+                    return await engine.run(workflow, value, run_id=run_id)
+
+        result = run_async(go())
+    finish(result, as_json=as_json)
+
+
+@app.command("resume")
+def resume_command(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="[RUN_ID]", help="The run to continue.")
+    ] = None,
+    *,
+    due: Annotated[
+        bool, typer.Option("--due", help="Resume every paused run whose time has come.")
+    ] = False,
+    workflow_refs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workflow",
+            "-w",
+            metavar="MODULE:WORKFLOW",
+            help="The code of the run's workflow (repeat with --due, one per workflow).",
+        ),
+    ] = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Continue a run from its checkpoints, or (--due) every paused run that is due.
+
+    A run record keeps the workflow's name, not its code: pass --workflow.
+    """
+    with cli_errors(err_console):
+        if (run_id is None) == (not due):
+            raise CliError("give either RUN_ID or --due")
+        workflows = load_workflows(workflow_refs or ())
+        if due:
+            if not workflows:
+                raise CliError("--due needs the workflows' code: pass --workflow MODULE:WORKFLOW")
+
+            async def go_due() -> list[RunResult]:
+                async with Engine(store) as engine:
+                    with RunProgress(err_console, "resuming due runs"):
+                        return await engine.resume_due(workflows)
+
+            results = run_async(go_due())
+            if as_json:
+                write_json([result_json(result) for result in results])
+            else:
+                for result in results:
+                    print_result(console, result)
+                if not results:
+                    console.print("no paused run is due")
+            raise typer.Exit(worst_exit_code(result.status for result in results))
+        assert run_id is not None  # noqa: S101 - checked above; narrows the type
+
+        async def go() -> RunResult:
+            async with Engine(store) as engine:
+                record = await _get_run(engine, run_id)
+                if not workflows:
+                    raise CliError(
+                        f"resuming needs the workflow's code: pass --workflow MODULE:WORKFLOW "
+                        f"(run {run_id!r} belongs to workflow {record.workflow!r})"
+                    )
+                workflow = _pick(workflows, record, "run")
+                with RunProgress(
+                    err_console, f"run {run_id} ({workflow.name})", total=len(workflow.agents)
+                ):
+                    return await engine.resume(workflow, run_id)
+
+        result = run_async(go())
+    finish(result, as_json=as_json)
+
+
+# -- runs, show ----------------------------------------------------------------------------
+
+
+@app.command("runs")
+def runs_command(
+    *,
+    status: Annotated[
+        RunStatus | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", metavar="NAME", help="Only runs of this workflow.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """List runs, newest first."""
+    with cli_errors(err_console):
+
+        async def go() -> list[RunRecord]:
+            async with open_store(store) as opened:
+                return await opened.list_runs(
+                    workflow=workflow, status=None if status is None else status.value, limit=limit
+                )
+
+        records = run_async(go())
+    if as_json:
+        write_json(records)
+    else:
+        console.print(runs_table(records))
+
+
+@app.command("show")
+def show_command(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    *,
+    workflow_ref: WorkflowOpt = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Show a run: each step's status, attempts, error or degraded reason.
+
+    With --workflow, every agent of the DAG is shown with its dependencies, including
+    those that have not run yet.
+    """
+    with cli_errors(err_console):
+        workflow = load_workflow(workflow_ref) if workflow_ref is not None else None
+
+        async def go() -> dict[str, Any]:
+            async with open_store(store) as opened:
+                record = await opened.get_run(run_id)
+                if record is None:
+                    raise CliError(f"no run {run_id!r} in this store")
+                if workflow is not None and workflow.name != record.workflow:
+                    raise CliError(
+                        f"run {run_id!r} belongs to workflow {record.workflow!r}, "
+                        f"not {workflow.name!r}"
+                    )
+                dead = [e for e in await opened.dlq_list(record.workflow) if e.run_id == run_id]
+                reviews = [i for i in await opened.review_list(status=None) if i.run_id == run_id]
+                return {
+                    "run": record,
+                    "steps": step_rows(await opened.get_steps(run_id), workflow),
+                    "dead_letters": dead,
+                    "reviews": reviews,
+                }
+
+        shown = run_async(go())
+    if as_json:
+        write_json(
+            {
+                "run": shown["run"],
+                "steps": shown["steps"],
+                "dead_letters": [entry.id for entry in shown["dead_letters"]],
+                "reviews": shown["reviews"],
+            }
+        )
+        return
+    print_run(
+        console,
+        shown["run"],
+        shown["steps"],
+        dead_letters=shown["dead_letters"],
+        reviews=shown["reviews"],
+        with_dag=workflow is not None,
+    )
+
+
+# -- demos ---------------------------------------------------------------------------------
 
 
 @demo_app.command("resilience")
@@ -77,6 +359,37 @@ def demo_resilience(
     console.print(table)
 
 
+@demo_app.command("invoices")
+def demo_invoices(
+    n: Annotated[int, typer.Option("--n", min=1, help="Invoices to process.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated faults.")] = 7,
+    time_scale: Annotated[
+        float,
+        typer.Option(
+            "--time-scale",
+            min=0.0,
+            help="0: virtual time; else real seconds per simulated second (e.g. 0.001).",
+        ),
+    ] = 0.0,
+    store: Store = None,
+) -> None:
+    """An invoice-processing workflow of agents on flaky simulated services."""
+    with cli_errors(err_console):
+        try:  # imported by name: the demo is optional and heavy; --help stays fast
+            invoices = importlib.import_module("firebreak.demos.invoices")
+        except ImportError as exc:
+            raise CliError(f"the invoices demo is not available: {exc}") from None
+        outcome = invoices.main(n=n, seed=seed, time_scale=time_scale, store=store)
+        if inspect.isawaitable(outcome):
+            outcome = run_async(_await(outcome))
+    if isinstance(outcome, int) and not isinstance(outcome, bool):
+        raise typer.Exit(outcome)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
 def main() -> None:
-    """Entry point of the ``firebreak`` script."""
+    """Entry point of the ``firebreak`` script and of ``python -m firebreak``."""
     app()

@@ -17,6 +17,7 @@ subclassed where the meaning is the same, so ``except TimeoutError`` still works
     ├── InvalidOutput                       output failed validation (never retried as is)
     ├── FallbackExhausted                   the primary and every fallback failed
     ├── NeedsHuman                          a person must decide (suggestions attached)
+    ├── RunNotFound (KeyError)              no run, dead letter or review item with that id
     └── StoreError                          the checkpoint store failed or refused
         ├── LeaseHeld                       another orchestrator holds the run's lease
         ├── StaleLease                      a commit carried an outdated fencing token
@@ -46,6 +47,7 @@ __all__ = [
     "Overloaded",
     "Permanent",
     "Rejected",
+    "RunNotFound",
     "StaleLease",
     "StateConflict",
     "StepTimeout",
@@ -223,6 +225,22 @@ class NeedsHuman(FirebreakError):
 
     def __init__(self, reason: str, *, suggestions: Sequence[Any] = ()) -> None:
         super().__init__(reason, suggestions=list(suggestions))
+
+
+class RunNotFound(FirebreakError, KeyError):
+    """No run (or dead-letter entry, or review item) has the id asked for.
+
+    Attributes:
+        id: the id that was looked up.
+    """
+
+    id: str
+
+    def __init__(self, message: str, *, id: str) -> None:  # noqa: A002 - the record's id
+        super().__init__(message, id=id)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class StoreError(FirebreakError):

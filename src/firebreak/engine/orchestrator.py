@@ -25,7 +25,7 @@ from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_
 from firebreak.engine.context import Context, SharedState
 from firebreak.engine.executor import Executor, LocalExecutor, StepCall, StepOutcome
 from firebreak.engine.result import RunResult
-from firebreak.errors import FirebreakError, InvalidInput, StaleLease
+from firebreak.errors import FirebreakError, InvalidInput, LeaseHeld, RunNotFound, StaleLease
 from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit
 from firebreak.resilience import BreakerRegistry, Timeout, breakers
 from firebreak.store import (
@@ -131,7 +131,7 @@ class Engine:
         """Run `workflow` on `input`, or resume run `run_id` if it exists.
 
         Raises:
-            KeyError: `run_id` names no run and no input was given.
+            RunNotFound: `run_id` names no run and no input was given (a `KeyError`).
             ValueError: `run_id` belongs to another workflow.
             LeaseHeld: another orchestrator is driving this run right now.
         """
@@ -141,7 +141,9 @@ class Engine:
         record = await store.get_run(run_id)
         if record is None:
             if input is _NO_INPUT:
-                raise KeyError(f"run {run_id!r} does not exist; give an input to start it")
+                raise RunNotFound(
+                    f"run {run_id!r} does not exist; give an input to start it", id=run_id
+                )
             return await self._start(workflow, input, run_id)
         if record.workflow != workflow.name:
             raise ValueError(f"run {run_id!r} belongs to workflow {record.workflow!r}")
@@ -224,8 +226,12 @@ class Engine:
         results = []
         for record in await self.store.due_runs(self.store.clock()):
             workflow = workflows.get(record.workflow)
-            if workflow is not None:
+            if workflow is None:
+                continue
+            try:
                 results.append(await self.run(workflow, run_id=record.run_id))
+            except LeaseHeld:  # another orchestrator got there first: its run, not ours
+                log.info("run %r is being resumed by another orchestrator", record.run_id)
         return results
 
     async def replay(
@@ -244,7 +250,7 @@ class Engine:
         """
         entry = await self.store.dlq_get(entry_id)
         if entry is None:
-            raise KeyError(f"no dead-letter entry {entry_id!r}")
+            raise RunNotFound(f"no dead-letter entry {entry_id!r}", id=entry_id)
         if entry.workflow != workflow.name:
             raise ValueError(f"entry {entry_id!r} is a run of workflow {entry.workflow!r}")
         if from_step is not None and from_step not in workflow.agents:
@@ -278,7 +284,7 @@ class Engine:
         """
         item = await self.store.review_get(item_id)
         if item is None:
-            raise KeyError(f"no review item {item_id!r}")
+            raise RunNotFound(f"no review item {item_id!r}", id=item_id)
         if workflow is not None:
             spec = workflow.agents[item.agent]
             from firebreak.engine.codec import validate_output  # noqa: PLC0415 - one use

@@ -1,16 +1,17 @@
-"""Store contract: dead-letter and manual-review queues (every backend)."""
+"""Contract checks: the dead-letter queue and the manual-review queue."""
+
+# ruff: noqa: S101 -- the checks are assertions; `run_conformance` refuses to run under -O
 
 from __future__ import annotations
 
-import pytest
-from store_helpers import leased, step
-
 from firebreak.errors import StoreError
-from firebreak.store import CheckpointStore, ReviewStatus
-from firebreak.testing import FakeClock
+from firebreak.store.base import ReviewStatus
+from firebreak.testing._harness import ConformanceEnv, leased, raises, step
 
 
-async def test_dead_letters_round_trip_with_steps(store: CheckpointStore, wall: FakeClock) -> None:
+async def check_dead_letters_round_trip_with_steps(env: ConformanceEnv) -> None:
+    """A dead letter reads back whole, with the run's steps; an unknown id reads ``None``."""
+    store, wall = env.store, env.wall
     lease = await leased(store)
     await store.commit_step(lease, step("r1", "a", {"ok": 1}))
     steps = await store.get_steps("r1")
@@ -31,7 +32,9 @@ async def test_dead_letters_round_trip_with_steps(store: CheckpointStore, wall: 
     assert await store.dlq_get("missing") is None
 
 
-async def test_dead_letter_queue_filters_counts_and_drops(store: CheckpointStore) -> None:
+async def check_dead_letter_queue_filters_counts_and_drops(env: ConformanceEnv) -> None:
+    """The DLQ lists oldest first, filters and counts by workflow, and drops once."""
+    store = env.store
     ids = [
         await store.dlq_put(run_id=f"r{i}", workflow="a" if i < 2 else "b", reason="x")
         for i in range(3)
@@ -52,7 +55,9 @@ async def test_dead_letter_queue_filters_counts_and_drops(store: CheckpointStore
     assert entry.steps is None
 
 
-async def test_dead_letter_of_a_run_failing_again_is_replaced(store: CheckpointStore) -> None:
+async def check_dead_letter_of_a_run_failing_again_is_replaced(env: ConformanceEnv) -> None:
+    """A run failing again replaces its entry (same id), which moves to the back."""
+    store = env.store
     first = await store.dlq_put(run_id="r1", workflow="wf", reason="first")
     await store.dlq_put(run_id="r2", workflow="wf", reason="other")
     second = await store.dlq_put(run_id="r1", workflow="wf", reason="again")
@@ -63,7 +68,9 @@ async def test_dead_letter_of_a_run_failing_again_is_replaced(store: CheckpointS
     ]
 
 
-async def test_review_queue_put_resolve_and_count(store: CheckpointStore, wall: FakeClock) -> None:
+async def check_review_queue_put_resolve_and_count(env: ConformanceEnv) -> None:
+    """A review item reads back open, resolves with a value and time, and leaves the count."""
+    store, wall = env.store, env.wall
     item_id = await store.review_put(
         run_id="r1",
         workflow="wf",
@@ -96,8 +103,9 @@ async def test_review_queue_put_resolve_and_count(store: CheckpointStore, wall: 
     assert await store.review_list(None) == [resolved]
 
 
-async def test_review_put_for_an_open_step_is_reused(store: CheckpointStore) -> None:
+async def check_review_put_for_an_open_step_is_reused(env: ConformanceEnv) -> None:
     """A resumed run asking again for the same step must not queue a duplicate."""
+    store = env.store
     kw = {"run_id": "r1", "workflow": "wf", "agent": "a", "reason": "?"}
     first = await store.review_put(**kw)
     assert await store.review_put(**kw) == first
@@ -106,15 +114,27 @@ async def test_review_put_for_an_open_step_is_reused(store: CheckpointStore) -> 
     assert len(await store.review_list(None)) == 2
 
 
-async def test_review_resolve_refuses_unknown_and_resolved(store: CheckpointStore) -> None:
+async def check_review_resolve_refuses_unknown_and_resolved(env: ConformanceEnv) -> None:
+    """Resolving an unknown item is `KeyError`, a resolved one `StoreError`; bad status too."""
+    store = env.store
     item_id = await store.review_put(run_id="r1", workflow="wf", agent="a", reason="?")
-    with pytest.raises(KeyError):
+    with raises(KeyError):
         await store.review_resolve("missing", 1)
     await store.review_resolve(item_id, 1)
-    with pytest.raises(StoreError, match="already resolved"):
+    with raises(StoreError, match="already resolved"):
         await store.review_resolve(item_id, 2)
     resolved = await store.review_get(item_id)
     assert resolved is not None
     assert resolved.value == 1
-    with pytest.raises(ValueError):
+    with raises(ValueError):
         await store.review_list("bogus")
+
+
+CHECKS = (
+    check_dead_letters_round_trip_with_steps,
+    check_dead_letter_queue_filters_counts_and_drops,
+    check_dead_letter_of_a_run_failing_again_is_replaced,
+    check_review_queue_put_resolve_and_count,
+    check_review_put_for_an_open_step_is_reused,
+    check_review_resolve_refuses_unknown_and_resolved,
+)

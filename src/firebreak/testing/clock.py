@@ -1,4 +1,4 @@
-"""Helpers for testing code that uses firebreak: a fake clock and event capture.
+"""`FakeClock`: virtual time, so sleeps, timeouts and lease expiry need no real waiting.
 
 >>> import asyncio
 >>> from firebreak.testing import FakeClock
@@ -15,13 +15,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-from firebreak.events import Event, hub
-from firebreak.store.memory import MemoryStore
-
-__all__ = ["FakeClock", "MemoryStore", "capture_events"]
+__all__ = ["FakeClock"]
 
 
 class _Timer:
@@ -138,21 +134,3 @@ async def _until_idle(loop: asyncio.AbstractEventLoop) -> None:
                 return
         else:
             quiet = 0
-
-
-@contextmanager
-def capture_events() -> Iterator[list[Event]]:
-    """Collect every event emitted inside the block into a list.
-
-    >>> from firebreak import events
-    >>> with capture_events() as seen:
-    ...     events.emit(events.BudgetExhausted(source="ocr"))
-    >>> [type(e).__name__ for e in seen]
-    ['BudgetExhausted']
-    """
-    seen: list[Event] = []
-    stop = hub.subscribe(seen.append)
-    try:
-        yield seen
-    finally:
-        stop()

@@ -1,0 +1,74 @@
+"""What every command shares: the two consoles, the common options, printing a run's end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from firebreak.engine import RunResult
+
+from .exits import exit_code
+from .render import print_result, result_json, write_json
+
+__all__ = [
+    "InputFile",
+    "Json",
+    "Store",
+    "WorkflowOpt",
+    "WorkflowRef",
+    "console",
+    "err_console",
+    "finish",
+]
+
+console = Console()
+"""Standard output: results and tables."""
+err_console = Console(stderr=True)
+"""Standard error: progress and errors, so stdout stays clean for ``--json``."""
+
+Store = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help="Checkpoint store URL (default: $FIREBREAK_STORE, "
+        "else sqlite:///./.firebreak/firebreak.db).",
+        show_default=False,
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
+WorkflowRef = Annotated[
+    str,
+    typer.Argument(metavar="MODULE:WORKFLOW", help="The workflow, e.g. myapp.flows:invoice."),
+]
+WorkflowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--workflow",
+        "-w",
+        metavar="MODULE:WORKFLOW",
+        help="The workflow's code, e.g. myapp.flows:invoice.",
+    ),
+]
+InputFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--input",
+        "-i",
+        metavar="FILE.json",
+        help="The run input as a JSON file ('-': standard input).",
+        show_default=False,
+    ),
+]
+
+
+def finish(result: RunResult, *, as_json: bool) -> None:
+    """Print a run's outcome and exit with the code of its status."""
+    if as_json:
+        write_json(result_json(result))
+    else:
+        print_result(console, result)
+    raise typer.Exit(exit_code(result.status))

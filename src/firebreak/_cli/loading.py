@@ -1,0 +1,96 @@
+"""What commands read: a workflow named ``MODULE:WORKFLOW`` and JSON files."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from firebreak.errors import FirebreakError
+from firebreak.workflow import Workflow
+
+from .exits import CliError
+
+__all__ = ["load_workflow", "load_workflows", "read_json"]
+
+_EXAMPLE = "e.g. myapp.flows:invoice"
+
+
+def _importable_from_cwd() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` and uvicorn do."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def load_workflow(ref: str) -> Workflow:
+    """Import the `Workflow` that ``MODULE:ATTR`` names (``ATTR`` may be dotted).
+
+    The current directory is importable. A missing module or attribute, an object that
+    is not a `Workflow`, or a `FirebreakError` while importing (an invalid definition)
+    is a `CliError`; any other error inside the module is the user's bug and propagates
+    with its traceback.
+
+    Raises:
+        CliError: the reference does not name a workflow.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise CliError(f"{ref!r} is not MODULE:WORKFLOW ({_EXAMPLE})")
+    _importable_from_cwd()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(f"{missing}.")):
+            raise CliError(
+                f"cannot import {module_name!r}: no module named {missing!r} "
+                f"(run firebreak from the directory that holds it, or install it)"
+            ) from None
+        raise
+    except FirebreakError as exc:
+        raise CliError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, Workflow):
+        raise CliError(f"{ref!r} is not a firebreak.Workflow (got a {type(obj).__name__})")
+    return obj
+
+
+def load_workflows(refs: Iterable[str]) -> dict[str, Workflow]:
+    """Import several workflows, keyed by their names (a name given twice is a `CliError`)."""
+    by_name: dict[str, Workflow] = {}
+    for ref in refs:
+        workflow = load_workflow(ref)
+        other = by_name.setdefault(workflow.name, workflow)
+        if other is not workflow:
+            raise CliError(f"two --workflow options define a workflow named {workflow.name!r}")
+    return by_name
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON document from `path` (``-``: standard input).
+
+    Raises:
+        CliError: the file is missing or unreadable, or is not valid JSON.
+    """
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"{path}: cannot read: {reason}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None

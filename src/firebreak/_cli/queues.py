@@ -1,0 +1,266 @@
+"""``firebreak dlq`` and ``firebreak review``: the two queues where runs wait for people."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from firebreak.engine import Engine, RunResult
+from firebreak.store import DeadLetter, ReviewItem, ReviewStatus, RunRecord, open_store
+
+from .common import InputFile, Json, Store, console, err_console, finish
+from .exits import CliError, ExitCode, cli_errors, exit_code, run_async
+from .loading import load_workflow, read_json
+from .progress import RunProgress
+from .render import (
+    dead_letter_json,
+    dlq_table,
+    print_dead_letter,
+    print_review,
+    review_table,
+    write_json,
+)
+
+__all__ = ["dlq_app", "review_app"]
+
+dlq_app = typer.Typer(
+    help="The dead-letter queue: failed runs, kept to be replayed.", no_args_is_help=True
+)
+review_app = typer.Typer(
+    help="The manual-review queue: steps waiting for a person.", no_args_is_help=True
+)
+
+
+# -- the dead-letter queue -----------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(
+    *,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", metavar="NAME", help="Only this workflow's.")
+    ] = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """List dead-lettered runs, oldest first."""
+    with cli_errors(err_console):
+
+        async def go() -> list[DeadLetter]:
+            async with open_store(store) as opened:
+                return await opened.dlq_list(workflow)
+
+        entries = run_async(go())
+    if as_json:
+        write_json([dead_letter_json(entry) for entry in entries])
+    else:
+        console.print(dlq_table(entries))
+
+
+@dlq_app.command("show")
+def dlq_show(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry.")],
+    *,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Show a dead-letter entry: why the run failed, its input and its steps."""
+    with cli_errors(err_console):
+
+        async def go() -> DeadLetter:
+            async with open_store(store) as opened:
+                entry = await opened.dlq_get(entry_id)
+            if entry is None:
+                raise CliError(f"no dead-letter entry {entry_id!r}")
+            return entry
+
+        entry = run_async(go())
+    if as_json:
+        write_json(dead_letter_json(entry))
+    else:
+        print_dead_letter(console, entry)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry.")],
+    *,
+    workflow_ref: Annotated[
+        str,
+        typer.Option(
+            "--workflow",
+            "-w",
+            metavar="MODULE:WORKFLOW",
+            help="The code of the run's workflow.",
+        ),
+    ],
+    from_step: Annotated[
+        str | None,
+        typer.Option(
+            "--from-step", metavar="AGENT", help="Also run this agent and all after it again."
+        ),
+    ] = None,
+    input_file: InputFile = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Run a dead-lettered run again from its checkpoints; exit with its status code.
+
+    Failed, skipped and compensated steps run again (and --from-step's agent and its
+    dependents); a patched --input makes every step run again.
+    """
+    with cli_errors(err_console):
+        workflow = load_workflow(workflow_ref)
+        patched = read_json(input_file) if input_file is not None else None
+
+        async def go() -> RunResult:
+            async with Engine(store) as engine:
+                with RunProgress(
+                    err_console, f"replay {entry_id} ({workflow.name})", total=len(workflow.agents)
+                ):
+                    if input_file is None:
+                        return await engine.replay(entry_id, workflow, from_step=from_step)
+                    return await engine.replay(
+                        entry_id, workflow, from_step=from_step, input=patched
+                    )
+
+        result = run_async(go())
+    finish(result, as_json=as_json)
+
+
+@dlq_app.command("drop")
+def dlq_drop(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry.")],
+    *,
+    store: Store = None,
+) -> None:
+    """Remove an entry from the dead-letter queue (the run stays failed)."""
+    with cli_errors(err_console):
+
+        async def go() -> bool:
+            async with open_store(store) as opened:
+                return await opened.dlq_drop(entry_id)
+
+        if not run_async(go()):
+            raise CliError(f"no dead-letter entry {entry_id!r}")
+    console.print(f"dropped {entry_id}")
+
+
+# -- the review queue ----------------------------------------------------------------------
+
+
+@review_app.command("list")
+def review_list(
+    *,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Resolved items too, not only open ones.")
+    ] = False,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """List review items waiting for a person, oldest first."""
+    with cli_errors(err_console):
+
+        async def go() -> list[ReviewItem]:
+            async with open_store(store) as opened:
+                return await opened.review_list(status=None if show_all else "open")
+
+        items = run_async(go())
+    if as_json:
+        write_json(items)
+    else:
+        console.print(review_table(items))
+
+
+@review_app.command("show")
+def review_show(
+    item_id: Annotated[str, typer.Argument(metavar="ID", help="The item.")],
+    *,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Show a review item: the question, the suggested answers, the agent's inputs."""
+    with cli_errors(err_console):
+
+        async def go() -> ReviewItem:
+            async with open_store(store) as opened:
+                item = await opened.review_get(item_id)
+            if item is None:
+                raise CliError(f"no review item {item_id!r}")
+            return item
+
+        item = run_async(go())
+    if as_json:
+        write_json(item)
+    else:
+        print_review(console, item)
+
+
+@review_app.command("resolve")
+def review_resolve(
+    item_id: Annotated[str, typer.Argument(metavar="ID", help="The item.")],
+    *,
+    value_file: Annotated[
+        Path,
+        typer.Option(
+            "--value",
+            metavar="FILE.json",
+            help="The answer, as a JSON file ('-': standard input).",
+        ),
+    ],
+    workflow_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--workflow",
+            "-w",
+            metavar="MODULE:WORKFLOW",
+            help="Validate the answer with the agent's validate= and resume the run now.",
+        ),
+    ] = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Answer a review item; with --workflow, check the answer and resume the run.
+
+    Without --workflow the answer is only recorded and the run uses it when it resumes;
+    with it, the exit code is that of the run's status afterwards.
+    """
+    with cli_errors(err_console):
+        workflow = load_workflow(workflow_ref) if workflow_ref is not None else None
+        value = read_json(value_file)
+
+        async def go() -> tuple[ReviewItem, RunRecord | None]:
+            async with Engine(store) as engine:
+                item = await engine.store.review_get(item_id)
+                if item is None:
+                    raise CliError(f"no review item {item_id!r}")
+                if item.status == ReviewStatus.RESOLVED:
+                    raise CliError(f"review item {item_id!r} is already resolved")
+                if workflow is not None and workflow.name != item.workflow:
+                    raise CliError(
+                        f"review item {item_id!r} belongs to workflow {item.workflow!r}, "
+                        f"not {workflow.name!r}"
+                    )
+                with RunProgress(err_console, f"resolve {item_id}"):
+                    resolved = await engine.resolve_review(item_id, value, workflow=workflow)
+                run = await engine.store.get_run(item.run_id) if workflow is not None else None
+                return resolved, run
+
+        resolved, run = run_async(go())
+    code = exit_code(run.status) if run is not None else ExitCode.OK
+    if as_json:
+        write_json({"item": resolved, "run": run})
+    elif run is None:
+        console.print(
+            f"recorded the answer to {item_id}; run {resolved.run_id} uses it when resumed "
+            f"(firebreak resume {resolved.run_id} --workflow MODULE:WORKFLOW)",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"recorded the answer to {item_id}; run {run.run_id}: {run.status.value}",
+            highlight=False,
+        )
+    raise typer.Exit(code)

@@ -1,0 +1,330 @@
+"""How commands show records: JSON for machines, rich tables for people."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from firebreak.engine import RunResult
+from firebreak.store import DeadLetter, ReviewItem, RunRecord, StepRecord
+from firebreak.workflow import Workflow
+
+__all__ = [
+    "dead_letter_json",
+    "dlq_table",
+    "jsonable",
+    "print_dead_letter",
+    "print_result",
+    "print_review",
+    "print_run",
+    "result_json",
+    "review_table",
+    "runs_table",
+    "status_text",
+    "step_rows",
+    "write_json",
+]
+
+_STYLES = {
+    "succeeded": "green",
+    "degraded": "yellow",
+    "failed": "bold red",
+    "paused": "blue",
+    "needs_review": "magenta",
+    "skipped": "dim",
+    "compensated": "cyan",
+    "compensation_failed": "bold red",
+    "running": "bold",
+    "pending": "dim",
+    "open": "magenta",
+    "resolved": "green",
+}
+_SHORT = 60  # characters of an output or value shown in a table cell
+
+
+def status_text(status: str) -> Text:
+    """A run, step or review status, coloured by what it means."""
+    value = str(status.value if isinstance(status, Enum) else status)
+    return Text(value, style=_STYLES.get(value, ""))
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as JSON data: records and results field by field, pydantic models dumped."""
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(item) for item in value]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # a pydantic model
+        return dump(mode="json")
+    return repr(value)
+
+
+def write_json(data: Any) -> None:
+    """Write `data` as indented JSON to stdout: the only thing ``--json`` prints there."""
+    sys.stdout.write(json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    """A run's outcome as JSON data, with ``ok`` (succeeded or degraded)."""
+    data: dict[str, Any] = jsonable(result)
+    data["ok"] = result.ok
+    return data
+
+
+def dead_letter_json(entry: DeadLetter) -> dict[str, Any]:
+    """A dead-letter entry as JSON data; its steps as a list in commit order."""
+    data: dict[str, Any] = jsonable(entry)
+    if entry.steps is not None:
+        data["steps"] = [jsonable(step) for step in entry.steps.values()]
+    return data
+
+
+def when(timestamp: float | None) -> str:
+    """Epoch seconds as local date and time; empty for none."""
+    if not timestamp:
+        return ""
+    return datetime.fromtimestamp(timestamp, tz=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short(value: Any, limit: int = _SHORT) -> str:
+    """A value as compact JSON, cut to `limit` characters."""
+    try:
+        text = json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_line(error: Mapping[str, Any] | None) -> str:
+    """A stored error (``{"type", "message"}``) as ``Type: message``."""
+    if not error:
+        return ""
+    kind = str(error.get("type", "")).rsplit(".", 1)[-1]
+    message = str(error.get("message", ""))
+    return f"{kind}: {message}" if kind and message else kind or message
+
+
+def _field(console: Console, label: str, value: str) -> None:
+    console.print(f"[bold]{label}:[/] {escape(value)}", highlight=False, soft_wrap=True)
+
+
+def print_result(console: Console, result: RunResult) -> None:
+    """What a run (or resume or replay) ended with, for a person."""
+    line = Text.assemble(
+        ("run ", "bold"), result.run_id, f" ({result.workflow}): ", status_text(result.status)
+    )
+    console.print(line, highlight=False, soft_wrap=True)
+    if result.failed_agent:
+        _field(console, "failed agent", result.failed_agent)
+    if result.error:
+        _field(console, "error", error_line(result.error))
+    for agent, reason in result.missing.items():
+        _field(console, f"missing {agent}", reason)
+    if result.compensated:
+        _field(console, "compensated", ", ".join(result.compensated))
+    if result.resume_at is not None:
+        _field(console, "resumes at", when(result.resume_at))
+    for item in result.reviews:
+        _field(console, "review", f"{item}  (firebreak review show {item})")
+    if result.outputs:
+        table = Table("agent", "output", title="outputs", title_justify="left")
+        for agent, output in result.outputs.items():
+            table.add_row(agent, short(output))
+        console.print(table)
+
+
+def runs_table(records: Sequence[RunRecord]) -> Table:
+    """Runs, newest first: id, workflow, status, times, and why it is not a success."""
+    table = Table(title=f"{len(records)} runs", title_justify="left")
+    table.add_column("run", overflow="fold")
+    table.add_column("workflow")
+    table.add_column("status")
+    table.add_column("created")
+    table.add_column("updated")
+    table.add_column("note", overflow="fold")
+    for rec in records:
+        note = error_line(rec.error)
+        if rec.resume_at is not None:
+            note = note or f"resumes at {when(rec.resume_at)}"
+        table.add_row(
+            rec.run_id,
+            rec.workflow,
+            status_text(rec.status),
+            when(rec.created_at),
+            when(rec.updated_at),
+            note,
+        )
+    return table
+
+
+def step_rows(steps: Mapping[str, StepRecord], workflow: Workflow | None) -> list[dict[str, Any]]:
+    """One row per step: with the workflow, every agent in order (not run yet: pending).
+
+    Without it only the committed steps are known (in commit order) and not their
+    dependencies: a run record stores the workflow's name, not its code.
+    """
+    names: Iterable[str] = workflow.order() if workflow is not None else steps
+    rows = []
+    for name in names:
+        rec = steps.get(name)
+        row: dict[str, Any] = {
+            "agent": name,
+            "after": list(workflow.agents[name].after) if workflow is not None else None,
+            "status": rec.status.value if rec is not None else "pending",
+            "attempts": rec.attempts if rec is not None else 0,
+            "error": rec.error if rec is not None else None,
+            "degraded_reason": rec.degraded_reason if rec is not None else None,
+            "output": rec.output if rec is not None else None,
+            "seq": rec.seq if rec is not None else None,
+            "completed_at": rec.completed_at if rec is not None else None,
+        }
+        if workflow is not None:
+            row["critical"] = workflow.agents[name].critical
+        rows.append(row)
+    if workflow is not None:  # steps of agents the workflow no longer has
+        rows.extend(
+            {**jsonable(rec), "after": None, "status": rec.status.value}
+            for name, rec in steps.items()
+            if name not in workflow.agents
+        )
+    return rows
+
+
+def print_run(
+    console: Console,
+    record: RunRecord,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    dead_letters: Sequence[DeadLetter] = (),
+    reviews: Sequence[ReviewItem] = (),
+    with_dag: bool,
+) -> None:
+    """A run and its steps: agent, dependencies, status, attempts, error or reason."""
+    console.print(
+        Text.assemble(
+            ("run ", "bold"), record.run_id, f" ({record.workflow}): ", status_text(record.status)
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    _field(console, "created", when(record.created_at))
+    _field(console, "updated", when(record.updated_at))
+    if record.resume_at is not None:
+        _field(console, "resumes at", when(record.resume_at))
+    if record.error:
+        _field(console, "error", error_line(record.error))
+    if record.lease_owner:
+        _field(console, "leased by", f"{record.lease_owner} until {when(record.lease_expires)}")
+    table = Table(title="steps", title_justify="left")
+    table.add_column("agent")
+    if with_dag:
+        table.add_column("after")
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("error / reason", overflow="fold")
+    for row in rows:
+        reason = row.get("degraded_reason") or error_line(row.get("error"))
+        agent = row["agent"] if row.get("critical", True) else f"{row['agent']} (optional)"
+        cells: list[str | Text] = [agent]
+        if with_dag:
+            cells.append(", ".join(row.get("after") or ()) or "—")
+        cells += [status_text(row["status"]), str(row["attempts"]), reason or ""]
+        table.add_row(*cells)
+    console.print(table)
+    if not with_dag:
+        console.print(
+            "[dim]committed steps only; add --workflow MODULE:WORKFLOW for the whole DAG[/]"
+        )
+    for entry in dead_letters:
+        _field(console, "dead letter", f"{entry.id}  (firebreak dlq show {entry.id})")
+    for item in reviews:
+        _field(console, f"review ({item.status.value})", f"{item.id}  {item.agent}: {item.reason}")
+
+
+def dlq_table(entries: Sequence[DeadLetter]) -> Table:
+    """Dead-letter entries, oldest first."""
+    table = Table(title=f"{len(entries)} dead letters", title_justify="left")
+    table.add_column("id", overflow="fold")
+    table.add_column("run", overflow="fold")
+    table.add_column("workflow")
+    table.add_column("failed at")
+    table.add_column("reason", overflow="fold")
+    for entry in entries:
+        table.add_row(entry.id, entry.run_id, entry.workflow, when(entry.created_at), entry.reason)
+    return table
+
+
+def print_dead_letter(console: Console, entry: DeadLetter) -> None:
+    """One dead-letter entry: why the run failed, its input, its steps then."""
+    _field(console, "dead letter", entry.id)
+    _field(console, "run", f"{entry.run_id} ({entry.workflow})")
+    _field(console, "failed at", when(entry.created_at))
+    _field(console, "reason", entry.reason)
+    if entry.error:
+        _field(console, "error", error_line(entry.error))
+    _field(console, "input", short(entry.input, 400))
+    if entry.steps:
+        table = Table("agent", "status", "attempts", "error / reason", title="steps")
+        for rec in entry.steps.values():
+            table.add_row(
+                rec.agent,
+                status_text(rec.status),
+                str(rec.attempts),
+                rec.degraded_reason or error_line(rec.error),
+            )
+        console.print(table)
+
+
+def review_table(items: Sequence[ReviewItem]) -> Table:
+    """Review items, oldest first."""
+    table = Table(title=f"{len(items)} review items", title_justify="left")
+    table.add_column("id", overflow="fold")
+    table.add_column("run", overflow="fold")
+    table.add_column("workflow")
+    table.add_column("agent")
+    table.add_column("status")
+    table.add_column("reason", overflow="fold")
+    table.add_column("suggestions", overflow="fold")
+    for item in items:
+        table.add_row(
+            item.id,
+            item.run_id,
+            item.workflow,
+            item.agent,
+            status_text(item.status),
+            item.reason,
+            short(item.suggestions),
+        )
+    return table
+
+
+def print_review(console: Console, item: ReviewItem) -> None:
+    """One review item: the question, the candidate answers, the context."""
+    _field(console, "review", f"{item.id} ({item.status.value})")
+    _field(console, "run", f"{item.run_id} ({item.workflow}), agent {item.agent}")
+    _field(console, "created", when(item.created_at))
+    _field(console, "reason", item.reason)
+    for number, suggestion in enumerate(item.suggestions, 1):
+        _field(console, f"suggestion {number}", short(suggestion, 400))
+    _field(console, "context", short(item.context, 800))
+    if item.value is not None or item.resolved_at is not None:
+        _field(console, "answer", short(item.value, 400))
+        _field(console, "resolved", when(item.resolved_at))

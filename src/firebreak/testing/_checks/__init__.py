@@ -1,0 +1,1 @@
+"""The store contract, one module per area; `firebreak.testing.conformance` collects them."""

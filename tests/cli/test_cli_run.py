@@ -1,0 +1,236 @@
+"""`firebreak run`, `resume`, `runs` and `show`: exit codes, JSON output, tables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from cli_helpers import Invoke, out_json
+from typer.testing import CliRunner
+
+from firebreak import __version__
+from firebreak.cli import app
+
+CARD_DECLINED = {"FIREBREAK_TEST_CARD_DECLINED": "1"}
+LOOKUP_DOWN = {"FIREBREAK_TEST_LOOKUP_DOWN": "1"}
+
+
+def test_version_prints_the_package_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"firebreak {__version__}"
+
+
+def test_help_documents_the_exit_codes() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    for code in ("0 succeeded", "1 failed", "2 usage", "3 degraded", "4 paused", "5 needs review"):
+        assert code in text
+
+
+def test_run_succeeds_with_exit_0_and_json_only_on_stdout(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    result = fb("run", "cli_workflows:ok", "--input", write_json("in.json", {"n": 21}), "--json")
+    assert result.exit_code == 0, result.output
+    data = out_json(result)
+    assert data["status"] == "succeeded"
+    assert data["ok"] is True
+    assert data["outputs"] == {"double": {"n": 42}, "report": "n=42"}
+    assert data["executed"] == ["double", "report"]
+    assert result.stderr == ""
+
+
+def test_run_prints_a_summary_for_people(fb: Invoke, write_json: Callable[[str, Any], str]) -> None:
+    result = fb("run", "cli_workflows:ok", "-i", write_json("in.json", {"n": 1}), "--run-id", "r1")
+    assert result.exit_code == 0
+    assert "run r1 (cli-ok): succeeded" in result.stdout
+    assert '"n=2"' in result.stdout
+
+
+def test_run_with_an_existing_run_id_returns_the_stored_result(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    path = write_json("in.json", {"n": 1})
+    fb("run", "cli_workflows:ok", "-i", path, "--run-id", "same")
+    again = fb("run", "cli_workflows:ok", "--run-id", "same", "--json")
+    assert again.exit_code == 0
+    data = out_json(again)
+    assert data["outputs"]["report"] == "n=2"
+    assert data["executed"] == []  # nothing ran again
+
+
+def test_degraded_run_exits_3_and_names_what_is_missing(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    result = fb("run", "cli_workflows:degrading", "-i", write_json("in.json", {"a": 1}), "--json")
+    assert result.exit_code == 3
+    data = out_json(result)
+    assert data["status"] == "degraded"
+    assert "enrichment service down" in data["missing"]["enrich"]
+    assert data["outputs"]["summarise"] == {"extras": 0}
+
+
+def test_failed_run_exits_1(fb: Invoke, write_json: Callable[[str, Any], str]) -> None:
+    path = write_json("order.json", {"id": 7})
+    result = fb("run", "cli_workflows:failing", "-i", path, "--json", env=CARD_DECLINED)
+    assert result.exit_code == 1
+    data = out_json(result)
+    assert data["status"] == "failed"
+    assert data["failed_agent"] == "charge"
+    assert data["compensated"] == ["reserve"]
+    assert data["error"]["message"] == "card declined"
+
+
+def test_run_waiting_for_review_exits_5(fb: Invoke, write_json: Callable[[str, Any], str]) -> None:
+    result = fb("run", "cli_workflows:review", "-i", write_json("doc.json", {"d": 1}), "--json")
+    assert result.exit_code == 5
+    data = out_json(result)
+    assert data["status"] == "needs_review"
+    assert len(data["reviews"]) == 1
+
+
+def test_paused_run_exits_4_and_resume_due_finishes_it(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    path = write_json("q.json", "acme")
+    paused = fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p1", env=LOOKUP_DOWN)
+    assert paused.exit_code == 4, paused.output
+    assert "paused" in paused.stdout
+
+    result = fb("resume", "--due", "--workflow", "cli_workflows:paused", "--json")
+    assert result.exit_code == 0, result.output
+    [resumed] = out_json(result)
+    assert resumed["run_id"] == "p1"
+    assert resumed["status"] == "succeeded"
+    assert resumed["outputs"] == {"lookup": {"found": "acme"}}
+
+
+def test_resume_due_with_nothing_due_exits_0(fb: Invoke) -> None:
+    result = fb("resume", "--due", "-w", "cli_workflows:paused")
+    assert result.exit_code == 0
+    assert "no paused run is due" in result.stdout
+
+
+def test_resume_due_exit_code_is_the_worst_run(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    path = write_json("q.json", "acme")
+    fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p1", env=LOOKUP_DOWN)
+    still_down = fb("resume", "--due", "-w", "cli_workflows:paused", "--json", env=LOOKUP_DOWN)
+    assert still_down.exit_code == 4
+    assert [r["status"] for r in out_json(still_down)] == ["paused"]
+
+
+def test_resume_by_id_continues_a_paused_run(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    path = write_json("q.json", "acme")
+    fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p1", env=LOOKUP_DOWN)
+    result = fb("resume", "p1", "--workflow", "cli_workflows:paused", "--json")
+    assert result.exit_code == 0
+    assert out_json(result)["status"] == "succeeded"
+
+
+def test_resume_without_workflow_says_to_pass_it(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    fb("run", "cli_workflows:ok", "-i", write_json("in.json", {"n": 1}), "--run-id", "r1")
+    result = fb("resume", "r1")
+    assert result.exit_code == 2
+    assert "pass --workflow MODULE:WORKFLOW" in result.stderr
+    assert "'cli-ok'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_resume_with_another_workflows_code_is_refused(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    fb("run", "cli_workflows:ok", "-i", write_json("in.json", {"n": 1}), "--run-id", "r1")
+    result = fb("resume", "r1", "-w", "cli_workflows:paused")
+    assert result.exit_code == 2
+    assert "belongs to workflow 'cli-ok'" in result.stderr
+
+
+def test_resume_needs_run_id_or_due(fb: Invoke) -> None:
+    assert fb("resume").exit_code == 2
+    assert fb("resume", "r1", "--due", "-w", "cli_workflows:ok").exit_code == 2
+
+
+def test_resume_of_an_unknown_run_is_a_one_line_error(fb: Invoke) -> None:
+    result = fb("resume", "nope", "-w", "cli_workflows:ok")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: no run 'nope' in this store"
+
+
+def test_runs_lists_newest_first_and_filters(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    fb("run", "cli_workflows:ok", "-i", write_json("a.json", {"n": 1}), "--run-id", "a")
+    fb("run", "cli_workflows:degrading", "-i", write_json("b.json", {}), "--run-id", "b")
+    fb("run", "cli_workflows:ok", "-i", write_json("c.json", {"n": 2}), "--run-id", "c")
+
+    everything = out_json(fb("runs", "--json"))
+    assert [r["run_id"] for r in everything] == ["c", "b", "a"]
+    assert {r["status"] for r in everything} == {"succeeded", "degraded"}
+
+    degraded = out_json(fb("runs", "--status", "degraded", "--json"))
+    assert [r["run_id"] for r in degraded] == ["b"]
+    ok = out_json(fb("runs", "--workflow", "cli-ok", "--limit", "1", "--json"))
+    assert [r["run_id"] for r in ok] == ["c"]
+
+    table = fb("runs")
+    assert table.exit_code == 0
+    assert "cli-degrading" in table.stdout
+    assert "3 runs" in table.stdout
+
+
+def test_runs_refuses_an_unknown_status(fb: Invoke) -> None:
+    assert fb("runs", "--status", "sleeping").exit_code == 2
+
+
+def test_show_draws_every_agent_of_the_dag_with_the_workflow(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    fb("run", "cli_workflows:review", "-i", write_json("d.json", {}), "--run-id", "r1")
+    data = out_json(fb("show", "r1", "--workflow", "cli_workflows:review", "--json"))
+    assert data["run"]["status"] == "needs_review"
+    steps = {s["agent"]: s for s in data["steps"]}
+    assert steps["classify"]["status"] == "needs_review"
+    assert steps["classify"]["after"] == []
+    assert steps["file_doc"] == steps["file_doc"] | {"status": "pending", "after": ["classify"]}
+    assert [item["agent"] for item in data["reviews"]] == ["classify"]
+
+
+def test_show_table_names_steps_status_attempts_and_reasons(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    fb("run", "cli_workflows:degrading", "-i", write_json("in.json", {}), "--run-id", "r1")
+    result = fb("show", "r1", "-w", "cli_workflows:degrading")
+    assert result.exit_code == 0
+    text = result.stdout
+    assert "run r1 (cli-degrading): degraded" in text
+    assert re.search(r"enrich \(optional\)\s*│\s*fetch\s*│\s*degraded", text), text
+    assert "ConnectionError" in text
+
+
+def test_show_without_workflow_lists_committed_steps(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    path = write_json("order.json", {"id": 7})
+    fb("run", "cli_workflows:failing", "-i", path, "--run-id", "f1", env=CARD_DECLINED)
+    data = out_json(fb("show", "f1", "--json"))
+    statuses = {s["agent"]: s["status"] for s in data["steps"]}
+    assert statuses == {"reserve": "compensated", "charge": "failed", "ship": "skipped"}
+    assert len(data["dead_letters"]) == 1
+    text = fb("show", "f1").stdout
+    assert "add --workflow" in text
+    assert "firebreak dlq show" in text
+
+
+def test_show_unknown_run_exits_2(fb: Invoke) -> None:
+    result = fb("show", "nope")
+    assert result.exit_code == 2
+    assert "no run 'nope'" in result.stderr
