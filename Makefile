@@ -24,7 +24,9 @@ lint: $(BIN)/firebreak
 	$(BIN)/mypy --strict src
 
 bench: $(BIN)/firebreak
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/workflow.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

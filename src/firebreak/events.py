@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "BreakerBackendChanged",
     "BreakerStateChanged",
     "BudgetExhausted",
     "CallRejected",
@@ -93,6 +94,16 @@ class BreakerStateChanged(Event):
     """Why, e.g. ``failure rate 0.55 >= 0.5`` or ``probe succeeded``."""
     open_for: float | None = None
     """Seconds the breaker stays open (when `new` is ``open``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerBackendChanged(Event):
+    """A shared breaker lost Redis and went local, or got Redis back. `source`: breaker."""
+
+    backend: Literal["redis", "local"]
+    """Where the breaker's state is kept from now on."""
+    reason: str
+    """Why, e.g. the Redis error."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,14 @@ from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_
 from firebreak.engine.context import Context, SharedState
 from firebreak.engine.executor import Executor, LocalExecutor, StepCall, StepOutcome
 from firebreak.engine.result import RunResult
-from firebreak.errors import FirebreakError, InvalidInput, LeaseHeld, RunNotFound, StaleLease
+from firebreak.errors import (
+    FirebreakError,
+    InvalidInput,
+    LeaseHeld,
+    RunNotFound,
+    StaleLease,
+    StoreError,
+)
 from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit
 from firebreak.resilience import BreakerRegistry, Timeout, breakers
 from firebreak.store import (
@@ -205,7 +212,8 @@ class Engine:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            with contextlib.suppress(StaleLease, KeyError):
+            # A lease we cannot release expires by itself; never hide the run's own error.
+            with contextlib.suppress(StoreError, KeyError):
                 await store.release_lease(lease)
 
     async def _keep_lease(self, lease: Lease) -> None:
@@ -216,6 +224,8 @@ class Engine:
             except StaleLease:
                 log.warning("lost the lease of run %r: another orchestrator took it", lease.run_id)
                 return
+            except StoreError as exc:  # the next commit will say so; keep trying meanwhile
+                log.warning("could not renew the lease of run %r: %s", lease.run_id, exc)
 
     async def resume(self, workflow: Workflow, run_id: str) -> RunResult:
         """Continue run `run_id` from its checkpoints (a finished run is returned as stored)."""
@@ -269,7 +279,7 @@ class Engine:
             await self.store.set_run_status(lease, RunStatus.PENDING)
             await self.store.dlq_drop(entry_id)
         finally:
-            with contextlib.suppress(StaleLease, KeyError):
+            with contextlib.suppress(StoreError, KeyError):
                 await self.store.release_lease(lease)
         emit(QueueChanged(source=workflow.name, queue="dlq", run_id=entry.run_id, delta=-1))
         return await self.run(workflow, run_id=entry.run_id)

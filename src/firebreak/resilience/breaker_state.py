@@ -1,7 +1,8 @@
 """Where a circuit breaker keeps its state: the storage protocol and the local machine.
 
-`LocalBreakerState` is the whole state machine in process memory. A shared store (Redis,
-in a later release) implements the same `BreakerStore` protocol with server-side scripts.
+`LocalBreakerState` is the whole state machine in process memory.
+`firebreak.resilience.redis_breaker` implements the same `BreakerStore` protocol in Redis,
+with server-side scripts, so every process shares one breaker per service.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ Build one from a URL with `open_store` and use it as ``async with``::
     async with open_store("sqlite:///runs.db") as store:
         run, created = await store.create_run("inv-42", "invoice", {"id": 42})
 
-Backends: ``memory://`` (`MemoryStore`) and ``sqlite:///path`` (`SQLiteStore`, the
-default). Other backends are imported only when their scheme is asked for.
+Backends: ``memory://`` (`MemoryStore`), ``sqlite:///path`` (`SQLiteStore`, the default),
+``redis://host:port/db?prefix=P&finished_ttl=S`` (`firebreak.store.redis.RedisStore`, extra
+``redis``) and ``postgresql://user@host/db?schema=S`` (`firebreak.store.postgres.PostgresStore`,
+extra ``postgres``); those two are imported only when their scheme is asked for.
 """
 
 from __future__ import annotations

@@ -1,0 +1,598 @@
+"""`RedisStore`: runs, steps, leases and queues in Redis, for short runs shared by many hosts.
+
+Every write that changes more than one key, and every fenced write, is one Lua script run
+by the server as a unit, so fencing tokens and first-commit-wins hold across processes; a
+step commit is one ``EVALSHA``, one round trip. Reads are one round trip too (a script or
+a ``MULTI`` pipeline).
+
+A Redis store is only as durable as the server's persistence: with ``appendonly yes`` and
+``appendfsync always`` an acknowledged commit survives a crash of the server; with no
+persistence a restart loses everything. `setup` logs a warning (once per process and
+URL) when the server persists nothing.
+
+Finished runs (succeeded, degraded) expire `finished_ttl` after they finish, with their
+steps and shared state; failed (dead-lettered) runs are kept unless `failed_ttl` says
+otherwise; dead-letter and review entries are kept until dropped or resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
+
+from firebreak.errors import LeaseHeld, StaleLease, StateConflict, StoreCorrupt, StoreError
+from firebreak.store import _redis_codec as codec
+from firebreak.store import _redis_scripts as lua
+from firebreak.store import _rules
+from firebreak.store.base import (
+    JSON,
+    STEP_TRANSITIONS,
+    DeadLetter,
+    Lease,
+    ReviewItem,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    WallClock,
+    default_clock,
+    seconds,
+)
+
+__all__ = ["SCHEMA_VERSION", "RedisStore", "from_url"]
+
+SCHEMA_VERSION = 1
+"""The key layout this firebreak writes; a store marked newer is refused."""
+
+DEFAULT_FINISHED_TTL = 7 * 24 * 3600.0
+log = logging.getLogger("firebreak.store.redis")
+_warned: set[str] = set()
+_OPTIONS = frozenset({"prefix", "finished_ttl", "failed_ttl"})
+_STEP_KEYS = ("s", "o", "a", "e", "d", "c")
+T = TypeVar("T")
+
+
+def from_url(url: str, *, clock: WallClock = default_clock) -> RedisStore:
+    """Build a store from ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&finished_ttl=..]``.
+
+    ``finished_ttl`` and ``failed_ttl`` are seconds, or ``none`` for never.
+    Other query options go to redis-py unchanged.
+    """
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        (ours.__setitem__(key, value) if key in _OPTIONS else theirs.append((key, value)))
+    rest = urlunsplit(parts._replace(query=urlencode(theirs)))
+
+    def ttl(name: str, default: float | None) -> float | None:
+        if name not in ours:
+            return default
+        text = ours[name].strip().lower()
+        if text in {"none", "never", ""}:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"store URL {url!r}: {name} must be seconds or 'none'") from None
+
+    return RedisStore(
+        rest,
+        prefix=ours.get("prefix", "firebreak"),
+        finished_ttl=ttl("finished_ttl", DEFAULT_FINISHED_TTL),
+        failed_ttl=ttl("failed_ttl", None),
+        clock=clock,
+    )
+
+
+# The old statuses from which a step may move to each new status (for UPDATE_STEP).
+_ALLOWED_FROM = {
+    new: " ".join(sorted(str(old) for old, news in STEP_TRANSITIONS.items() if new in news))
+    for new in StepStatus
+}
+
+
+class RedisStore:
+    """A `CheckpointStore` in Redis (redis-py asyncio); build with ``open_store("redis://…")``.
+
+    Example:
+        >>> async with RedisStore("redis://localhost:6379/0", prefix="billing") as store:
+        ...     run, created = await store.create_run("inv-42", "invoice", {"id": 42})
+
+    Args:
+        url: ``redis://`` or ``rediss://`` URL as redis-py reads it.
+        prefix: every key starts with ``<prefix>:``; stores with other prefixes share a
+            server without seeing each other.
+        finished_ttl: seconds (or a timedelta) a succeeded or degraded run is kept after
+            it finished; ``None`` keeps it forever.
+        failed_ttl: the same for failed (dead-lettered) runs; default ``None``: kept.
+        clock: wall clock for timestamps and lease expiry; tests inject their own.
+        max_connections: connections in the pool; more concurrent calls wait for one.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "firebreak",
+        finished_ttl: float | timedelta | None = DEFAULT_FINISHED_TTL,
+        failed_ttl: float | timedelta | None = None,
+        clock: WallClock = default_clock,
+        max_connections: int = 32,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"RedisStore needs a redis:// or rediss:// URL, got {url!r}")
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        self.url = url
+        self.prefix = prefix
+        self.clock = clock
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self.max_connections = max_connections
+        self._finished_ms = codec.ttl_ms(finished_ttl)
+        self._failed_ms = codec.ttl_ms(failed_ttl)
+        try:
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise ValueError(f"store URL {url!r}: {exc}") from None
+        db = parts.path.strip("/") or "0"
+        self.where = f"{parts.hostname or 'localhost'}:{port}/{db}"
+        """``host:port/db``, as error messages name the server."""
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._setup_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.where!r}, prefix={self.prefix!r})"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Connect, check the schema version, warn if the server persists nothing.
+
+        Raises:
+            StoreError: the server cannot be reached (one line naming it).
+            StoreCorrupt: the prefix holds data of a newer firebreak, or not firebreak's.
+        """
+        async with self._setup_lock:
+            if self._client is not None:
+                return
+            # A bounded pool that waits for a free connection: hundreds of concurrent
+            # runs share a few dozen connections instead of failing with "too many".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                decode_responses=True,
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                max_connections=self.max_connections,
+                timeout=10.0,
+            )
+            client = aioredis.Redis.from_pool(pool)
+            try:
+                await self._check(client)
+            except BaseException:
+                await client.aclose()
+                raise
+            self._client = client
+            for name in lua.__all__:
+                self._scripts[name] = client.register_script(getattr(lua, name))
+
+    async def _check(self, client: aioredis.Redis) -> None:
+        key = f"{self.prefix}:schema"
+        try:
+            await client.set(key, str(SCHEMA_VERSION), nx=True)
+            found = await client.get(key)
+        except RedisError as exc:
+            raise self._error(exc) from None
+        try:
+            version = int(str(found))
+        except ValueError:
+            raise StoreCorrupt(
+                f"redis {self.where}: key {key!r} is {found!r}, not a firebreak schema version;"
+                " use another prefix"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise StoreCorrupt(
+                f"redis {self.where}: prefix {self.prefix!r} was written by a newer firebreak"
+                f" (schema {version} > {SCHEMA_VERSION}); upgrade firebreak"
+            )
+        if self.url not in _warned:
+            _warned.add(self.url)
+            try:
+                aof = await client.config_get("appendonly")
+                save = await client.config_get("save")
+            except ResponseError:  # CONFIG is often disabled on managed Redis: cannot tell
+                return
+            except RedisError as exc:
+                raise self._error(exc) from None
+            if aof.get("appendonly") == "no" and not str(save.get("save") or "").strip():
+                log.warning(
+                    "redis %s persists nothing (appendonly no, no save points): runs are lost"
+                    " if the server restarts; set appendonly yes for a durable store",
+                    self.where,
+                )
+
+    async def close(self) -> None:
+        """Close the connection pool; idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def destroy(self) -> None:
+        """Delete every key under this store's prefix (tests use it to clean up)."""
+        client = self._need()
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + ":*"
+        try:
+            batch: list[str] = []
+            async for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await client.unlink(*batch)
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    async def __aenter__(self) -> Self:
+        await self.setup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _need(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreError("RedisStore is not open: call setup() or use `async with`")
+        return self._client
+
+    def _error(self, exc: RedisError) -> StoreError:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return StoreError(f"redis {self.where}: {type(exc).__name__}: {first}")
+
+    async def _do(self, op: Awaitable[T]) -> T:
+        try:
+            return await op
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    async def _eval(self, name: str, *args: str | int | float) -> Any:
+        self._need()
+        script = self._scripts[name]
+        return await self._do(script(args=[self.prefix, *args]))
+
+    def _fence_args(self, lease: Lease) -> tuple[str, str, str]:
+        return lease.run_id, lease.owner, str(lease.token)
+
+    @staticmethod
+    def _fenced(lease: Lease, reply: Sequence[Any]) -> None:
+        if reply[0] == "missing":
+            raise KeyError(lease.run_id)
+        if reply[0] == "stale":
+            raise StaleLease(lease.run_id, token=lease.token)
+
+    async def _collect(
+        self, index: str, prefix: str, skip: int, mode: str, limit: int, *, upto: float = 0.0
+    ) -> list[dict[str, str]]:
+        self._need()
+        rows = await self._do(
+            self._scripts["COLLECT"](
+                keys=[index], args=[f"{self.prefix}:{prefix}", skip, mode, limit, repr(upto)]
+            )
+        )
+        return [codec.pairs(row) for row in rows]
+
+    # -- runs ---------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: JSON,  # noqa: A002  -- the run's input, named as on RunRecord
+    ) -> tuple[RunRecord, bool]:
+        """Get the run, or create it as pending; the bool says whether it was created."""
+        encoded = _rules.dumps(input)
+        created, flat = await self._eval(
+            "CREATE_RUN", run_id, workflow, encoded, repr(self.clock())
+        )
+        return codec.run(codec.pairs(flat), run_id), bool(created)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """Return the run, or ``None``."""
+        h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:run:{run_id}")))
+        return codec.run(h, run_id) if h else None
+
+    async def list_runs(
+        self, *, workflow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Return up to `limit` runs, newest first, optionally filtered (one index read)."""
+        wanted = None if status is None else RunStatus(status)
+        index = f"{self.prefix}:runs"
+        if workflow is not None and wanted is not None:
+            index += f":ws:{wanted}:{workflow}"
+        elif workflow is not None:
+            index += f":w:{workflow}"
+        elif wanted is not None:
+            index += f":s:{wanted}"
+        if limit <= 0:
+            return []
+        rows = await self._collect(index, "run:", 17, "desc", limit)
+        return [codec.run(h, codec.member_id(h)) for h in rows]
+
+    async def set_run_status(
+        self,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> RunRecord:
+        """Set the run's status, result, error and resume time (fenced by `lease`).
+
+        A succeeded or degraded run starts expiring (`finished_ttl`), a failed one
+        too if `failed_ttl` is set; any other status keeps it.
+        """
+        new = RunStatus(status)
+        ttl = ""
+        if new in {RunStatus.SUCCEEDED, RunStatus.DEGRADED}:
+            ttl = self._finished_ms
+        elif new is RunStatus.FAILED:
+            ttl = self._failed_ms
+        reply = await self._eval(
+            "SET_RUN_STATUS",
+            *self._fence_args(lease),
+            str(new),
+            _rules.dumps(result),
+            _rules.dumps(error),
+            "" if resume_at is None else repr(float(resume_at)),
+            repr(self.clock()),
+            ttl,
+        )
+        self._fenced(lease, reply)
+        return codec.run(codec.pairs(reply[1]), lease.run_id)
+
+    async def due_runs(self, now: float) -> list[RunRecord]:
+        """Return paused runs whose ``resume_at <= now``, soonest first."""
+        rows = await self._collect(f"{self.prefix}:due", "run:", 17, "upto", -1, upto=now)
+        return [codec.run(h, codec.member_id(h)) for h in rows if h["status"] == RunStatus.PAUSED]
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float | timedelta) -> Lease:
+        """Take the run's lease if free, expired or already `owner`'s; else `LeaseHeld`."""
+        duration = seconds(ttl)
+        now = self.clock()
+        expires = now + duration
+        reply = await self._eval("ACQUIRE", run_id, owner, repr(now), repr(expires))
+        if reply[0] == "missing":
+            raise KeyError(run_id)
+        if reply[0] == "held":
+            raise LeaseHeld(run_id, owner=str(reply[1]), expires_at=float(reply[2]))
+        return Lease(run_id=run_id, owner=owner, token=int(reply[1]), expires_at=expires)
+
+    async def renew_lease(self, lease: Lease, ttl: float | timedelta) -> Lease:
+        """Extend `lease` by `ttl` from now; `StaleLease` if another owner took the run."""
+        expires = self.clock() + seconds(ttl)
+        reply = await self._eval("RENEW", *self._fence_args(lease), repr(expires))
+        self._fenced(lease, reply)
+        return Lease(run_id=lease.run_id, owner=lease.owner, token=lease.token, expires_at=expires)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up; a no-op if it is no longer current."""
+        await self._eval("RELEASE", *self._fence_args(lease))
+
+    # -- steps --------------------------------------------------------------------------
+
+    async def commit_step(self, lease: Lease, step: StepRecord) -> bool:
+        """Record a step result in one round trip; ``False`` if already committed."""
+        if step.run_id != lease.run_id:
+            raise ValueError(
+                f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
+            )
+        reply = await self._eval(
+            "COMMIT_STEP",
+            *self._fence_args(lease),
+            step.agent,
+            str(step.status),
+            _rules.dumps(step.output),
+            str(step.attempts),
+            _rules.dumps(step.error),
+            _rules.dumps(step.degraded_reason),
+            repr(float(step.completed_at or self.clock())),
+        )
+        self._fenced(lease, reply)
+        return bool(reply[0] == "ok")
+
+    async def update_step(
+        self,
+        lease: Lease,
+        run_id: str,
+        agent: str,
+        *,
+        status: StepStatus | str,
+        error: dict[str, Any] | None = None,
+        output: JSON = ...,
+    ) -> StepRecord:
+        """Move a committed step along `STEP_TRANSITIONS` (fenced); ``output=...`` keeps it."""
+        if run_id != lease.run_id:
+            raise ValueError(f"step of run {run_id!r} updated under a lease on {lease.run_id!r}")
+        new = StepStatus(status)
+        keep = output is ...
+        reply = await self._eval(
+            "UPDATE_STEP",
+            *self._fence_args(lease),
+            agent,
+            str(new),
+            _rules.dumps(error),
+            "1" if keep else "0",
+            "" if keep else _rules.dumps(output),
+            repr(self.clock()),
+            "1" if new in _rules.RESEQUENCE else "0",
+            _ALLOWED_FROM[new],
+        )
+        if reply[0] == "missing" and len(reply) == 1:
+            # Either the run (fence) or the step is unknown: both are KeyError.
+            raise KeyError(f"{run_id}/{agent}")
+        self._fenced(lease, reply)
+        if reply[0] == "transition":
+            _rules.check_transition(run_id, agent, StepStatus(reply[1]), new)
+        values = reply[1]
+        return codec.step(run_id, agent, values[:6], float(values[6]))
+
+    async def reset_steps(self, lease: Lease, agents: Sequence[str]) -> int:
+        """Forget the committed steps of `agents` (fenced); returns how many there were."""
+        reply = await self._eval("RESET_STEPS", *self._fence_args(lease), *agents)
+        self._fenced(lease, reply)
+        return int(reply[1])
+
+    async def set_input(self, lease: Lease, input: JSON) -> None:  # noqa: A002 - the run's input
+        """Replace the run's input (fenced)."""
+        encoded = _rules.dumps(input)
+        reply = await self._eval("SET_INPUT", *self._fence_args(lease), encoded, repr(self.clock()))
+        self._fenced(lease, reply)
+
+    async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        """Return the run's committed steps by agent name, in commit order (one round trip)."""
+        pipe = self._need().pipeline(transaction=True)
+        pipe.zrange(f"{self.prefix}:seqs:{run_id}", 0, -1, withscores=True)
+        pipe.hgetall(f"{self.prefix}:steps:{run_id}")
+        order, raw = await self._do(pipe.execute())
+        fields = codec.strs(raw)
+        steps: dict[str, StepRecord] = {}
+        for agent, seq in order:
+            values = [fields.get(f"{k}:{agent}") for k in _STEP_KEYS]
+            steps[agent] = codec.step(run_id, agent, values, seq)
+        return steps
+
+    # -- shared state -------------------------------------------------------------------
+
+    async def get_state(self, run_id: str) -> tuple[int, dict[str, JSON]]:
+        """Return the run's shared state and its version (``0, {}`` before any write)."""
+        h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:state:{run_id}")))
+        return (int(h["v"]), _rules.loads(h["d"])) if h else (0, {})
+
+    async def cas_state(self, run_id: str, expected_version: int, data: Mapping[str, JSON]) -> int:
+        """Replace the state if still at `expected_version`, else raise `StateConflict`."""
+        encoded = _rules.dumps(dict(data))
+        reply = await self._eval("CAS_STATE", run_id, str(expected_version), encoded)
+        if reply[0] == "conflict":
+            raise StateConflict(run_id, expected=expected_version, actual=int(reply[1]))
+        return int(reply[1])
+
+    # -- dead-letter queue --------------------------------------------------------------
+
+    async def dlq_put(
+        self,
+        *,
+        run_id: str,
+        workflow: str,
+        reason: str,
+        error: dict[str, Any] | None = None,
+        input: JSON = None,  # noqa: A002  -- the run's input, named as on RunRecord
+        steps: Mapping[str, StepRecord] | None = None,
+    ) -> str:
+        """Put a failed run in the dead-letter queue (one entry per run; replaced)."""
+        snapshot = None if steps is None else {k: _rules.step_to_dict(s) for k, s in steps.items()}
+        reply = await self._eval(
+            "DLQ_PUT",
+            _rules.new_id(),
+            run_id,
+            workflow,
+            reason,
+            _rules.dumps(error),
+            _rules.dumps(input),
+            _rules.dumps(snapshot),
+            repr(self.clock()),
+        )
+        return str(reply)
+
+    async def dlq_list(self, workflow: str | None = None) -> list[DeadLetter]:
+        """Return the entries, oldest first."""
+        index = f"{self.prefix}:dlq" + ("" if workflow is None else f":w:{workflow}")
+        return [codec.dead(h) for h in await self._collect(index, "dlq:e:", 0, "asc", -1)]
+
+    async def dlq_get(self, id: str) -> DeadLetter | None:  # noqa: A002  -- record field name
+        """Return the entry, or ``None``."""
+        h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:dlq:e:{id}")))
+        return codec.dead(h) if h else None
+
+    async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
+        """Remove the entry; ``False`` if it was not there."""
+        return bool(await self._eval("DLQ_DROP", id))
+
+    async def dlq_size(self, workflow: str | None = None) -> int:
+        """Count the entries."""
+        index = f"{self.prefix}:dlq" + ("" if workflow is None else f":w:{workflow}")
+        return int(await self._do(self._need().zcard(index)))
+
+    # -- manual-review queue ------------------------------------------------------------
+
+    async def review_put(
+        self,
+        *,
+        run_id: str,
+        workflow: str,
+        agent: str,
+        reason: str,
+        suggestions: Sequence[JSON] = (),
+        context: JSON = None,
+    ) -> str:
+        """Queue a decision for a person; an open item for the same step is reused."""
+        reply = await self._eval(
+            "REVIEW_PUT",
+            _rules.new_id(),
+            run_id,
+            workflow,
+            agent,
+            reason,
+            _rules.dumps(list(suggestions)),
+            _rules.dumps(context),
+            repr(self.clock()),
+        )
+        return str(reply)
+
+    async def review_list(self, status: str | None = "open") -> list[ReviewItem]:
+        """Return items with `status` (all if ``None``), oldest first."""
+        wanted = _rules.review_status(status)
+        index = f"{self.prefix}:rv:{'all' if wanted is None else wanted}"
+        return [codec.review(h) for h in await self._collect(index, "rv:e:", 0, "asc", -1)]
+
+    async def review_get(self, id: str) -> ReviewItem | None:  # noqa: A002  -- record field
+        """Return the item, or ``None``."""
+        h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:rv:e:{id}")))
+        return codec.review(h) if h else None
+
+    async def review_resolve(self, id: str, value: JSON) -> ReviewItem:  # noqa: A002
+        """Record the person's answer; `KeyError` if unknown, `StoreError` if resolved."""
+        reply = await self._eval("REVIEW_RESOLVE", id, _rules.dumps(value), repr(self.clock()))
+        if reply[0] == "missing":
+            raise KeyError(id)
+        if reply[0] == "resolved":
+            raise StoreError(f"review item {id!r} is already resolved")
+        return codec.review(codec.pairs(reply[1]))
+
+    async def review_size(self) -> int:
+        """Count the open items."""
+        return int(await self._do(self._need().zcard(f"{self.prefix}:rv:open")))

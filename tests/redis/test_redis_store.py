@@ -1,0 +1,162 @@
+"""What only `RedisStore` does: URLs, schema check, persistence warning, TTLs, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+from store_helpers import leased, step
+
+from firebreak.errors import StoreCorrupt, StoreError
+from firebreak.store import RunStatus, open_store
+from firebreak.store import redis as redis_module
+from firebreak.store.redis import SCHEMA_VERSION, RedisStore, from_url
+from firebreak.testing import FakeClock
+
+MakeStore = Callable[..., RedisStore]
+
+
+def test_open_store_routes_redis_urls_with_options() -> None:
+    store = open_store("redis://h:6380/3?prefix=billing&finished_ttl=60&socket_timeout=2")
+    assert isinstance(store, RedisStore)
+    assert (store.prefix, store.where, store.url) == (
+        "billing",
+        "h:6380/3",
+        "redis://h:6380/3?socket_timeout=2",
+    )
+    assert store._finished_ms == "60000"
+    never = from_url("rediss://h/0?finished_ttl=none", clock=time.time)
+    assert never._finished_ms == ""
+    with pytest.raises(ValueError, match="finished_ttl"):
+        from_url("redis://h?finished_ttl=soon", clock=time.time)
+
+
+async def test_nothing_connects_before_setup() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError, match="not open"):
+        await store.get_run("r1")
+
+
+async def test_a_server_that_is_down_is_one_clear_line() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError) as err:
+        await store.setup()
+    message = str(err.value)
+    assert "127.0.0.1:1/0" in message
+    assert "\n" not in message
+    assert err.value.__cause__ is None
+    await store.close()
+
+
+async def test_a_newer_schema_is_refused(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.set(f"{prefix}:schema", str(SCHEMA_VERSION + 1))
+        with pytest.raises(StoreCorrupt, match="newer firebreak"):
+            await RedisStore(redis_url, prefix=prefix).setup()
+        await client.set(f"{prefix}:schema", "not-a-version")
+        with pytest.raises(StoreCorrupt, match="another prefix"):
+            await RedisStore(redis_url, prefix=prefix).setup()
+    finally:
+        await client.delete(f"{prefix}:schema")
+        await client.aclose()
+
+
+async def test_warns_once_when_the_server_persists_nothing(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(redis_module, "_warned", set())
+    client = aioredis.Redis.from_url(make_store().url, decode_responses=True)
+    try:
+        aof = (await client.config_get("appendonly"))["appendonly"]
+        save = (await client.config_get("save"))["save"]
+    finally:
+        await client.aclose()
+    persists = aof == "yes" or bool(save.strip())
+    with caplog.at_level(logging.WARNING, logger="firebreak.store.redis"):
+        for _ in range(2):
+            async with make_store() as store:
+                await store.destroy()
+    warnings = [r for r in caplog.records if "persists nothing" in r.getMessage()]
+    assert len(warnings) == (0 if persists else 1)
+
+
+async def test_finished_runs_expire_failed_runs_stay(make_store: MakeStore) -> None:
+    async with make_store(finished_ttl=0.3) as store:
+        try:
+            ok, bad = await leased(store, "ok"), await leased(store, "bad")
+            await store.commit_step(ok, step("ok", "a", 1))
+            await store.cas_state("ok", 0, {"k": 1})
+            await store.set_run_status(ok, RunStatus.SUCCEEDED)
+            await store.set_run_status(bad, RunStatus.FAILED)
+            client = store._need()
+            for key in ("run", "steps", "seqs", "state"):
+                assert 0 < await client.pttl(f"{store.prefix}:{key}:ok") <= 300
+            assert await client.pttl(f"{store.prefix}:run:bad") == -1
+            await asyncio.sleep(0.4)
+            assert await store.get_run("ok") is None
+            assert await store.get_steps("ok") == {}
+            assert [r.run_id for r in await store.list_runs()] == ["bad"]
+            assert await store.list_runs(status="succeeded") == []
+            await store.create_run("later", "wf", None)  # sweeps expired index entries
+            assert await client.zscore(f"{store.prefix}:runs:w:wf", "ok") is None
+            members = await client.zrange(f"{store.prefix}:runs:w:wf", 0, -1)
+            assert [m[17:] for m in members] == ["bad", "later"]
+        finally:
+            await store.destroy()
+
+
+async def test_a_resumed_finished_run_stops_expiring(make_store: MakeStore) -> None:
+    async with make_store(failed_ttl=60) as store:
+        try:
+            lease = await leased(store)
+            await store.set_run_status(lease, RunStatus.FAILED)
+            client = store._need()
+            assert await client.pttl(f"{store.prefix}:run:r1") > 0
+            await store.set_run_status(lease, RunStatus.PENDING)  # a replay
+            assert await client.pttl(f"{store.prefix}:run:r1") == -1
+            assert await client.zcard(f"{store.prefix}:expiring") == 0
+        finally:
+            await store.destroy()
+
+
+async def test_destroy_removes_only_its_prefix(make_store: MakeStore, redis_url: str) -> None:
+    async with RedisStore(redis_url, prefix="fbtest-neighbour") as other:
+        await other.create_run("keep", "wf", None)
+        async with make_store() as store:
+            await leased(store)
+            await store.dlq_put(run_id="r1", workflow="wf", reason="x")
+            await store.destroy()
+            assert await store._need().keys(f"{store.prefix}:*") == []
+        assert await other.get_run("keep") is not None
+        await other.destroy()
+
+
+async def test_records_from_another_process_clock_keep_full_precision(
+    store: RedisStore, wall: FakeClock
+) -> None:
+    wall.advance(0.123456789012345)
+    run, _ = await store.create_run("r1", "wf", None)
+    assert run.created_at == wall.wall()
+    assert (await store.get_run("r1")) == run
+
+
+async def test_a_step_commit_is_one_round_trip(store: RedisStore) -> None:
+    """Measured, and printed with -s: a commit costs about one raw Redis round trip."""
+    lease = await leased(store)
+    client = store._need()
+    n = 300
+    start = time.perf_counter()
+    for _ in range(n):
+        await client.ping()
+    ping = (time.perf_counter() - start) / n
+    start = time.perf_counter()
+    for i in range(n):
+        await store.commit_step(lease, step("r1", f"a{i}", {"i": i}))
+    commit = (time.perf_counter() - start) / n
+    print(f"\nraw PING {ping * 1e6:.0f} us, commit_step {commit * 1e6:.0f} us")  # noqa: T201 - shown with -s
+    assert commit < ping * 6 + 0.002
