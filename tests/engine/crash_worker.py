@@ -1,0 +1,230 @@
+"""Run by the engine crash tests: drive workflow runs on SQLite until killed or done.
+
+Usage::
+
+    python crash_worker.py STORE_DB LEDGER_DB OWNER LEASE_TTL SEED RUN_ID...
+
+Starts (or resumes: same code path, ``engine.run(wf, input, run_id=...)``) every RUN_ID
+concurrently under one `Engine` with the given lease OWNER and LEASE_TTL. The parent kills
+this process with SIGKILL at a random moment and starts it again, many times.
+
+Every agent invocation leaves evidence in a separate SQLite "ledger" (WAL, autocommit, so a
+row written before the kill survives it):
+
+* ``calls``: one row per invocation, appended when the agent starts, with the process id,
+  the wall-clock start time, and whether the store already held a committed step for this
+  agent at that moment (``seen_committed``; read straight from the store's file);
+* ``effects``: the side effect, ``INSERT OR IGNORE`` keyed by ``ctx.idempotency_key``; a
+  repeated effect of the same key bumps ``repeats`` instead of adding a row.
+
+Protocol on stdout (one line each, flushed): ``ready PID T`` once the store is open (T is
+wall-clock seconds), ``lease-held RUN_ID OWNER EXPIRES`` whenever another owner's live
+lease makes this process wait, ``done RUN_ID STATUS`` per finished run.
+
+With ``CRASH_WORKER_FORGET_STEPS=1`` the worker resumes wrongly on purpose (it hides the
+committed steps from the engine), so a test can show the checks catch a step run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import sys
+import time
+from typing import Any
+
+from firebreak import Workflow
+from firebreak.engine import Context, Engine
+from firebreak.errors import LeaseHeld
+from firebreak.store import SQLiteStore
+
+AGENTS = ("fetch", "left", "right", "side", "join", "c1", "c2", "c3", "final")
+"""Every agent of the workflow below, in definition order."""
+
+DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "fetch": (),
+    "left": ("fetch",),
+    "right": ("fetch",),
+    "side": ("fetch",),
+    "join": ("left", "right"),
+    "c1": ("join",),
+    "c2": ("c1",),
+    "c3": ("c2",),
+    "final": ("c3", "side"),
+}
+"""Who waits for whom: a diamond (fetch → left, right → join), a chain after it
+(c1 → c2 → c3), and a long concurrent branch (side) that meets the chain at the end."""
+
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    key TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    seen_committed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS effects (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    repeats INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def expected_outputs(n: int) -> dict[str, int]:
+    """What each agent returns for run input ``{"n": n}``: the final check of the tests."""
+    out = {"fetch": n}
+    out["left"] = out["fetch"] * 2
+    out["right"] = out["fetch"] + 7
+    out["side"] = out["fetch"] * 3
+    out["join"] = out["left"] + out["right"]
+    out["c1"] = out["join"] + 1
+    out["c2"] = out["c1"] * 2
+    out["c3"] = out["c2"] + 3
+    out["final"] = out["c3"] + out["side"]
+    return out
+
+
+def connect_ledger(path: str) -> sqlite3.Connection:
+    """Open (and create) the ledger: WAL, autocommit, every statement its own transaction."""
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(LEDGER_SCHEMA)
+    return conn
+
+
+class Ledger:
+    """The side-effect ledger and the store reader used to judge each invocation."""
+
+    def __init__(self, ledger_path: str, store_path: str, seed: int) -> None:
+        self.conn = connect_ledger(ledger_path)
+        # A connection of our own on the store file: did a committed step exist already?
+        self.store = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=10)
+        self.rng = random.Random(seed)
+        self.pid = os.getpid()
+
+    def called(self, ctx: Context) -> None:
+        """Record an invocation, noting whether its step was already committed."""
+        seen = self.store.execute(
+            "SELECT COUNT(*) FROM steps WHERE run_id = ? AND agent = ?", (ctx.run_id, ctx.agent)
+        ).fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO calls (run_id, agent, key, pid, started_at, seen_committed)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (ctx.run_id, ctx.agent, ctx.idempotency_key, self.pid, time.time(), seen),
+        )
+
+    def apply(self, ctx: Context, value: int) -> None:
+        """The side effect: applied once per idempotency key, repeats only counted."""
+        self.conn.execute(
+            "INSERT INTO effects (key, value, pid) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET repeats = repeats + 1",
+            (ctx.idempotency_key, value, self.pid),
+        )
+
+    async def work(self, ctx: Context, value: int) -> int:
+        """What every agent does: record the call, work a few ms, apply the effect."""
+        self.called(ctx)
+        await asyncio.sleep(self.rng.uniform(0.002, 0.012))
+        self.apply(ctx, value)
+        await asyncio.sleep(self.rng.uniform(0.0, 0.003))
+        return value
+
+
+def build_workflow(ledger: Ledger) -> Workflow:
+    """The crash workflow: nine agents, each a side effect keyed by its idempotency key."""
+    wf = Workflow("crash")
+    work = ledger.work
+
+    @wf.agent
+    async def fetch(ctx: Context, job: dict[str, int]) -> int:
+        return await work(ctx, job["n"])
+
+    @wf.agent(after=[fetch])
+    async def left(ctx: Context, fetch: int) -> int:
+        return await work(ctx, fetch * 2)
+
+    @wf.agent(after=[fetch])
+    async def right(ctx: Context, fetch: int) -> int:
+        return await work(ctx, fetch + 7)
+
+    @wf.agent(after=[fetch])
+    async def side(ctx: Context, fetch: int) -> int:
+        # The long branch: runs beside the whole diamond and part of the chain.
+        value = await work(ctx, fetch * 3)
+        await asyncio.sleep(0.02)
+        return value
+
+    @wf.agent(after=[left, right])
+    async def join(ctx: Context, left: int, right: int) -> int:
+        return await work(ctx, left + right)
+
+    @wf.agent(after=[join])
+    async def c1(ctx: Context, join: int) -> int:
+        return await work(ctx, join + 1)
+
+    @wf.agent(after=[c1])
+    async def c2(ctx: Context, c1: int) -> int:
+        return await work(ctx, c1 * 2)
+
+    @wf.agent(after=[c2])
+    async def c3(ctx: Context, c2: int) -> int:
+        return await work(ctx, c2 + 3)
+
+    @wf.agent(after=[c3, side])
+    async def final(ctx: Context, c3: int, side: int) -> int:
+        return await work(ctx, c3 + side)
+
+    assert tuple(wf.agents) == AGENTS
+    return wf
+
+
+def run_input(run_id: str) -> dict[str, int]:
+    """The input of a run, derived from its id so every restart passes the same one."""
+    return {"n": sum(map(ord, run_id)) % 97}
+
+
+def say(line: str) -> None:
+    """One protocol line to the parent, flushed at once (the next instant may be SIGKILL)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def drive(engine: Engine, wf: Workflow, run_id: str) -> Any:
+    """Run or resume `run_id`; wait out another owner's live lease, then take the run over."""
+    while True:
+        try:
+            return await engine.run(wf, run_input(run_id), run_id=run_id)
+        except LeaseHeld as exc:
+            say(f"lease-held {run_id} {exc.owner} {exc.expires_at!r}")
+            await asyncio.sleep(max(exc.expires_at - time.time(), 0.0) + 0.01)
+
+
+async def main(argv: list[str]) -> None:
+    store_path, ledger_path, owner, ttl, seed, *run_ids = argv
+    ledger_conn = connect_ledger(ledger_path)  # create the ledger before the store is read
+    ledger_conn.close()
+    async with SQLiteStore(store_path) as store:
+        ledger = Ledger(ledger_path, store_path, int(seed))
+        wf = build_workflow(ledger)
+        if os.environ.get("CRASH_WORKER_FORGET_STEPS"):
+            # A deliberately broken resume, to prove the tests' checks catch one: the engine
+            # sees no committed steps, so it runs every step of a resumed run again.
+            async def no_steps(run_id: str) -> dict[str, Any]:
+                return {}
+
+            store.get_steps = no_steps  # type: ignore[method-assign]
+        engine = Engine(store, owner=owner, lease_ttl=float(ttl))
+        say(f"ready {os.getpid()} {time.time()!r}")
+        results = await asyncio.gather(*(drive(engine, wf, run_id) for run_id in run_ids))
+        for result in results:
+            say(f"done {result.run_id} {result.status}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
