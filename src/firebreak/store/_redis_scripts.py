@@ -162,7 +162,7 @@ if not f[2] then return {'missing'} end
 local owner, token, expires = f[1], tonumber(f[2]), f[3]
 local live = owner and expires and tonumber(expires) > tonumber(ARGV[4])
 if live and owner ~= ARGV[3] then return {'held', owner, expires} end
-if not live then token = redis.call('HINCRBY', r, 'lease_token', 1) end
+token = redis.call('HINCRBY', r, 'lease_token', 1)  -- re-entry too: fences the old driver
 redis.call('HSET', r, 'lease_owner', ARGV[3], 'lease_expires', ARGV[5])
 return {'ok', token}
 """

@@ -61,16 +61,16 @@ def decide_lease(
 ) -> Lease:
     """Return the lease `owner` gets, or raise `LeaseHeld`.
 
-    Same owner with an unexpired lease keeps its token (re-entry after a restart of the same
-    process); anyone taking a free or expired lease gets the next token.
+    The holder of an unexpired lease may take it again at once (a restarted process with
+    a stable owner id), but every acquisition, re-entry included, gets the next token: a
+    second driver under the same owner id fences the first instead of running beside it.
     """
     live = current_owner is not None and current_expires is not None and current_expires > now
     if live and current_owner != owner:
         assert current_owner is not None  # noqa: S101  -- narrowed by `live`
         assert current_expires is not None  # noqa: S101
         raise LeaseHeld(run_id, owner=current_owner, expires_at=current_expires)
-    token = current_token if live else current_token + 1
-    return Lease(run_id=run_id, owner=owner, token=token, expires_at=now + ttl)
+    return Lease(run_id=run_id, owner=owner, token=current_token + 1, expires_at=now + ttl)
 
 
 def check_fence(lease: Lease, current_owner: str | None, current_token: int) -> None:

@@ -27,16 +27,19 @@ async def check_lease_is_exclusive_until_it_expires(env: ConformanceEnv) -> None
     assert (run.lease_owner, run.lease_token, run.lease_expires) == ("orch-2", 2, second.expires_at)
 
 
-async def check_same_owner_reacquires_without_new_token(env: ConformanceEnv) -> None:
-    """Re-entry by the holder keeps the token; after expiry even the holder gets a new one."""
+async def check_same_owner_reacquires_with_a_new_token(env: ConformanceEnv) -> None:
+    """The holder may re-enter at once, but with a new token: the old driver is fenced."""
     store, wall = env.store, env.wall
     first = await leased(store)
     wall.advance(10)
     again = await store.acquire_lease("r1", "orch-1", ttl=30)
-    assert again.token == first.token
+    assert again.token == first.token + 1
     assert again.expires_at == wall.wall() + 30
-    wall.advance(31)  # expired: even the same owner gets a new token
-    assert (await store.acquire_lease("r1", "orch-1", ttl=30)).token == first.token + 1
+    with raises(StaleLease):
+        await store.commit_step(first, step("r1", "a", 1))
+    assert await store.commit_step(again, step("r1", "a", 2))
+    wall.advance(31)  # expired: a new token again
+    assert (await store.acquire_lease("r1", "orch-1", ttl=30)).token == first.token + 2
 
 
 async def check_stale_owner_commit_is_refused(env: ConformanceEnv) -> None:
@@ -110,7 +113,7 @@ async def check_update_step_is_fenced(env: ConformanceEnv) -> None:
 
 CHECKS = (
     check_lease_is_exclusive_until_it_expires,
-    check_same_owner_reacquires_without_new_token,
+    check_same_owner_reacquires_with_a_new_token,
     check_stale_owner_commit_is_refused,
     check_expired_lease_nobody_took_still_writes,
     check_release_frees_the_run_and_bumps_the_next_token,
