@@ -196,18 +196,22 @@ class EventHub:
     being observed.
     """
 
-    __slots__ = ("_handlers",)
+    __slots__ = ("_handlers", "active")
 
     def __init__(self) -> None:
         # A tuple, replaced on change, so emit() iterates without locks or copies.
         self._handlers: tuple[Handler, ...] = ()
+        self.active = False
+        """Whether anyone listens: hot paths skip building events nobody would see."""
 
     def subscribe(self, handler: Handler) -> Callable[[], None]:
         """Add `handler`; returns a function that removes it again."""
         self._handlers = (*self._handlers, handler)
+        self.active = True
 
         def unsubscribe() -> None:
             self._handlers = tuple(h for h in self._handlers if h is not handler)
+            self.active = bool(self._handlers)
 
         return unsubscribe
 

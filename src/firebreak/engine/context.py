@@ -80,12 +80,12 @@ class Context:
     __slots__ = (
         "_clock",
         "_deadline",
+        "_log",
         "agent",
         "attempt",
         "degraded",
         "idempotency_key",
         "input",
-        "log",
         "run_id",
         "state",
         "workflow",
@@ -112,11 +112,17 @@ class Context:
         self.idempotency_key = f"{run_id}/{agent}"
         self.degraded = degraded
         self.state = state
-        self.log = logging.LoggerAdapter(
-            _log, {"workflow": workflow, "run_id": run_id, "agent": agent}
-        )
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._deadline = deadline
         self._clock = clock
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the workflow, ``run_id`` and ``agent``."""
+        if self._log is None:  # built on first use: most agents never log
+            extra = {"workflow": self.workflow, "run_id": self.run_id, "agent": self.agent}
+            self._log = logging.LoggerAdapter(_log, extra)
+        return self._log
 
     @property
     def deadline(self) -> float | None:

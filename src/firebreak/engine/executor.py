@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -25,25 +26,25 @@ from firebreak.errors import (
     Rejected,
     StateConflict,
 )
-from firebreak.events import FallbackUsed, StepAttempted, emit
+from firebreak.events import FallbackUsed, StepAttempted, emit, hub
 from firebreak.resilience import (
     BreakerRegistry,
     Bulkhead,
-    Deadline,
-    Retry,
     Timeout,
     breakers,
     current_deadline,
     is_transient,
     retry_info,
 )
+from firebreak.resilience.timeout import DeadlineMark
 from firebreak.store import CheckpointStore
 from firebreak.workflow import AgentSpec
 
 __all__ = ["Executor", "LocalExecutor", "StepCall", "StepOutcome"]
 
-# Retries of a lost compare-and-set on shared state: innermost, quick, always on.
-_CONFLICT_RETRY = Retry(attempts=5, base=0.005, cap=0.05, on=StateConflict, name="state-conflict")
+# Attempts at a step whose shared-state write keeps losing the race (StateConflict).
+_CONFLICT_ATTEMPTS = 10
+_jitter = random.Random()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +105,26 @@ def _outcome_name(exc: BaseException) -> Literal["error", "invalid", "timeout", 
     return "error"
 
 
+class _Plan:
+    """What every step of one agent shares: its policies, built once per executor."""
+
+    __slots__ = ("breaker", "bulkhead", "retry", "timeout")
+
+    def __init__(self, executor: LocalExecutor, workflow: str, spec: AgentSpec) -> None:
+        clock = executor.clock
+        self.timeout = Timeout(spec.timeout, name=spec.name, clock=clock)
+        self.breaker = None if spec.breaker is None else executor.registry.get(spec.breaker)
+        retry = spec.retry
+        if retry is not None and retry.clock is not clock:
+            retry = dataclasses.replace(retry, clock=clock)
+        self.retry = retry
+        self.bulkhead = (
+            None
+            if spec.bulkhead is None
+            else Bulkhead(f"{workflow}/{spec.name}", limit=spec.bulkhead, clock=clock)
+        )
+
+
 class LocalExecutor:
     """Runs steps in this process with the full pipeline of each agent.
 
@@ -122,45 +143,37 @@ class LocalExecutor:
         self.store = store
         self.registry = registry
         self.clock = clock
-        self._bulkheads: dict[tuple[str, str], Bulkhead] = {}
-        self._retries: dict[int, Retry] = {}
+        self._plans: dict[tuple[str, str, int], _Plan] = {}
 
-    def _bulkhead(self, workflow: str, spec: AgentSpec) -> Bulkhead | None:
-        if spec.bulkhead is None:
-            return None
-        key = (workflow, spec.name)
-        bulkhead = self._bulkheads.get(key)
-        if bulkhead is None:
-            bulkhead = Bulkhead(f"{workflow}/{spec.name}", limit=spec.bulkhead, clock=self.clock)
-            self._bulkheads[key] = bulkhead
-        return bulkhead
-
-    def _retry(self, spec: AgentSpec) -> Retry | None:
-        """The agent's retry policy, on this executor's clock."""
-        retry = spec.retry
-        if retry is None or retry.clock is self.clock:
-            return retry
-        mine = self._retries.get(id(retry))
-        if mine is None:
-            mine = self._retries[id(retry)] = dataclasses.replace(retry, clock=self.clock)
-        return mine
+    def _plan(self, workflow: str, spec: AgentSpec) -> _Plan:
+        key = (workflow, spec.name, id(spec))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan(self, workflow, spec)
+        return plan
 
     async def execute(self, call: StepCall) -> StepOutcome:
         """Run the step; every failure becomes a `StepOutcome`, never an exception."""
         spec = call.spec
-        run = _StepRun(call, SharedState(self.store, call.run_id), self.clock)
+        plan = self._plan(call.workflow, spec)
+        run = _StepRun(call, SharedState(self.store, call.run_id), self.clock, plan.timeout)
         primary = run.guarded(spec.fn)
-        if spec.breaker is not None:
-            primary = functools.partial(self.registry.get(spec.breaker).call, primary)
-        retry = self._retry(spec)
-        if retry is not None:
-            primary = functools.partial(retry.call, primary)
-        step = functools.partial(run.chain, primary, [run.guarded(fn) for fn in spec.fallbacks])
+        if plan.breaker is not None:
+            primary = functools.partial(plan.breaker.call, primary)
+        if plan.retry is not None:
+            primary = functools.partial(plan.retry.call, primary)
+        step: Callable[[], Awaitable[Any]] = primary
+        if spec.fallbacks:
+            step = functools.partial(run.chain, primary, [run.guarded(f) for f in spec.fallbacks])
         if call.deadline is not None:
-            step = functools.partial(self._within, call.deadline, step)
-        bulkhead = self._bulkhead(call.workflow, spec)
-        if bulkhead is not None:
-            step = functools.partial(bulkhead.call, step)
+            # Every wait inside is cut to the time left (attempt timeouts, retry sleeps, the
+            # bulkhead queue), so publishing the deadline bounds the step without a timer.
+            left = call.deadline - self.clock.now()
+            if left <= 0:
+                return _failed(DeadlineExceeded("the run's deadline has passed", timeout=0.0), 0)
+            step = functools.partial(DeadlineMark(left, clock=self.clock).call, step)
+        if plan.bulkhead is not None:
+            step = functools.partial(plan.bulkhead.call, step)
         try:
             output = await step()
         except NeedsHuman as exc:
@@ -174,72 +187,85 @@ class LocalExecutor:
             fallback_used=run.used_fallback,
         )
 
-    async def _within(self, deadline: float, body: Callable[[], Awaitable[Any]]) -> Any:
-        left = deadline - self.clock.now()
-        if left <= 0:
-            raise DeadlineExceeded("the run's deadline has passed", timeout=0.0)
-        return await Deadline(left, name="run", clock=self.clock).call(body)
-
 
 class _StepRun:
     """The attempts of one step: numbering, contexts, attempt events, the fallback chain."""
 
     __slots__ = ("attempts", "call", "clock", "state", "timeout", "used_fallback")
 
-    def __init__(self, call: StepCall, state: SharedState, clock: Clock) -> None:
+    def __init__(self, call: StepCall, state: SharedState, clock: Clock, timeout: Timeout) -> None:
         self.call = call
         self.state = state
         self.clock = clock
-        self.timeout = Timeout(call.spec.timeout, name=call.spec.name, clock=clock)
+        self.timeout = timeout
         self.attempts = 0
         self.used_fallback = False
 
     async def attempt(self, fn: Callable[..., Awaitable[Any]]) -> Any:
-        """One call of `fn` (the agent or a fallback), validated, reported as an event."""
+        """One call of `fn` (the agent or a fallback), validated, reported as an event.
+
+        A lost compare-and-set on shared state (`StateConflict`) is retried here at once,
+        a few times with a short backoff: the write is the agent's to redo, not a failure.
+        """
         call, clock = self.call, self.clock
-        self.attempts += 1
-        ctx = Context(
-            workflow=call.workflow,
-            run_id=call.run_id,
-            agent=call.spec.name,
-            attempt=self.attempts,
-            run_input=call.run_input,
-            degraded=call.degraded,
-            deadline=call.deadline,
-            state=self.state,
-            clock=clock,
+        for conflicts in range(_CONFLICT_ATTEMPTS):
+            self.attempts += 1
+            ctx = Context(
+                workflow=call.workflow,
+                run_id=call.run_id,
+                agent=call.spec.name,
+                attempt=self.attempts,
+                run_input=call.run_input,
+                degraded=call.degraded,
+                deadline=call.deadline,
+                state=self.state,
+                clock=clock,
+            )
+            start = clock.now()
+            try:
+                output = validate_output(call.spec, await fn(ctx, **call.inputs))
+            except StateConflict as exc:
+                self._report("error", start, exc)
+                if conflicts == _CONFLICT_ATTEMPTS - 1:
+                    raise
+                # Full jitter, so racing writers spread out instead of colliding again.
+                await clock.sleep(_jitter.uniform(0, 0.005 * 2**conflicts))
+                continue
+            except Exception as exc:
+                self._report(_outcome_name(exc), start, exc)
+                raise
+            except BaseException:  # cancelled: by our own timeout when its time is up
+                deadline = current_deadline()
+                timed_out = deadline is not None and clock.now() >= deadline
+                self._report("timeout" if timed_out else "error", start, None)
+                raise
+            if hub.active:
+                self._report("ok", start, None)
+            return output
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _report(
+        self,
+        outcome: Literal["ok", "error", "invalid", "timeout", "rejected"],
+        start: float,
+        exc: BaseException | None,
+    ) -> None:
+        call = self.call
+        emit(
+            StepAttempted(
+                source=call.workflow,
+                run_id=call.run_id,
+                agent=call.spec.name,
+                attempt=self.attempts,
+                outcome=outcome,
+                duration=self.clock.now() - start,
+                error_type=None if exc is None else type(exc).__name__,
+            )
         )
-        start = clock.now()
-        outcome: Literal["ok", "error", "invalid", "timeout", "rejected"] = "ok"
-        error_type = None
-        try:
-            return validate_output(call.spec, await fn(ctx, **call.inputs))
-        except Exception as exc:
-            outcome, error_type = _outcome_name(exc), type(exc).__name__
-            raise
-        except BaseException:  # cancelled: by our own timeout when its time is up
-            deadline = current_deadline()
-            timed_out = deadline is not None and clock.now() >= deadline
-            outcome, error_type = (
-                ("timeout", "StepTimeout") if timed_out else ("error", "Cancelled")
-            )
-            raise
-        finally:
-            emit(
-                StepAttempted(
-                    source=call.workflow,
-                    run_id=call.run_id,
-                    agent=call.spec.name,
-                    attempt=self.attempts,
-                    outcome=outcome,
-                    duration=clock.now() - start,
-                    error_type=error_type,
-                )
-            )
 
     def guarded(self, fn: Callable[..., Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
-        """`fn` as one attempt under the agent's timeout, lost state races retried."""
-        return functools.partial(self.timeout.call, _CONFLICT_RETRY.call, self.attempt, fn)
+        """`fn` as one attempt under the agent's timeout."""
+        return functools.partial(self.timeout.call, self.attempt, fn)
 
     async def chain(
         self,
@@ -251,9 +277,7 @@ class _StepRun:
             return await primary()
         except NeedsHuman:
             raise
-        except Exception as exc:
-            if not alternatives:
-                raise
+        except Exception as exc:  # noqa: BLE001 - the alternatives take over
             errors: list[BaseException] = [exc]
         for index, alternative in enumerate(alternatives, 1):
             self.used_fallback = True

@@ -33,7 +33,7 @@ from firebreak.errors import (
     StaleLease,
     StoreError,
 )
-from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit
+from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit, hub
 from firebreak.resilience import BreakerRegistry, Timeout, breakers
 from firebreak.store import (
     CheckpointStore,
@@ -43,6 +43,7 @@ from firebreak.store import (
     RunStatus,
     StepRecord,
     StepStatus,
+    SupportsBeginFinish,
     open_store,
 )
 from firebreak.workflow import AgentSpec, Workflow
@@ -118,6 +119,9 @@ class Engine:
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
         self.pause_for = pause_for
+        self._begin_finish = isinstance(self.store, SupportsBeginFinish)
+        self._inflight: dict[str, asyncio.Future[RunResult]] = {}
+        self._graphs: dict[int, tuple[Workflow, dict[str, list[str]]]] = {}
 
     async def __aenter__(self) -> Engine:
         if self._owns_store:
@@ -137,6 +141,9 @@ class Engine:
     ) -> RunResult:
         """Run `workflow` on `input`, or resume run `run_id` if it exists.
 
+        Two calls for the same run on one engine share one drive: the second waits for
+        the first's result instead of racing it.
+
         Raises:
             RunNotFound: `run_id` names no run and no input was given (a `KeyError`).
             ValueError: `run_id` belongs to another workflow.
@@ -144,30 +151,98 @@ class Engine:
         """
         workflow.freeze()
         run_id = run_id or uuid.uuid4().hex
-        store = self.store
-        record = await store.get_run(run_id)
-        if record is None:
-            if input is _NO_INPUT:
+        inflight = self._inflight.get(run_id)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        self._inflight[run_id] = future
+        try:
+            result = await self._run(workflow, input, run_id)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: only waiters, if any, should see it
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[run_id]
+
+    async def _run(self, workflow: Workflow, value: Any, run_id: str) -> RunResult:
+        validated: Any = _NO_INPUT
+        if value is _NO_INPUT:
+            record = await self.store.get_run(run_id)
+            if record is None:
                 raise RunNotFound(
                     f"run {run_id!r} does not exist; give an input to start it", id=run_id
                 )
-            return await self._start(workflow, input, run_id)
-        if record.workflow != workflow.name:
-            raise ValueError(f"run {run_id!r} belongs to workflow {record.workflow!r}")
-        if record.status in TERMINAL:
+            if record.status in TERMINAL and record.workflow == workflow.name:
+                return stored_result(workflow, record)
+            stored = record.input
+        else:
+            try:
+                validated = validate_input(workflow, value)
+                stored = encode(validated, what="run input")
+            except (InvalidInput, NotStorable) as exc:
+                return await self._reject(workflow, value, run_id, exc)
+        record, created, lease = await self._begin(run_id, workflow.name, stored)
+        if lease is None:
+            if record.workflow != workflow.name:
+                raise ValueError(f"run {run_id!r} belongs to workflow {record.workflow!r}")
             return stored_result(workflow, record)
-        return await self._drive(workflow, record, resumed=True)
+        if not created or validated is _NO_INPUT:  # a resume: the stored input is the input
+            validated = validate_input(workflow, record.input)
+        return await self._drive(workflow, record, lease, validated, created=created)
 
-    async def _start(self, workflow: Workflow, value: Any, run_id: str) -> RunResult:
-        try:
-            validated = validate_input(workflow, value)
-            stored = encode(validated, what="run input")
-        except (InvalidInput, NotStorable) as exc:
-            return await self._reject(workflow, value, run_id, exc)
-        record, created = await self.store.create_run(run_id, workflow.name, stored)
-        if not created and record.status in TERMINAL:  # a concurrent start won the race
-            return stored_result(workflow, record)
-        return await self._drive(workflow, record, resumed=not created, run_input=validated)
+    def _dependents(self, workflow: Workflow) -> dict[str, list[str]]:
+        """Direct dependents of each agent, computed once per workflow object."""
+        cached = self._graphs.get(id(workflow))
+        if cached is not None and cached[0] is workflow:
+            return cached[1]
+        dependents: dict[str, list[str]] = {name: [] for name in workflow.agents}
+        for spec in workflow.agents.values():
+            for dep in spec.after:
+                dependents[dep].append(spec.name)
+        self._graphs[id(workflow)] = (workflow, dependents)
+        return dependents
+
+    async def _begin(
+        self, run_id: str, workflow: str, stored: Any
+    ) -> tuple[RunRecord, bool, Lease | None]:
+        """Get or create the run, lease it and mark it running (one write where supported)."""
+        store = self.store
+        if self._begin_finish:
+            return await store.begin_run(  # type: ignore[attr-defined, no-any-return]
+                run_id, workflow, stored, owner=self.owner, ttl=self.lease_ttl
+            )
+        record, created = await store.create_run(run_id, workflow, stored)
+        if record.status in TERMINAL or record.workflow != workflow:
+            return record, created, None
+        lease = await store.acquire_lease(run_id, self.owner, self.lease_ttl)
+        return await store.set_run_status(lease, RunStatus.RUNNING), created, lease
+
+    async def _end(
+        self,
+        lease: Lease,
+        status: RunStatus,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> None:
+        """Record the run's outcome and give the lease up (one write where supported)."""
+        store = self.store
+        if self._begin_finish:
+            await store.finish_run(  # type: ignore[attr-defined]
+                lease, status, result=result, error=error, resume_at=resume_at
+            )
+            return
+        await store.set_run_status(lease, status, result=result, error=error, resume_at=resume_at)
+        with contextlib.suppress(StoreError, KeyError):
+            await store.release_lease(lease)
 
     async def _reject(
         self, workflow: Workflow, value: Any, run_id: str, exc: FirebreakError
@@ -194,38 +269,18 @@ class Engine:
         )
 
     async def _drive(
-        self,
-        workflow: Workflow,
-        record: RunRecord,
-        *,
-        resumed: bool,
-        run_input: Any = _NO_INPUT,
+        self, workflow: Workflow, record: RunRecord, lease: Lease, run_input: Any, *, created: bool
     ) -> RunResult:
-        store = self.store
-        lease = await store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
-        keeper = asyncio.create_task(self._keep_lease(lease))
+        keeper = _LeaseKeeper(self, lease)
+        run = _Run(self, workflow, record, lease, run_input, resumed=not created)
         try:
-            if run_input is _NO_INPUT:
-                run_input = validate_input(workflow, record.input)
-            return await _Run(self, workflow, record, lease, run_input, resumed=resumed).drive()
+            return await run.drive(load=not created)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            # A lease we cannot release expires by itself; never hide the run's own error.
-            with contextlib.suppress(StoreError, KeyError):
-                await store.release_lease(lease)
-
-    async def _keep_lease(self, lease: Lease) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            try:
-                lease = await self.store.renew_lease(lease, self.lease_ttl)
-            except StaleLease:
-                log.warning("lost the lease of run %r: another orchestrator took it", lease.run_id)
-                return
-            except StoreError as exc:  # the next commit will say so; keep trying meanwhile
-                log.warning("could not renew the lease of run %r: %s", lease.run_id, exc)
+            keeper.stop()
+            if not run.ended:  # cancelled or the store failed: free the run for a resume
+                # A lease we cannot release expires by itself; never hide the run's error.
+                with contextlib.suppress(StoreError, KeyError):
+                    await self.store.release_lease(lease)
 
     async def resume(self, workflow: Workflow, run_id: str) -> RunResult:
         """Continue run `run_id` from its checkpoints (a finished run is returned as stored)."""
@@ -307,6 +362,47 @@ class Engine:
         return resolved
 
 
+async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, StepOutcome]:
+    return name, await executor.execute(call)
+
+
+class _LeaseKeeper:
+    """Renews a run's lease every third of its time to live while the run is driven.
+
+    A timer, not a task per run: most runs finish long before their first renewal.
+    """
+
+    __slots__ = ("engine", "handle", "lease", "task")
+
+    def __init__(self, engine: Engine, lease: Lease) -> None:
+        self.engine = engine
+        self.lease = lease
+        self.task: asyncio.Task[None] | None = None
+        self.handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            engine.lease_ttl / 3, self._due
+        )
+
+    def _due(self) -> None:
+        self.handle = None
+        self.task = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        try:
+            self.lease = await self.engine.store.renew_lease(self.lease, self.engine.lease_ttl)
+        except StaleLease:
+            log.warning("lost the lease of run %r: another orchestrator took it", self.lease.run_id)
+            return
+        except StoreError as exc:  # the next commit will say so; keep trying meanwhile
+            log.warning("could not renew the lease of run %r: %s", self.lease.run_id, exc)
+        self.handle = asyncio.get_running_loop().call_later(self.engine.lease_ttl / 3, self._due)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+
 def stored_result(
     workflow: Workflow, record: RunRecord, *, executed: tuple[str, ...] = ()
 ) -> RunResult:
@@ -362,29 +458,70 @@ class _Run:
         self.failure: tuple[str, dict[str, Any]] | None = None  # agent, error
         self.pause_until: float | None = None
         self.waiting: set[str] = set()  # paused agents, not committed
+        self.ended = False  # the outcome is recorded and the lease released
 
-    async def drive(self) -> RunResult:
-        await self._load()
-        await self.store.set_run_status(self.lease, RunStatus.RUNNING)
-        emit(
-            RunStateChanged(
-                source=self.name, run_id=self.run_id, status="running", resumed=self.resumed
+    async def drive(self, *, load: bool) -> RunResult:
+        if load:
+            await self._load()
+        if hub.active:
+            emit(
+                RunStateChanged(
+                    source=self.name, run_id=self.run_id, status="running", resumed=self.resumed
+                )
             )
-        )
         clock = self.engine.clock
         deadline = None if self.workflow.deadline is None else clock.now() + self.workflow.deadline
-        running: dict[asyncio.Task[StepOutcome], str] = {}
+        dependents = self.engine._dependents(self.workflow)  # noqa: SLF001 - engine's cache
+        ok = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)
+        # How many dependencies each unsettled agent still waits for; at 0 it is ready.
+        blocked = {
+            spec.name: sum(self.settled.get(dep) not in ok for dep in spec.after)
+            for spec in self.workflow.agents.values()
+            if spec.name not in self.settled
+        }
+        ready = [name for name, count in blocked.items() if count == 0]
+        running: set[asyncio.Task[tuple[str, StepOutcome]]] = set()
+        done: list[asyncio.Task[tuple[str, StepOutcome]]] = []
+        wake = asyncio.Event()
+
+        def finished(task: asyncio.Task[tuple[str, StepOutcome]]) -> None:
+            done.append(task)
+            wake.set()
+
+        async def settle(name: str, outcome: StepOutcome) -> None:
+            await self._settle(name, outcome)
+            if self.settled.get(name) in ok:
+                for dependent in dependents[name]:
+                    blocked[dependent] -= 1
+                    if blocked[dependent] == 0:
+                        ready.append(dependent)
+
+        executor = self.engine.executor
         try:
             while True:
-                if self.failure is None:
-                    for spec in self._ready(running.values()):
-                        call = self._call(spec, deadline)
-                        running[asyncio.create_task(self.engine.executor.execute(call))] = spec.name
+                if self.failure is not None:
+                    ready.clear()
+                if len(ready) == 1 and not running:
+                    # One step and nothing else in flight (a chain): run it inline, no task.
+                    name = ready.pop()
+                    spec = self.workflow.agents[name]
+                    await settle(name, await executor.execute(self._call(spec, deadline)))
+                    continue
+                while ready:
+                    spec = self.workflow.agents[ready.pop()]
+                    task = asyncio.create_task(
+                        _named(spec.name, executor, self._call(spec, deadline))
+                    )
+                    task.add_done_callback(finished)
+                    running.add(task)
                 if not running:
                     break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    await self._settle(running.pop(task), task.result())
+                await wake.wait()
+                wake.clear()
+                while done:
+                    task = done.pop()
+                    running.discard(task)
+                    await settle(*task.result())
         finally:
             for task in running:  # only when we are cancelled or the store failed
                 task.cancel()
@@ -395,21 +532,27 @@ class _Run:
         steps = await self.store.get_steps(self.run_id)
         resolved = await self._resolved_reviews(steps)
         for name, rec in steps.items():
-            spec = self.workflow.agents.get(name)
-            if spec is None:
+            if name not in self.workflow.agents:
                 continue
             if rec.status == StepStatus.NEEDS_REVIEW and name in resolved:
-                rec = await self._apply_review(rec, resolved[name])  # noqa: PLW2901
-            status = rec.status
-            if status == StepStatus.COMPENSATION_FAILED:  # its effect stands: so does its output
-                status = StepStatus.SUCCEEDED
-            if status in (StepStatus.SUCCEEDED, StepStatus.DEGRADED):
-                self.outputs[name] = decode_output(spec, rec.output)
-                if status == StepStatus.DEGRADED:
-                    self.missing[name] = rec.degraded_reason or "degraded"
-            self.settled[name] = status
-            if status == StepStatus.FAILED:  # we crashed while failing the run: finish that
-                self.failure = (name, rec.error or {"message": f"{name} failed"})
+                self._adopt(await self._apply_review(rec, resolved[name]))
+            else:
+                self._adopt(rec)
+
+    def _adopt(self, rec: StepRecord) -> None:
+        """Take a committed step as this drive's own: its output, or why it is missing."""
+        name = rec.agent
+        spec = self.workflow.agents[name]
+        status = rec.status
+        if status == StepStatus.COMPENSATION_FAILED:  # its effect stands: so does its output
+            status = StepStatus.SUCCEEDED
+        if status in (StepStatus.SUCCEEDED, StepStatus.DEGRADED):
+            self.outputs[name] = decode_output(spec, rec.output)
+            if status == StepStatus.DEGRADED:
+                self.missing[name] = rec.degraded_reason or "degraded"
+        self.settled[name] = status
+        if status == StepStatus.FAILED:  # we crashed while failing the run: finish that
+            self.failure = (name, rec.error or {"message": f"{name} failed"})
 
     async def _resolved_reviews(self, steps: Mapping[str, StepRecord]) -> dict[str, ReviewItem]:
         """Resolved review items of this run by agent; open ones are noted in `reviews`."""
@@ -447,18 +590,6 @@ class _Run:
             seq=rec.seq,
         )
 
-    def _ready(self, running: Any) -> list[AgentSpec]:
-        busy = set(running)
-        ready = []
-        for spec in self.workflow.agents.values():
-            name = spec.name
-            if name in self.settled or name in busy or name in self.waiting:
-                continue
-            deps = [self.settled.get(dep) for dep in spec.after]
-            if all(d in (StepStatus.SUCCEEDED, StepStatus.DEGRADED) for d in deps):
-                ready.append(spec)
-        return ready
-
     def _call(self, spec: AgentSpec, deadline: float | None) -> StepCall:
         self.executed.append(spec.name)
         return StepCall(
@@ -472,18 +603,25 @@ class _Run:
         )
 
     async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> None:
-        await self.store.commit_step(self.lease, rec)
+        if not await self.store.commit_step(self.lease, rec):
+            # Someone committed this step first (a worker, a replaced orchestrator): the
+            # stored result is the truth, so dependents get that one, not ours.
+            stored = (await self.store.get_steps(self.run_id)).get(rec.agent)
+            if stored is not None:
+                self._adopt(stored)
+                return
         self.settled[rec.agent] = rec.status
-        emit(
-            StepStateChanged(
-                source=self.name,
-                run_id=self.run_id,
-                agent=rec.agent,
-                status=rec.status.value,
-                attempts=attempts,
-                reason=reason,
+        if hub.active:
+            emit(
+                StepStateChanged(
+                    source=self.name,
+                    run_id=self.run_id,
+                    agent=rec.agent,
+                    status=rec.status.value,
+                    attempts=attempts,
+                    reason=reason,
+                )
             )
-        )
 
     async def _settle(self, name: str, outcome: StepOutcome) -> None:
         spec = self.workflow.agents[name]
@@ -585,9 +723,10 @@ class _Run:
                 name: encode(value, what=f"output of agent {name!r}")
                 for name, value in self.outputs.items()
             }
-        await self.store.set_run_status(
+        await self.engine._end(  # noqa: SLF001 - the engine's own helper
             self.lease, status, result=result, resume_at=self.pause_until
         )
+        self.ended = True
         emit(
             RunStateChanged(
                 source=self.name, run_id=self.run_id, status=status.value, reason=reason
@@ -620,7 +759,10 @@ class _Run:
                 self.missing[name] = f"skipped: {because}"
         compensated = await self._compensate()
         result = {"missing": self.missing, "failed_agent": agent, "compensated": compensated}
-        await self.store.set_run_status(self.lease, RunStatus.FAILED, result=result, error=error)
+        await self.engine._end(  # noqa: SLF001 - the engine's own helper
+            self.lease, RunStatus.FAILED, result=result, error=error
+        )
+        self.ended = True
         reason = f"agent {agent!r} failed: {error.get('message', '')}"
         await self.store.dlq_put(
             run_id=self.run_id,

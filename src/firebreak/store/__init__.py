@@ -29,6 +29,7 @@ from firebreak.store.base import (
     RunStatus,
     StepRecord,
     StepStatus,
+    SupportsBeginFinish,
     WallClock,
     default_clock,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SQLiteStore",
     "StepRecord",
     "StepStatus",
+    "SupportsBeginFinish",
     "open_store",
 ]
 

@@ -13,6 +13,7 @@ from typing import Any
 from firebreak.errors import StateConflict, StoreError
 from firebreak.store import _rules
 from firebreak.store.base import (
+    TERMINAL,
     DeadLetter,
     Lease,
     ReviewItem,
@@ -209,6 +210,33 @@ def set_run_status(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> R
         " WHERE run_id = ?",
         (str(args.status), args.result, args.error, args.resume_at, args.now, lease.run_id),
     )
+    run = get_run(lease.run_id, conn)
+    assert run is not None  # noqa: S101  -- fenced above, so it exists
+    return run
+
+
+def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer calls it
+    run_id: str,
+    workflow: str,
+    input_json: str,
+    owner: str,
+    now: float,
+    ttl: float,
+    conn: sqlite3.Connection,
+) -> tuple[RunRecord, bool, Lease | None]:
+    """Get or create the run; unless finished or foreign, lease it and mark it running."""
+    run, created = create_run(run_id, workflow, input_json, now, conn)
+    if run.status in TERMINAL or run.workflow != workflow:
+        return run, created, None
+    lease = acquire_lease(run_id, owner, now, ttl, conn)
+    update = RunUpdate(status=RunStatus.RUNNING, result=None, error=None, resume_at=None, now=now)
+    return set_run_status(lease, update, conn), created, lease
+
+
+def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRecord:
+    """Fenced final status, and the lease released, in one transaction."""
+    set_run_status(lease, args, conn)
+    release_lease(lease, conn)
     run = get_run(lease.run_id, conn)
     assert run is not None  # noqa: S101  -- fenced above, so it exists
     return run

@@ -21,6 +21,7 @@ from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
 __all__ = [
     "JSON",
     "STEP_TRANSITIONS",
+    "TERMINAL",
     "CheckpointStore",
     "DeadLetter",
     "Lease",
@@ -30,6 +31,7 @@ __all__ = [
     "RunStatus",
     "StepRecord",
     "StepStatus",
+    "SupportsBeginFinish",
     "WallClock",
 ]
 
@@ -435,3 +437,46 @@ class CheckpointStore(Protocol):
 def default_clock() -> float:
     """Return `time.time()`; a named function so reprs and defaults read well."""
     return time.time()
+
+
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED})
+"""Run statuses a run never leaves (short of a dead-letter replay)."""
+
+
+@runtime_checkable
+class SupportsBeginFinish(Protocol):
+    """Optional: start and finish a drive of a run in one write each.
+
+    A store that offers these saves the orchestrator round trips (and, on a durable store,
+    fsyncs) at both ends of every run; without them the engine composes the same steps
+    from the `CheckpointStore` operations.
+    """
+
+    async def begin_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: JSON,  # noqa: A002  -- the run's input
+        *,
+        owner: str,
+        ttl: float,
+    ) -> tuple[RunRecord, bool, Lease | None]:
+        """Get or create the run, then (unless finished or foreign) lease it and mark it running.
+
+        Returns the run, whether it was created, and the lease (``None`` when none was
+        taken because the run is finished or belongs to another workflow). Raises
+        `LeaseHeld` like `acquire_lease`.
+        """
+        ...
+
+    async def finish_run(
+        self,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> RunRecord:
+        """`set_run_status` and `release_lease` in one write (fenced)."""
+        ...

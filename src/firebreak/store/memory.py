@@ -8,6 +8,7 @@ can neither mutate stored state nor store what SQLite could not (same rules ever
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -18,6 +19,7 @@ from firebreak.errors import StateConflict, StoreError
 from firebreak.store import _rules
 from firebreak.store.base import (
     JSON,
+    TERMINAL,
     DeadLetter,
     Lease,
     ReviewItem,
@@ -34,8 +36,33 @@ from firebreak.store.base import (
 __all__ = ["MemoryStore"]
 
 
+_ATOMS = (str, int, bool, type(None))
+
+
 def _clone(value: JSON) -> JSON:
-    return _rules.loads(_rules.dumps(value))
+    """A deep copy of JSON data, refusing what JSON cannot hold (as `json.dumps` would).
+
+    A direct walk instead of a dumps/loads round trip: the store copies on every write and
+    read, and step outputs are usually small.
+    """
+    if isinstance(value, _ATOMS):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"out of range float value {value!r} is not JSON compliant")
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):  # as json does: 1 -> "1", True -> "true"
+                if not isinstance(key, int | float | bool | type(None)):
+                    raise TypeError(f"keys must be str, int, float, bool or None, not {key!r}")
+                key = _rules.dumps(key)  # noqa: PLW2901
+            out[key] = _clone(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_clone(item) for item in value]
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _run_out(run: RunRecord) -> RunRecord:
@@ -106,6 +133,39 @@ class MemoryStore:
         self._runs[run_id] = run
         self._run_order[run_id] = next(self._counter)
         return _run_out(run), True
+
+    async def begin_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: JSON,  # noqa: A002  -- the run's input
+        *,
+        owner: str,
+        ttl: float,
+    ) -> tuple[RunRecord, bool, Lease | None]:
+        """Get or create the run, take its lease and mark it running (`SupportsBeginFinish`)."""
+        # No await inside any of these: together they are atomic on the event loop.
+        run, created = await self.create_run(run_id, workflow, input)
+        if run.status in TERMINAL or run.workflow != workflow:
+            return run, created, None
+        lease = await self.acquire_lease(run_id, owner, ttl)
+        return await self.set_run_status(lease, RunStatus.RUNNING), created, lease
+
+    async def finish_run(
+        self,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> RunRecord:
+        """Set the final status and release the lease at once (`SupportsBeginFinish`)."""
+        run = await self.set_run_status(
+            lease, status, result=result, error=error, resume_at=resume_at
+        )
+        await self.release_lease(lease)
+        return await self.get_run(run.run_id) or run
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""

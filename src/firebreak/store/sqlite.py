@@ -197,6 +197,39 @@ class SQLiteStore:
             partial(ops.create_run, run_id, workflow, _rules.dumps(input), self.clock())
         )
 
+    async def begin_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: JSON,  # noqa: A002  -- the run's input
+        *,
+        owner: str,
+        ttl: float,
+    ) -> tuple[RunRecord, bool, Lease | None]:
+        """Get or create the run, take its lease and mark it running, in one transaction."""
+        return await self._write(
+            partial(ops.begin_run, run_id, workflow, _rules.dumps(input), owner, self.clock(), ttl)
+        )
+
+    async def finish_run(
+        self,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> RunRecord:
+        """Set the final status and release the lease, in one transaction."""
+        args = ops.RunUpdate(
+            status=RunStatus(status),
+            result=None if result is None else _rules.dumps(result),
+            error=None if error is None else _rules.dumps(error),
+            resume_at=resume_at,
+            now=self.clock(),
+        )
+        return await self._write(partial(ops.finish_run, lease, args))
+
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""
         return await self._read(partial(ops.get_run, run_id))
