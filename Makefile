@@ -13,7 +13,7 @@ $(BIN)/firebreak: pyproject.toml
 	touch $@
 
 demo: $(BIN)/firebreak
-	$(BIN)/firebreak demo resilience
+	$(BIN)/firebreak demo invoices --n 1000
 
 test: $(BIN)/firebreak
 	$(BIN)/python scripts/test.py

@@ -109,7 +109,7 @@ class AgentDefaults:
     """
 
     timeout: float | timedelta = 60.0
-    """Step timeout in seconds (or a timedelta); finite and > 0."""
+    """Time limit of one attempt in seconds (or a timedelta); finite and > 0."""
     retry: Retry | None = None
     """Retry policy of agents that set none."""
     bulkhead: int | None = None
@@ -146,7 +146,11 @@ class AgentSpec:
     after: tuple[str, ...] = ()
     """Names of the agents whose outputs this one takes."""
     timeout: float = 60.0
-    """Step timeout in seconds, retries included; finite and > 0."""
+    """Time limit of one attempt in seconds; finite and > 0.
+
+    Each retry and each fallback gets its own; the run's deadline bounds the step as a
+    whole (retries never sleep past it, and an attempt is cut to the time left).
+    """
     retry: Retry | None = field(default=None, hash=False)
     """Retry policy, or ``None`` for one attempt."""
     breaker: str | None = None

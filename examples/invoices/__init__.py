@@ -1,0 +1,1 @@
+"""The invoice case study: ``examples.invoices.workflow:invoice_workflow``."""
