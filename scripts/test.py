@@ -141,6 +141,23 @@ SERVERS = [
 ]
 
 
+def _ensure_promtool() -> str:
+    """Make sure `promtool` (it checks the shipped alert rules) is here; install it if we can."""
+    if shutil.which("promtool"):
+        return "promtool found"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "promtool: NOT AVAILABLE (install Debian's prometheus package)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"]
+    for cmd in (["apt-get", "update"], install):
+        done = subprocess.run(  # noqa: S603 - Debian's package manager, fixed arguments
+            cmd, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if done.returncode != 0:
+            return "promtool: NOT AVAILABLE (apt-get install prometheus failed)"
+    return "promtool installed" if shutil.which("promtool") else "promtool: NOT AVAILABLE"
+
+
 @contextlib.contextmanager
 def servers() -> Iterator[list[str]]:
     """Make sure every server answers; yield the notes of the one summary line."""
@@ -170,6 +187,7 @@ def servers() -> Iterator[list[str]]:
 def main() -> int:
     """Bring the servers up, run pytest over tests/, return its exit code."""
     with servers() as notes:
+        notes.append(_ensure_promtool())
         print("test servers: " + "; ".join(notes), flush=True)  # noqa: T201
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *sys.argv[1:]]
         return subprocess.call(cmd)  # noqa: S603 - our own interpreter and arguments
