@@ -363,3 +363,24 @@ async def test_shared_state_conflicts_are_retried_never_lost(kind: str, tmp_path
     assert all(data[name] for name in workers)
     assert version == 6
     assert max(result[name] for name in workers) > 1  # conflicts did happen and were retried
+
+
+async def test_bad_input_for_an_existing_run_leaves_that_run_alone(
+    kind: str, tmp_path: Path
+) -> None:
+    class Invoice(BaseModel):
+        amount: float
+
+    wf = fb.Workflow("typed2", input=Invoice)
+
+    @wf.agent
+    async def total(ctx: fb.Context, invoice: Invoice) -> float:
+        return invoice.amount
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        first = await engine.run(wf, {"amount": 3}, run_id="r1")
+        again = await engine.run(wf, {"amount": "garbage"}, run_id="r1")
+        assert await store.dlq_list() == []
+    assert first.status == again.status == RunStatus.SUCCEEDED
+    assert again["total"] == 3

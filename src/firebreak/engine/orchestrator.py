@@ -187,6 +187,8 @@ class Engine:
                 validated = validate_input(workflow, value)
                 stored = encode(validated, what="run input")
             except (InvalidInput, NotStorable) as exc:
+                if await self.store.get_run(run_id) is not None:  # an existing run: its own
+                    return await self._run(workflow, _NO_INPUT, run_id)  # input stands
                 return await self._reject(workflow, value, run_id, exc)
         record, created, lease = await self._begin(run_id, workflow.name, stored)
         if lease is None:
