@@ -37,6 +37,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from firebreak._cli import chaos as chaos_cli
+from firebreak._cli import check as check_cli
 from firebreak._cli.common import (
     InputFile,
     Json,
@@ -388,6 +390,11 @@ def demo_invoices(
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+# Registered last so `firebreak --help` lists the run commands first.
+check_cli.register(app)
+chaos_cli.register(app)
 
 
 def main() -> None:

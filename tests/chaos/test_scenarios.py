@@ -1,0 +1,95 @@
+"""The four standard scenarios on the invoice example, on virtual time, meet their criteria."""
+
+from __future__ import annotations
+
+import pytest
+
+from firebreak.chaos import ChaosOptions, invoices, run_scenario
+
+N = 40
+
+
+def assert_sound(report) -> None:  # type: ignore[no-untyped-def]
+    failed = [f"{c.name}: {c.detail}" for c in report.criteria if not c.passed]
+    assert report.passed, failed
+    assert report.lost == 0
+    assert report.duplicated == 0
+    accounted = (
+        report.succeeded + report.degraded + report.paused + report.failed + report.needs_review
+    )
+    assert accounted == report.runs
+
+
+async def test_agent_timeout_opens_the_breaker_and_rejects_later_calls_at_once() -> None:
+    report = await run_scenario("agent-timeout", invoices(), ChaosOptions(n=N))
+    assert_sound(report)
+    assert report.figures["breaker_trips"] >= 1
+    assert report.figures["calls_rejected"] > 0
+    assert report.figures["max_run"] <= 300  # none hangs: bounded by the run deadline
+    # OCR's fallback (the enhanced engine) takes over: every invoice still goes through.
+    assert report.succeeded == N
+
+
+async def test_agent_outage_pauses_runs_and_resumes_every_one_to_completion() -> None:
+    report = await run_scenario("agent-outage", invoices(), ChaosOptions(n=N))
+    assert_sound(report)
+    assert report.figures["peak_paused"] == N
+    assert report.succeeded == N
+    assert report.paused == 0
+    assert report.figures["sim_s"] >= 300  # nobody finished before the service came back
+    assert report.overrides == {"archive": {"on_exhausted": "pause"}}
+
+
+async def test_saturation_sheds_with_overloaded_and_keeps_admitted_latency() -> None:
+    report = await run_scenario("saturation", invoices(), ChaosOptions(n=20))
+    assert_sound(report)
+    assert report.shed > 0
+    assert report.figures["rejected_metric"] >= report.shed
+    assert report.figures["p99_admitted"] <= 1.5 * report.figures["p99_normal"] + 1
+    assert any("admission limit" in note for note in report.notes)
+
+
+async def test_saturation_without_bulkheads_fails_and_says_why() -> None:
+    target = invoices()
+    no_bulkheads = {name: {"bulkhead": None} for name in target.overrides["saturation"]}
+    report = await run_scenario("saturation", target, ChaosOptions(n=20, overrides=no_bulkheads))
+    assert not report.passed
+    failed = {c.name for c in report.criteria if not c.passed}
+    assert "agents have bulkheads" in failed
+    assert "admitted runs keep their latency" in failed
+    assert report.lost == 0
+
+
+async def test_corrupted_inputs_are_dead_lettered_and_other_runs_are_unaffected() -> None:
+    report = await run_scenario("corrupted-data", invoices(), ChaosOptions(n=N))
+    assert_sound(report)
+    assert report.figures["corrupted"] == report.figures["rejected_by_validation"] > 0
+    assert report.dead_lettered == report.failed == report.figures["corrupted"]
+
+
+async def test_an_outage_on_an_agent_that_does_not_pause_fails_the_scenario() -> None:
+    target = invoices()
+    report = await run_scenario(
+        "agent-outage",
+        target,
+        ChaosOptions(n=10, overrides={"archive": {"on_exhausted": "fail"}}),
+    )
+    assert not report.passed
+    assert report.failed == 10 == report.dead_lettered
+    assert report.lost == 0
+    assert report.duplicated == 0
+    assert any("on_exhausted='pause'" in note for note in report.notes)
+
+
+async def test_scenarios_are_reproducible_for_a_seed() -> None:
+    first = await run_scenario("agent-timeout", invoices(), ChaosOptions(n=30, seed=3))
+    again = await run_scenario("agent-timeout", invoices(), ChaosOptions(n=30, seed=3))
+    strip = {"wall_s"}
+    assert {k: v for k, v in first.figures.items() if k not in strip} == {
+        k: v for k, v in again.figures.items() if k not in strip
+    }
+
+
+async def test_an_unknown_scenario_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="known"):
+        await run_scenario("meteor", invoices())
