@@ -110,8 +110,8 @@ class BreakerBackendChanged(Event):
 class CallRejected(Event):
     """A call was refused at once by a breaker or a bulkhead."""
 
-    kind: Literal["breaker", "bulkhead"]
-    """Which kind of guard refused it."""
+    kind: Literal["breaker", "bulkhead", "engine"]
+    """Which kind of guard refused it (``engine``: a run refused by `Engine(max_in_flight=)`)."""
     reason: str
     """``open``, ``half_open`` (no probe slot), ``full`` or ``wait_timeout``."""
 

@@ -207,3 +207,24 @@ async def test_a_stale_orchestrator_cannot_commit(kind: str, tmp_path: Path) -> 
             await stale
         assert await store.get_steps("r1") == {}
         assert lease.token > 1
+
+
+async def test_runs_beyond_max_in_flight_are_refused_at_once(kind: str, tmp_path: Path) -> None:
+    wf = fb.Workflow("admission")
+    gate = asyncio.Event()
+
+    @wf.agent
+    async def slow(ctx: fb.Context, x: int) -> int:
+        await gate.wait()
+        return x
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store, max_in_flight=2)
+        held = [asyncio.create_task(engine.run(wf, i, run_id=f"r{i}")) for i in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(fb.Overloaded):
+            await engine.run(wf, 9, run_id="r9")
+        assert await store.get_run("r9") is None  # refused before anything was stored
+        gate.set()
+        assert [r.status for r in await asyncio.gather(*held)] == [RunStatus.SUCCEEDED] * 2
+        assert (await engine.run(wf, 9, run_id="r9")).status == RunStatus.SUCCEEDED

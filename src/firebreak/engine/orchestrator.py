@@ -26,14 +26,23 @@ from firebreak.engine.context import Context, SharedState
 from firebreak.engine.executor import Executor, LocalExecutor, StepCall, StepOutcome
 from firebreak.engine.result import RunResult
 from firebreak.errors import (
+    ConfigError,
     FirebreakError,
     InvalidInput,
     LeaseHeld,
+    Overloaded,
     RunNotFound,
     StaleLease,
     StoreError,
 )
-from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit, hub
+from firebreak.events import (
+    CallRejected,
+    QueueChanged,
+    RunStateChanged,
+    StepStateChanged,
+    emit,
+    hub,
+)
 from firebreak.resilience import BreakerRegistry, Timeout, breakers
 from firebreak.store import (
     CheckpointStore,
@@ -97,6 +106,8 @@ class Engine:
         owner: this orchestrator's id in leases; default ``host:pid:random``.
         lease_ttl: seconds a lease lasts unless renewed (renewed every third of it).
         pause_for: seconds a paused run waits when the failure named no time.
+        max_in_flight: at most this many runs driven at once; a run beyond it is refused
+            at once with `Overloaded` (nothing stored) instead of queueing without bound.
         clock: monotonic time for timeouts and deadlines.
         registry: where agents' breakers come from (shared per service).
     """
@@ -109,6 +120,7 @@ class Engine:
         owner: str | None = None,
         lease_ttl: float = 30.0,
         pause_for: float = 60.0,
+        max_in_flight: int | None = None,
         clock: Clock = system_clock,
         registry: BreakerRegistry = breakers,
     ) -> None:
@@ -121,6 +133,9 @@ class Engine:
         self.pause_for = pause_for
         self._begin_finish = isinstance(self.store, SupportsBeginFinish)
         self._inflight: dict[str, asyncio.Future[RunResult]] = {}
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ConfigError("max_in_flight", f"must be >= 1 or None, got {max_in_flight!r}")
+        self.max_in_flight = max_in_flight
         self._graphs: dict[int, tuple[Workflow, dict[str, list[str]]]] = {}
 
     async def __aenter__(self) -> Engine:
@@ -154,6 +169,9 @@ class Engine:
         inflight = self._inflight.get(run_id)
         if inflight is not None:
             return await asyncio.shield(inflight)
+        if self.max_in_flight is not None and len(self._inflight) >= self.max_in_flight:
+            emit(CallRejected(source=workflow.name, kind="engine", reason="full"))
+            raise Overloaded("engine", limit=self.max_in_flight, reason="runs in flight")
         future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         self._inflight[run_id] = future
         try:
