@@ -1,8 +1,11 @@
-"""Run by the engine crash tests: drive workflow runs on SQLite until killed or done.
+"""Run by the engine crash tests: drive workflow runs on a store until killed or done.
 
 Usage::
 
-    python crash_worker.py STORE_DB LEDGER_DB OWNER LEASE_TTL SEED RUN_ID...
+    python crash_worker.py STORE_URL LEDGER_DB OWNER LEASE_TTL SEED RUN_ID...
+
+STORE_URL is any `firebreak.store.open_store` URL: ``sqlite:////abs/path.db``,
+``redis://host:port/db?prefix=P``, ``postgresql://user@host/db?schema=S``.
 
 Starts (or resumes: same code path, ``engine.run(wf, input, run_id=...)``) every RUN_ID
 concurrently under one `Engine` with the given lease OWNER and LEASE_TTL. The parent kills
@@ -13,7 +16,9 @@ row written before the kill survives it):
 
 * ``calls``: one row per invocation, appended when the agent starts, with the process id,
   the wall-clock start time, and whether the store already held a committed step for this
-  agent at that moment (``seen_committed``; read straight from the store's file);
+  agent at that moment (``seen_committed``; read through the store API, on a second store
+  instance of this process opened on the same URL, so the engine's own instance, and a
+  broken resume that lies to it, cannot colour the answer);
 * ``effects``: the side effect, ``INSERT OR IGNORE`` keyed by ``ctx.idempotency_key``; a
   repeated effect of the same key bumps ``repeats`` instead of adding a row.
 
@@ -38,7 +43,7 @@ from typing import Any
 from firebreak import Workflow
 from firebreak.engine import Context, Engine
 from firebreak.errors import LeaseHeld
-from firebreak.store import SQLiteStore
+from firebreak.store import CheckpointStore, open_store
 
 AGENTS = ("fetch", "left", "right", "side", "join", "c1", "c2", "c3", "final")
 """Every agent of the workflow below, in definition order."""
@@ -101,18 +106,16 @@ def connect_ledger(path: str) -> sqlite3.Connection:
 class Ledger:
     """The side-effect ledger and the store reader used to judge each invocation."""
 
-    def __init__(self, ledger_path: str, store_path: str, seed: int) -> None:
+    def __init__(self, ledger_path: str, checker: CheckpointStore, seed: int) -> None:
         self.conn = connect_ledger(ledger_path)
-        # A connection of our own on the store file: did a committed step exist already?
-        self.store = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=10)
+        # A store instance of our own on the same URL: did a committed step exist already?
+        self.checker = checker
         self.rng = random.Random(seed)
         self.pid = os.getpid()
 
-    def called(self, ctx: Context) -> None:
+    async def called(self, ctx: Context) -> None:
         """Record an invocation, noting whether its step was already committed."""
-        seen = self.store.execute(
-            "SELECT COUNT(*) FROM steps WHERE run_id = ? AND agent = ?", (ctx.run_id, ctx.agent)
-        ).fetchone()[0]
+        seen = int(ctx.agent in await self.checker.get_steps(ctx.run_id))
         self.conn.execute(
             "INSERT INTO calls (run_id, agent, key, pid, started_at, seen_committed)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -129,7 +132,7 @@ class Ledger:
 
     async def work(self, ctx: Context, value: int) -> int:
         """What every agent does: record the call, work a few ms, apply the effect."""
-        self.called(ctx)
+        await self.called(ctx)
         await asyncio.sleep(self.rng.uniform(0.002, 0.012))
         self.apply(ctx, value)
         await asyncio.sleep(self.rng.uniform(0.0, 0.003))
@@ -206,11 +209,11 @@ async def drive(engine: Engine, wf: Workflow, run_id: str) -> Any:
 
 
 async def main(argv: list[str]) -> None:
-    store_path, ledger_path, owner, ttl, seed, *run_ids = argv
+    store_url, ledger_path, owner, ttl, seed, *run_ids = argv
     ledger_conn = connect_ledger(ledger_path)  # create the ledger before the store is read
     ledger_conn.close()
-    async with SQLiteStore(store_path) as store:
-        ledger = Ledger(ledger_path, store_path, int(seed))
+    async with open_store(store_url) as store, open_store(store_url) as checker:
+        ledger = Ledger(ledger_path, checker, int(seed))
         wf = build_workflow(ledger)
         if os.environ.get("CRASH_WORKER_FORGET_STEPS"):
             # A deliberately broken resume, to prove the tests' checks catch one: the engine

@@ -1,18 +1,24 @@
 """Real crashes: SIGKILL an orchestrator process mid-run, many times, and resume.
 
 `crash_worker.py` drives runs of a nine-agent workflow (a diamond, a chain, a long
-concurrent branch) on SQLite; every agent applies a side effect keyed by
+concurrent branch) on a store named by URL; every agent applies a side effect keyed by
 ``ctx.idempotency_key`` to a separate ledger database and records each invocation. These
 tests kill it with SIGKILL at seeded random moments, restart it on the same run ids (the
 same code path: ``engine.run(wf, input, run_id=...)`` resumes an existing run), and check
 that every run ends with every step committed exactly once, every side effect applied once,
 and no step that was committed before a kill ever ran again.
+
+Every test runs on each backend: SQLite (a file of the test's own), Redis
+(``$FIREBREAK_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/15``, a key prefix of the
+test's own, destroyed afterwards) and PostgreSQL (``$FIREBREAK_TEST_POSTGRES_URL``, default
+``postgresql://postgres@127.0.0.1:5432/postgres``, a schema of the test's own, dropped
+afterwards). An unreachable server skips its tests, or fails them under ``CI=true``
+(``tests/servers.py``). The parent reads the store through the store API only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
@@ -20,6 +26,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +36,8 @@ import pytest
 from crash_worker import AGENTS, DEPENDENCIES, expected_outputs, run_input
 
 from firebreak.errors import StaleLease
-from firebreak.store import Lease, RunStatus, SQLiteStore, StepStatus
+from firebreak.store import CheckpointStore, Lease, RunStatus, StepStatus, open_store
+from servers import require_server
 
 HERE = Path(__file__).parent
 WORKER = HERE / "crash_worker.py"
@@ -36,11 +45,67 @@ SRC = HERE.parents[1] / "src"
 OWNER = "crash-orchestrator"  # stable across restarts: the new process re-enters its lease
 TIMEOUT = 20.0  # seconds any one worker process may take; far above the ~0.1 s it needs
 
+BACKENDS = ("sqlite", "redis", "postgres")
+SERVER_URLS = {
+    "redis": ("FIREBREAK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    "postgres": ("FIREBREAK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+}
+NAMESPACE_OPTION = {"redis": "prefix", "postgres": "schema"}
+# Seeds and kills per seed: every seed on SQLite (cheap); fewer on the servers, whose
+# workers take longer to start (imports, connections) - the same paths, fewer repeats.
+SEEDS = {"sqlite": (11, 22, 33, 44, 55), "redis": (11, 22, 33), "postgres": (11, 22, 33)}
+KILLS = {"sqlite": 5, "redis": 4, "postgres": 4}
+
 
 @dataclass(slots=True)
 class Paths:
-    store: Path
+    """Where one test's runs live: the store (by URL) and the side-effect ledger."""
+
+    kind: str
+    store: str  # an open_store URL
     ledger: Path
+    db: Path | None = None  # the SQLite file, for the sqlite backend
+    server: str | None = None  # the server's URL, for redis and postgres
+    used: bool = False  # the server was reached: the namespace needs destroying
+
+    def open(self) -> CheckpointStore:
+        return open_store(self.store)
+
+    def exists(self) -> bool:
+        """Whether a worker may have created the store yet (the SQLite file; servers: yes)."""
+        return self.db is None or self.db.exists()
+
+
+def _with_option(url: str, key: str, value: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{key}={value}"
+
+
+@pytest.fixture
+async def paths(backend: str, tmp_path: Path) -> AsyncIterator[Paths]:
+    """The test's store: a SQLite file, or a Redis prefix / PostgreSQL schema of its own."""
+    ledger = tmp_path / "ledger.db"
+    if backend == "sqlite":
+        db = tmp_path / "store.db"
+        yield Paths(backend, f"sqlite:///{db}", ledger, db=db)
+        return
+    env, default = SERVER_URLS[backend]
+    server = os.environ.get(env, default)
+    name = f"fbcrash_{uuid.uuid4().hex[:16]}"
+    found = Paths(backend, _with_option(server, NAMESPACE_OPTION[backend], name), ledger)
+    found.server = server
+    try:
+        yield found
+    finally:
+        if found.used:
+            async with found.open() as store:
+                await store.destroy()  # type: ignore[attr-defined]  # server backends only
+
+
+def _require(paths: Paths) -> None:
+    """Inside the test, so an unreachable server fails it under CI=true, else skips it."""
+    if paths.server is not None:
+        require_server(paths.kind, paths.server)
+        paths.used = True
 
 
 @dataclass(slots=True)
@@ -73,7 +138,7 @@ async def _live(
     """Start a worker; SIGKILL it `kill_after` s after its "ready" line (or after its start,
     `before_ready`), or once run `kill_when` has two committed steps; else let it finish.
     """
-    args = [str(paths.store), str(paths.ledger), owner, str(ttl), str(seed), *run_ids]
+    args = [paths.store, str(paths.ledger), owner, str(ttl), str(seed), *run_ids]
     # subprocess.Popen, not asyncio's: Popen.send_signal polls first, so a worker that has
     # already exited is never signalled, and no child watcher races it for the exit status.
     proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own script; see above
@@ -89,7 +154,7 @@ async def _live(
             assert first.startswith("ready "), first
             life.lines.append(first.strip())
             if kill_when is not None:
-                await _until_committed(paths.store, kill_when, 2)
+                await _until_committed(paths, kill_when, 2)
             else:
                 await asyncio.sleep(kill_after or 0.0)
         if kill_after is not None or kill_when is not None:
@@ -111,25 +176,21 @@ async def _live(
     return life
 
 
-async def _until_committed(store: Path, run_id: str, count: int) -> None:
-    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)
-    try:
+async def _until_committed(paths: Paths, run_id: str, count: int) -> None:
+    # The worker said "ready": its store is open, so the schema is in place.
+    async with paths.open() as store:
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            with contextlib.suppress(sqlite3.OperationalError):  # tables not created yet
-                query = "SELECT COUNT(*) FROM steps WHERE run_id = ?"
-                if conn.execute(query, (run_id,)).fetchone()[0] >= count:
-                    return
+            if len(await store.get_steps(run_id)) >= count:
+                return
             await asyncio.sleep(0.001)
-        raise AssertionError(f"run {run_id!r} never committed {count} steps")
-    finally:
-        conn.close()
+    raise AssertionError(f"run {run_id!r} never committed {count} steps")
 
 
 async def _unfinished(paths: Paths, run_ids: list[str]) -> list[str]:
-    if not paths.store.exists():
+    if not run_ids or not paths.exists():
         return list(run_ids)
-    async with SQLiteStore(paths.store) as store:
+    async with paths.open() as store:
         records = {run_id: await store.get_run(run_id) for run_id in run_ids}
     return [
         run_id
@@ -148,7 +209,7 @@ def _ledger(paths: Paths, sql: str, *params: object) -> list[tuple[Any, ...]]:
 
 async def _check_runs(paths: Paths, run_ids: list[str]) -> int:
     """Assert every invariant of every run; return how many in-flight steps ran again."""
-    async with SQLiteStore(paths.store) as store:
+    async with paths.open() as store:
         runs = {run_id: await store.get_run(run_id) for run_id in run_ids}
         steps = {run_id: await store.get_steps(run_id) for run_id in run_ids}
     reruns = 0
@@ -204,17 +265,22 @@ async def _check_runs(paths: Paths, run_ids: list[str]) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 22, 33, 44, 55])
+@pytest.mark.parametrize(
+    ("backend", "seed"),
+    [pytest.param(kind, seed, id=f"{kind}-{seed}") for kind in BACKENDS for seed in SEEDS[kind]],
+)
 async def test_runs_survive_repeated_sigkill_with_every_step_committed_once(
-    tmp_path: Path, seed: int
+    paths: Paths, backend: str, seed: int
 ) -> None:
-    """Five seeded SIGKILLs per seed (twenty-five in all), then a clean finish: exactly once."""
+    """Seeded SIGKILLs (five per seed on SQLite, four on the servers), then a clean finish:
+    exactly once.
+    """
+    _require(paths)
     rng = random.Random(seed)
-    paths = Paths(tmp_path / "store.db", tmp_path / "ledger.db")
     run_ids: list[str] = []
     kills = interrupted = 0
     life_no = 0
-    while kills < 5:
+    while kills < KILLS[backend]:
         unfinished = await _unfinished(paths, run_ids)
         if not unfinished:  # keep every kill meaningful: give the worker new runs to drive
             fresh = [f"s{seed}-r{len(run_ids) + i}" for i in range(3)]
@@ -237,26 +303,28 @@ async def test_runs_survive_repeated_sigkill_with_every_step_committed_once(
     assert interrupted >= 2, f"only {interrupted} of {kills} kills landed mid-run"
     await _check_runs(paths, run_ids)
 
-    conn = sqlite3.connect(paths.store)  # the file is intact after all those recoveries
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        conn.close()
+    if paths.db is not None:
+        conn = sqlite3.connect(paths.db)  # the file is intact after all those recoveries
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            conn.close()
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_in_flight_steps_run_again_after_a_kill_and_apply_their_effect_once(
-    tmp_path: Path,
+    paths: Paths,
 ) -> None:
     """A kill mid-step: the step runs again on resume with the same key; one effect."""
-    paths = Paths(tmp_path / "store.db", tmp_path / "ledger.db")
+    _require(paths)
     run_ids = ["inflight-0", "inflight-1", "inflight-2"]
     life = await _live(paths, run_ids, seed=1, kill_when="inflight-0")
     assert life.killed
     started = {
         (run_id, agent) for run_id, agent in _ledger(paths, "SELECT run_id, agent FROM calls")
     }
-    async with SQLiteStore(paths.store) as store:
+    async with paths.open() as store:
         done = {(r, a) for r in run_ids for a in await store.get_steps(r)}
     assert done < started or done == started  # nothing commits without having started
     await _live(paths, run_ids, seed=2)
@@ -266,18 +334,19 @@ async def test_in_flight_steps_run_again_after_a_kill_and_apply_their_effect_onc
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_another_owner_takes_a_killed_run_over_only_after_its_lease_expires(
-    tmp_path: Path,
+    paths: Paths,
 ) -> None:
     """A killed orchestrator's lease blocks a new owner until it expires, then fences it."""
-    paths = Paths(tmp_path / "store.db", tmp_path / "ledger.db")
+    _require(paths)
     run_ids = ["takeover-0", "takeover-1", "takeover-2"]
     ttl = 0.5
     killed = await _live(
         paths, run_ids, seed=1, owner="orchestrator-a", ttl=ttl, kill_when=run_ids[0]
     )
     assert killed.killed
-    async with SQLiteStore(paths.store) as store:
+    async with paths.open() as store:
         left = {run_id: await store.get_run(run_id) for run_id in run_ids}
     unfinished = [
         r for r, rec in left.items() if rec is not None and rec.status is RunStatus.RUNNING
@@ -311,7 +380,7 @@ async def test_another_owner_takes_a_killed_run_over_only_after_its_lease_expire
         assert all(c[0] >= lease.expires_at for c in calls), run_id
 
     await _check_runs(paths, run_ids)
-    async with SQLiteStore(paths.store) as store:
+    async with paths.open() as store:
         for run_id, lease in old_leases.items():
             rec = await store.get_run(run_id)
             assert rec is not None
@@ -321,9 +390,10 @@ async def test_another_owner_takes_a_killed_run_over_only_after_its_lease_expire
 
 
 @pytest.mark.slow
-async def test_the_checks_catch_a_resume_that_runs_committed_steps_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_checks_catch_a_resume_that_runs_committed_steps_again(paths: Paths) -> None:
     """The oracle is not vacuous: a worker that forgets its checkpoints fails the checks."""
-    paths = Paths(tmp_path / "store.db", tmp_path / "ledger.db")
+    _require(paths)
     run_ids = ["broken-0"]
     assert (await _live(paths, run_ids, seed=1, kill_when=run_ids[0])).killed
     await _live(paths, run_ids, seed=2, env={"CRASH_WORKER_FORGET_STEPS": "1"})

@@ -14,9 +14,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from firebreak.errors import StateConflict, StoreError
+from firebreak.errors import StaleLease, StateConflict, StoreError
 from firebreak.store import _rules
 from firebreak.store.base import (
+    TERMINAL,
     Lease,
     RunRecord,
     RunStatus,
@@ -503,3 +504,140 @@ async def cas_state(conn: Conn, run_id: str, expected: int, data: str) -> int:
         if actual != expected:
             raise StateConflict(run_id, expected=expected, actual=actual)
     raise StoreError(f"run {run_id!r}: shared state kept changing under compare-and-set")
+
+
+# -- begin and finish a drive of a run (SupportsBeginFinish) --------------------------------
+
+_BEGIN_CREATE = """
+WITH ins AS (
+    INSERT INTO runs (run_id, workflow, status, input, created_at, updated_at)
+    VALUES (%(run_id)s, %(workflow)s, 'pending', %(input)s::json, %(now)s, %(now)s)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, workflow
+), aud AS (
+    INSERT INTO audit (at, actor, run_id, kind, what)
+    SELECT %(now)s::float8, NULL, run_id, 'run_created',
+           jsonb_build_object('workflow', workflow) FROM ins
+)
+SELECT true FROM ins
+"""
+
+_BEGIN_LOCK = f"SELECT {RUN_COLS} FROM runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE"  # noqa: S608
+
+# The lease rule of `_rules.decide_lease` in SQL, on the row locked just before: free,
+# expired or already ours; every acquisition takes the next token.
+_BEGIN_LEASE = f"""
+WITH upd AS (
+    UPDATE runs SET lease_owner = %(owner)s::text, lease_token = lease_token + 1,
+        lease_expires = %(expires)s::float8, status = 'running', result = NULL,
+        error = NULL, resume_at = NULL, updated_at = %(now)s::float8
+    WHERE run_id = %(run_id)s::text AND workflow = %(workflow)s::text
+        AND status NOT IN ('succeeded', 'degraded', 'failed')
+        AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires <= %(now)s::float8
+             OR lease_owner = %(owner)s::text)
+    RETURNING {RUN_COLS},
+        (SELECT r.lease_owner FROM runs r WHERE r.run_id = %(run_id)s::text) AS lease_owner_before
+), aud AS (
+    INSERT INTO audit (at, actor, run_id, kind, what)
+    SELECT %(now)s::float8, %(owner)s::text, upd.run_id, k.kind, k.what
+    FROM upd, LATERAL (VALUES
+        (1, 'lease_acquired', jsonb_build_object('token', upd.lease_token,
+            'expires_at', upd.lease_expires, 'previous', upd.lease_owner_before)),
+        (2, 'run_status', jsonb_build_object('status', upd.status, 'resume_at', upd.resume_at,
+            'error', upd.error::jsonb, 'token', upd.lease_token))
+    ) AS k(n, kind, what)
+    ORDER BY k.n
+)
+SELECT {RUN_COLS} FROM upd
+"""  # noqa: S608  -- constant column lists only
+
+
+async def begin_run(  # noqa: PLR0917 - positional, as _do passes them
+    conn: Conn, run_id: str, workflow: str, input_json: str, owner: str, now: float, ttl: float
+) -> tuple[RunRecord, bool, Lease | None]:
+    """Create, lock, lease and mark running in one transaction and one round trip (pipelined).
+
+    The create, the row lock and the conditional lease update go out together: the update
+    applies `_rules.decide_lease` in SQL, so no answer needs to come back in between. The
+    locked row, as it was before the update, says why no lease was taken.
+    """
+    params = {
+        "run_id": run_id,
+        "workflow": workflow,
+        "input": input_json,
+        "now": now,
+        "owner": owner,
+        "expires": now + ttl,
+    }
+    async with conn.pipeline(), conn.transaction():
+        create = await conn.execute(_BEGIN_CREATE.encode(), params)
+        lock = await conn.execute(_BEGIN_LOCK.encode(), params)
+        lease_cur = await conn.execute(_BEGIN_LEASE.encode(), params)
+    created = await create.fetchone() is not None
+    before = await lock.fetchone()
+    leased = await lease_cur.fetchone()
+    if before is None:  # neither inserted nor found: deleted under us
+        raise StoreError(f"run {run_id!r}: could not create or read it (concurrent writers)")
+    if leased is not None:
+        run = run_from_row(leased)
+        lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=now + ttl)
+        return run, created, lease
+    run = run_from_row(before)
+    if run.status in TERMINAL or run.workflow != workflow:
+        return run, created, None
+    # Not leased, yet ours to run: another owner's live lease (decide_lease raises).
+    _rules.decide_lease(
+        run_id=run_id,
+        owner=owner,
+        current_owner=run.lease_owner,
+        current_token=run.lease_token,
+        current_expires=run.lease_expires,
+        now=now,
+        ttl=ttl,
+    )
+    raise StoreError(f"run {run_id!r}: lease neither taken nor held (concurrent writers)")
+
+
+_FINISH = f"""
+WITH upd AS (
+    UPDATE runs SET status = %(status)s, result = %(result)s::json, error = %(error)s::json,
+        resume_at = %(resume_at)s::float8, updated_at = %(now)s::float8,
+        lease_owner = NULL, lease_expires = NULL
+    WHERE run_id = %(run_id)s AND lease_owner = %(owner)s AND lease_token = %(token)s
+    RETURNING {RUN_COLS}
+), aud AS (
+    INSERT INTO audit (at, actor, run_id, kind, what)
+    SELECT %(now)s::float8, %(owner)s::text, upd.run_id, k.kind, k.what
+    FROM upd, LATERAL (VALUES
+        (1, 'run_status', jsonb_build_object('status', upd.status, 'resume_at', upd.resume_at,
+            'error', upd.error::jsonb, 'token', upd.lease_token)),
+        (2, 'lease_released', jsonb_build_object('token', upd.lease_token))
+    ) AS k(n, kind, what)
+    ORDER BY k.n
+)
+SELECT {RUN_COLS} FROM upd
+"""  # noqa: S608  -- constant column lists only
+
+
+async def finish_run(conn: Conn, lease: Lease, args: RunUpdate) -> RunRecord:
+    """Fenced final status and lease release: one statement (one transaction, one trip)."""
+    params = {
+        "status": str(args.status),
+        "result": args.result,
+        "error": args.error,
+        "resume_at": args.resume_at,
+        "now": args.now,
+        "run_id": lease.run_id,
+        "owner": lease.owner,
+        "token": lease.token,
+    }
+    row = await one(conn, _FINISH, params)
+    if row is not None:
+        return run_from_row(row)
+    found = await one(
+        conn, "SELECT lease_owner, lease_token FROM runs WHERE run_id = %s", (lease.run_id,)
+    )
+    if found is None:
+        raise KeyError(lease.run_id)
+    _rules.check_fence(lease, found[0], int(found[1]))
+    raise StaleLease(lease.run_id, token=lease.token)  # changed between the two reads

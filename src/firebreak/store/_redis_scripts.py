@@ -32,12 +32,14 @@ from __future__ import annotations
 
 __all__ = [
     "ACQUIRE",
+    "BEGIN_RUN",
     "CAS_STATE",
     "COLLECT",
     "COMMIT_STEP",
     "CREATE_RUN",
     "DLQ_DROP",
     "DLQ_PUT",
+    "FINISH_RUN",
     "RELEASE",
     "RENEW",
     "RESET_STEPS",
@@ -112,45 +114,116 @@ return {1, redis.call('HGETALL', r)}
 """
 )
 
+# The status change every status-setting script shares: indexes, resume time, expiry.
+# run_json: the run's hash as one JSON object (one bulk string to parse, not 2n replies).
+_APPLY_STATUS = r"""
+local function run_json(r)
+  local flat, h = redis.call('HGETALL', r), {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return cjson.encode(h)
+end
+
+-- r: the run's key; id: its run id; new: the status; result, error: JSON; resume ('' = none);
+-- ttl ('' = keep forever): milliseconds until the run's keys expire
+local function apply_status(r, id, new, result, error, resume, now, ttl)
+  local f = redis.call('HMGET', r, 'workflow', 'status', 'member', 'created_at')
+  local wf, old, member, created = f[1], f[2], f[3], f[4]
+  if old ~= new then
+    local before, after = index_keys(wf, old), index_keys(wf, new)
+    for i = 3, 4 do
+      redis.call('ZREM', before[i], member)
+      redis.call('ZADD', after[i], created, member)
+    end
+  end
+  redis.call('HSET', r, 'status', new, 'result', result, 'error', error, 'updated_at', now)
+  if resume == '' then
+    redis.call('HDEL', r, 'resume_at')
+  else
+    redis.call('HSET', r, 'resume_at', resume)
+  end
+  if new == 'paused' and resume ~= '' then
+    redis.call('ZADD', P .. ':due', resume, member)
+  else
+    redis.call('ZREM', P .. ':due', member)
+  end
+  redis.call('ZREM', P .. ':expiring', exp_member(wf, old, member))
+  if ttl == '' then
+    for _, k in ipairs(run_keys(id)) do redis.call('PERSIST', k) end
+  else
+    local ms = tonumber(ttl)
+    for _, k in ipairs(run_keys(id)) do redis.call('PEXPIRE', k, ms) end
+    redis.call('ZADD', P .. ':expiring', server_ms() + ms, exp_member(wf, new, member))
+  end
+end
+"""
+
 SET_RUN_STATUS = (
     _COMMON
+    + _APPLY_STATUS
     + r"""
 -- ARGV: P, run_id, owner, token, status, result, error, resume_at ('' = none), now,
 --       ttl_ms ('' = keep forever)
-local id, new = ARGV[2], ARGV[5]
+local id = ARGV[2]
 local r = P .. ':run:' .. id
 local bad = fence(r, ARGV[3], ARGV[4])
 if bad then return {bad} end
-local f = redis.call('HMGET', r, 'workflow', 'status', 'member', 'created_at')
-local wf, old, member, created = f[1], f[2], f[3], f[4]
-if old ~= new then
-  local before, after = index_keys(wf, old), index_keys(wf, new)
-  for i = 3, 4 do
-    redis.call('ZREM', before[i], member)
-    redis.call('ZADD', after[i], created, member)
-  end
-end
-redis.call('HSET', r, 'status', new, 'result', ARGV[6], 'error', ARGV[7], 'updated_at', ARGV[9])
-if ARGV[8] == '' then
-  redis.call('HDEL', r, 'resume_at')
-else
-  redis.call('HSET', r, 'resume_at', ARGV[8])
-end
-if new == 'paused' and ARGV[8] ~= '' then
-  redis.call('ZADD', P .. ':due', ARGV[8], member)
-else
-  redis.call('ZREM', P .. ':due', member)
-end
-redis.call('ZREM', P .. ':expiring', exp_member(wf, old, member))
-if ARGV[10] == '' then
-  for _, k in ipairs(run_keys(id)) do redis.call('PERSIST', k) end
-else
-  local ttl = tonumber(ARGV[10])
-  for _, k in ipairs(run_keys(id)) do redis.call('PEXPIRE', k, ttl) end
-  redis.call('ZADD', P .. ':expiring', server_ms() + ttl, exp_member(wf, new, member))
-end
+apply_status(r, id, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 sweep()
 return {'ok', redis.call('HGETALL', r)}
+"""
+)
+
+FINISH_RUN = (
+    _COMMON
+    + _APPLY_STATUS
+    + r"""
+-- SET_RUN_STATUS, then the lease released: one script, one round trip.
+-- ARGV: P, run_id, owner, token, status, result, error, resume_at ('' = none), now,
+--       ttl_ms ('' = keep forever)
+local id = ARGV[2]
+local r = P .. ':run:' .. id
+local bad = fence(r, ARGV[3], ARGV[4])
+if bad then return {bad} end
+apply_status(r, id, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+redis.call('HDEL', r, 'lease_owner', 'lease_expires')
+sweep()
+return {'ok', run_json(r)}
+"""
+)
+
+BEGIN_RUN = (
+    _COMMON
+    + _APPLY_STATUS
+    + r"""
+-- CREATE_RUN, then (unless finished or foreign) ACQUIRE and SET_RUN_STATUS running.
+-- ARGV: P, run_id, workflow, input, now, owner, expires_at
+-- Reply: {created (1/0), 'ok', token, run} | {created, 'none', run} | {created, 'held', owner,
+--         expires}; run: the hash as a JSON object
+local id, wf, now, owner = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+local r = P .. ':run:' .. id
+local created = 0
+if redis.call('EXISTS', r) == 0 then
+  local member = string.format('%016d', redis.call('INCR', P .. ':seq:runs')) .. ':' .. id
+  redis.call('HSET', r, 'workflow', wf, 'status', 'pending', 'input', ARGV[4],
+    'created_at', now, 'updated_at', now, 'result', 'null', 'error', 'null',
+    'lease_token', '0', 'member', member)
+  for _, k in ipairs(index_keys(wf, 'pending')) do redis.call('ZADD', k, now, member) end
+  created = 1
+end
+local f = redis.call('HMGET', r, 'workflow', 'status', 'lease_owner', 'lease_expires')
+local st = f[2]
+if f[1] ~= wf or st == 'succeeded' or st == 'degraded' or st == 'failed' then
+  return {created, 'none', run_json(r)}
+end
+local holder, expires = f[3], f[4]
+if holder and expires and tonumber(expires) > tonumber(now) and holder ~= owner then
+  return {created, 'held', holder, expires}
+end
+local token = redis.call('HINCRBY', r, 'lease_token', 1)  -- re-entry too: fences the old driver
+redis.call('HSET', r, 'lease_owner', owner, 'lease_expires', ARGV[7])
+apply_status(r, id, 'running', 'null', 'null', '', now, '')
+sweep()
+return {created, 'ok', token, run_json(r)}
 """
 )
 

@@ -276,6 +276,47 @@ class PostgresStore:
         )
         return result
 
+    async def begin_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: JSON,  # noqa: A002  -- the run's input
+        *,
+        owner: str,
+        ttl: float,
+    ) -> tuple[RunRecord, bool, Lease | None]:
+        """Get or create the run, take its lease and mark it running: one transaction.
+
+        `SupportsBeginFinish`; pipelined, so one round trip. Audited like `create_run`,
+        `acquire_lease` and `set_run_status`. `LeaseHeld` if another owner holds it.
+        """
+        duration = seconds(ttl)
+        encoded = _rules.dumps(input)
+        begun: tuple[RunRecord, bool, Lease | None] = await self._do(
+            ops.begin_run, run_id, workflow, encoded, owner, self.clock(), duration
+        )
+        return begun
+
+    async def finish_run(
+        self,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> RunRecord:
+        """`set_run_status` and `release_lease` in one statement (fenced, audited)."""
+        args = ops.RunUpdate(
+            status=RunStatus(status),
+            result=None if result is None else _rules.dumps(result),
+            error=None if error is None else _rules.dumps(error),
+            resume_at=resume_at,
+            now=self.clock(),
+        )
+        run: RunRecord = await self._do(ops.finish_run, lease, args)
+        return run
+
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""
         run: RunRecord | None = await self._do(ops.get_run, run_id)

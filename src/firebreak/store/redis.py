@@ -2,8 +2,9 @@
 
 Every write that changes more than one key, and every fenced write, is one Lua script run
 by the server as a unit, so fencing tokens and first-commit-wins hold across processes; a
-step commit is one ``EVALSHA``, one round trip. Reads are one round trip too (a script or
-a ``MULTI`` pipeline).
+step commit is one ``EVALSHA``, one round trip, which concurrent callers share: script calls
+made while one is in flight leave together as one pipeline (`_redis_pipeline`). Reads are
+one round trip too (a script or a ``MULTI`` pipeline).
 
 A Redis store is only as durable as the server's persistence: with ``appendonly yes`` and
 ``appendfsync always`` an acknowledged commit survives a crash of the server; with no
@@ -18,6 +19,7 @@ otherwise; dead-letter and review entries are kept until dropped or resolved.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import timedelta
@@ -35,6 +37,7 @@ from firebreak.errors import LeaseHeld, StaleLease, StateConflict, StoreCorrupt,
 from firebreak.store import _redis_codec as codec
 from firebreak.store import _redis_scripts as lua
 from firebreak.store import _rules
+from firebreak.store._redis_pipeline import AutoPipeline
 from firebreak.store.base import (
     JSON,
     STEP_TRANSITIONS,
@@ -153,6 +156,7 @@ class RedisStore:
         """``host:port/db``, as error messages name the server."""
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._pipeline: AutoPipeline | None = None
         self._setup_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -188,6 +192,7 @@ class RedisStore:
                 await client.aclose()
                 raise
             self._client = client
+            self._pipeline = AutoPipeline(client, self._error)
             for name in lua.__all__:
                 self._scripts[name] = client.register_script(getattr(lua, name))
 
@@ -228,6 +233,9 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the connection pool; idempotent."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            await pipeline.close()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -279,8 +287,10 @@ class RedisStore:
 
     async def _eval(self, name: str, *args: str | int | float) -> Any:
         self._need()
-        script = self._scripts[name]
-        return await self._do(script(args=[self.prefix, *args]))
+        pipeline = self._pipeline
+        assert pipeline is not None  # noqa: S101  -- set together with the client
+        # Concurrent calls share round trips (see `_redis_pipeline`).
+        return await pipeline.call(self._scripts[name], [self.prefix, *args])
 
     def _fence_args(self, lease: Lease) -> tuple[str, str, str]:
         return lease.run_id, lease.owner, str(lease.token)
@@ -318,6 +328,50 @@ class RedisStore:
         )
         return codec.run(codec.pairs(flat), run_id), bool(created)
 
+    async def begin_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: JSON,  # noqa: A002  -- the run's input
+        *,
+        owner: str,
+        ttl: float,
+    ) -> tuple[RunRecord, bool, Lease | None]:
+        """Get or create the run, take its lease and mark it running: one script, one trip.
+
+        `SupportsBeginFinish`: no lease (``None``) for a finished run or another workflow's;
+        `LeaseHeld` if another owner holds a live lease.
+        """
+        duration = seconds(ttl)
+        encoded = _rules.dumps(input)
+        now = self.clock()
+        expires = now + duration
+        reply = await self._eval(
+            "BEGIN_RUN", run_id, workflow, encoded, repr(now), owner, repr(expires)
+        )
+        created = bool(reply[0])
+        if reply[1] == "held":
+            raise LeaseHeld(run_id, owner=str(reply[2]), expires_at=float(reply[3]))
+        if reply[1] == "none":
+            return codec.run(json.loads(reply[2]), run_id), created, None
+        lease = Lease(run_id=run_id, owner=owner, token=int(reply[2]), expires_at=expires)
+        return codec.run(json.loads(reply[3]), run_id), created, lease
+
+    async def finish_run(
+        self,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None = None,
+        error: dict[str, Any] | None = None,
+        resume_at: float | None = None,
+    ) -> RunRecord:
+        """`set_run_status` and `release_lease` in one script (fenced; `SupportsBeginFinish`)."""
+        reply = await self._status_reply(
+            "FINISH_RUN", lease, status, result=result, error=error, resume_at=resume_at
+        )
+        return codec.run(json.loads(reply[1]), lease.run_id)
+
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""
         h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:run:{run_id}")))
@@ -354,6 +408,22 @@ class RedisStore:
         A succeeded or degraded run starts expiring (`finished_ttl`), a failed one
         too if `failed_ttl` is set; any other status keeps it.
         """
+        reply = await self._status_reply(
+            "SET_RUN_STATUS", lease, status, result=result, error=error, resume_at=resume_at
+        )
+        return codec.run(codec.pairs(reply[1]), lease.run_id)
+
+    async def _status_reply(
+        self,
+        script: str,
+        lease: Lease,
+        status: RunStatus | str,
+        *,
+        result: JSON | None,
+        error: dict[str, Any] | None,
+        resume_at: float | None,
+    ) -> Any:
+        """Run a status-setting script (fenced); return its ``{'ok', run}`` reply."""
         new = RunStatus(status)
         ttl = ""
         if new in {RunStatus.SUCCEEDED, RunStatus.DEGRADED}:
@@ -361,7 +431,7 @@ class RedisStore:
         elif new is RunStatus.FAILED:
             ttl = self._failed_ms
         reply = await self._eval(
-            "SET_RUN_STATUS",
+            script,
             *self._fence_args(lease),
             str(new),
             _rules.dumps(result),
@@ -371,7 +441,7 @@ class RedisStore:
             ttl,
         )
         self._fenced(lease, reply)
-        return codec.run(codec.pairs(reply[1]), lease.run_id)
+        return reply
 
     async def due_runs(self, now: float) -> list[RunRecord]:
         """Return paused runs whose ``resume_at <= now``, soonest first."""
