@@ -39,6 +39,7 @@ from rich.table import Table
 
 from firebreak._cli import chaos as chaos_cli
 from firebreak._cli import check as check_cli
+from firebreak._cli import observe as observe_cli
 from firebreak._cli.common import (
     InputFile,
     Json,
@@ -395,6 +396,7 @@ async def _await(awaitable: Any) -> Any:
 # Registered last so `firebreak --help` lists the run commands first.
 check_cli.register(app)
 chaos_cli.register(app)
+observe_cli.register(app)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import random
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -40,7 +41,19 @@ from firebreak.resilience.timeout import DeadlineMark
 from firebreak.store import CheckpointStore
 from firebreak.workflow import AgentSpec
 
-__all__ = ["Executor", "LocalExecutor", "StepCall", "StepOutcome"]
+__all__ = ["Executor", "LocalExecutor", "StepCall", "StepOutcome", "current_step"]
+
+_current_step: ContextVar[StepCall | None] = ContextVar("firebreak_step", default=None)
+
+
+def current_step() -> StepCall | None:
+    """The step being executed in this task, if any.
+
+    Events of layer 2 (retries, rejections, fallbacks, breaker changes) name their policy,
+    not the run: subscribers use this to label them with the workflow, run and agent.
+    """
+    return _current_step.get()
+
 
 # Attempts at a step whose shared-state write keeps losing the race (StateConflict).
 _CONFLICT_ATTEMPTS = 10
@@ -154,6 +167,13 @@ class LocalExecutor:
 
     async def execute(self, call: StepCall) -> StepOutcome:
         """Run the step; every failure becomes a `StepOutcome`, never an exception."""
+        token = _current_step.set(call)
+        try:
+            return await self._execute(call)
+        finally:
+            _current_step.reset(token)
+
+    async def _execute(self, call: StepCall) -> StepOutcome:
         spec = call.spec
         plan = self._plan(call.workflow, spec)
         run = _StepRun(call, SharedState(self.store, call.run_id), self.clock, plan.timeout)
