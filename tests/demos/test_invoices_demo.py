@@ -71,7 +71,9 @@ async def test_outcomes_are_a_function_of_the_seed() -> None:
 
 async def test_scaled_real_time_gives_the_same_outcomes() -> None:
     virtual = await run_demo(n=40, store="memory://")
-    scaled = await run_demo(n=40, store="memory://", time_scale=0.0005)
+    scaled = await run_demo(
+        n=40, store="memory://", time_scale=0.01
+    )  # margins of ~100 ms: robust on a busy machine
     assert [r.statuses for r in scaled] == [r.statuses for r in virtual]
 
 
