@@ -40,6 +40,7 @@ from rich.table import Table
 from firebreak._cli import chaos as chaos_cli
 from firebreak._cli import check as check_cli
 from firebreak._cli import observe as observe_cli
+from firebreak._cli import worker as worker_cli
 from firebreak._cli.common import (
     InputFile,
     Json,
@@ -397,6 +398,7 @@ async def _await(awaitable: Any) -> Any:
 check_cli.register(app)
 chaos_cli.register(app)
 observe_cli.register(app)
+worker_cli.register(app)
 
 
 def main() -> None:

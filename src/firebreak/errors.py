@@ -8,6 +8,7 @@ subclassed where the meaning is the same, so ``except TimeoutError`` still works
     │   └── DefinitionError                 an invalid workflow definition (names the agent)
     ├── Transient                           marker: retrying may help
     ├── Permanent                           marker: retrying cannot help
+    │   └── PoisonTask                      a step's bus task was dead-lettered
     ├── Rejected                            the call was refused before it started
     │   ├── CircuitOpenError                the service's breaker is open (retry_after)
     │   └── Overloaded                      a bulkhead is full: load shed at once
@@ -46,6 +47,7 @@ __all__ = [
     "NeedsHuman",
     "Overloaded",
     "Permanent",
+    "PoisonTask",
     "Rejected",
     "RunNotFound",
     "StaleLease",
@@ -109,6 +111,19 @@ class Transient(FirebreakError):
 
 class Permanent(FirebreakError):
     """Raise (or subclass) to say: this failure is final, never retry it."""
+
+
+class PoisonTask(Permanent):
+    """A step's task went to the bus's dead letters (it kept killing workers, or was unreadable).
+
+    Attributes:
+        deliveries: how many times it was delivered.
+    """
+
+    deliveries: int
+
+    def __init__(self, message: str, *, deliveries: int) -> None:
+        super().__init__(message, deliveries=deliveries)
 
 
 class Rejected(FirebreakError):

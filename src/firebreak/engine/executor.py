@@ -38,7 +38,7 @@ from firebreak.resilience import (
     retry_info,
 )
 from firebreak.resilience.timeout import DeadlineMark
-from firebreak.store import CheckpointStore
+from firebreak.store import CheckpointStore, Lease, StepRecord
 from firebreak.workflow import AgentSpec
 
 __all__ = ["Executor", "LocalExecutor", "StepCall", "StepOutcome", "current_step"]
@@ -78,6 +78,8 @@ class StepCall:
     """Dependencies that degraded, with the reason."""
     deadline: float | None = None
     """The run's deadline on the executor's monotonic clock."""
+    lease: Lease | None = None
+    """The orchestrator's lease on the run: a remote worker commits under it (fenced)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +100,9 @@ class StepOutcome:
     """Seconds the service asked to wait, or until an open breaker lets a probe through."""
     fallback_used: bool = False
     """Whether a fallback produced the output."""
+    committed: StepRecord | None = None
+    """The step as already committed by whoever ran it (a bus worker), if so: the
+    orchestrator adopts it instead of committing the outcome itself."""
 
 
 class Executor(Protocol):

@@ -103,6 +103,9 @@ class Engine:
     Args:
         store: a `CheckpointStore`, a store URL, or ``None`` for the default.
         executor: how steps run; default: in this process (`LocalExecutor`).
+        bus: a task bus URL (``redis://…``, ``inproc://…``): steps are published to
+            `firebreak worker` processes instead (a `BusExecutor` the engine opens and
+            closes). Mutually exclusive with `executor`.
         owner: this orchestrator's id in leases; default ``host:pid:random``.
         lease_ttl: seconds a lease lasts unless renewed (renewed every third of it).
         pause_for: seconds a paused run waits when the failure named no time.
@@ -117,6 +120,7 @@ class Engine:
         store: CheckpointStore | str | None = None,
         *,
         executor: Executor | None = None,
+        bus: str | None = None,
         owner: str | None = None,
         lease_ttl: float = 30.0,
         pause_for: float = 60.0,
@@ -127,6 +131,15 @@ class Engine:
         self._owns_store = store is None or isinstance(store, str)
         self.store = open_store(store) if store is None or isinstance(store, str) else store
         self.clock = clock
+        if executor is not None and bus is not None:
+            raise ConfigError("bus", "give an executor or a bus, not both")
+        self._bus_executor: Any = None
+        if bus is not None:
+            from firebreak.bus import open_bus  # noqa: PLC0415 - layer 5, only when asked
+            from firebreak.engine.bus_executor import BusExecutor  # noqa: PLC0415
+
+            self._bus_executor = BusExecutor(open_bus(bus), self.store, clock=clock)
+            executor = self._bus_executor
         self.executor = executor or LocalExecutor(self.store, registry=registry, clock=clock)
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
@@ -141,9 +154,14 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self._owns_store:
             await self.store.setup()
+        if self._bus_executor is not None:
+            await self._bus_executor.bus.setup()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._bus_executor is not None:
+            await self._bus_executor.close()
+            await self._bus_executor.bus.close()
         if self._owns_store:
             await self.store.close()
 
@@ -619,18 +637,25 @@ class _Run:
             run_input=self.run_input,
             inputs=spec.call_kwargs(self.run_input, self.outputs),
             degraded={d: self.missing[d] for d in spec.after if d in self.missing},
+            lease=self.lease,
             deadline=deadline,
         )
 
-    async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> None:
+    async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> bool:
+        """Commit `rec`; ``False`` when another record was there first and was adopted."""
         if not await self.store.commit_step(self.lease, rec):
             # Someone committed this step first (a worker, a replaced orchestrator): the
             # stored result is the truth, so dependents get that one, not ours.
             stored = (await self.store.get_steps(self.run_id)).get(rec.agent)
             if stored is not None:
                 self._adopt(stored)
-                return
+                self._announce(stored, stored.attempts, stored.degraded_reason or "")
+                return False
         self.settled[rec.agent] = rec.status
+        self._announce(rec, attempts, reason)
+        return True
+
+    def _announce(self, rec: StepRecord, attempts: int, reason: str) -> None:
         if hub.active:
             emit(
                 StepStateChanged(
@@ -645,6 +670,15 @@ class _Run:
 
     async def _settle(self, name: str, outcome: StepOutcome) -> None:
         spec = self.workflow.agents[name]
+        if outcome.committed is not None:  # the executor's worker committed it already
+            rec = outcome.committed
+            self._adopt(rec)
+            self._announce(rec, rec.attempts, rec.degraded_reason or "")
+            if rec.status == StepStatus.NEEDS_REVIEW:
+                attrs = (rec.error or {}).get("attrs") or {}
+                reason = (rec.error or {}).get("message", "needs review")
+                await self._open_review(spec, reason, list(attrs.get("suggestions") or []))
+            return
         if outcome.status == "succeeded":
             try:
                 stored = encode(outcome.output, what=f"output of agent {name!r}")
@@ -658,8 +692,8 @@ class _Run:
                     output=stored,
                     attempts=outcome.attempts,
                 )
-                await self._commit(rec, outcome.attempts)
-                self.outputs[name] = outcome.output
+                if await self._commit(rec, outcome.attempts):
+                    self.outputs[name] = outcome.output
                 return
         error = outcome.error
         reason = f"{type(error).__name__}: {error}" if error is not None else "failed"
@@ -669,10 +703,19 @@ class _Run:
             self.pause_until = max(self.pause_until or until, until)
             self.waiting.add(name)
             return
-        if outcome.status == "needs_human" or spec.on_exhausted == "review":
-            await self._to_review(spec, outcome, reason)
-            return
         error_dict = error_to_dict(error) if error is not None else None
+        if outcome.status == "needs_human" or spec.on_exhausted == "review":
+            rec = StepRecord(
+                run_id=self.run_id,
+                agent=name,
+                status=StepStatus.NEEDS_REVIEW,
+                attempts=outcome.attempts,
+                error=error_dict,
+            )
+            if await self._commit(rec, outcome.attempts, reason):
+                suggestions = list(getattr(error, "suggestions", []) or [])
+                await self._open_review(spec, reason, suggestions)
+            return
         if not spec.critical:
             default = spec.default
             rec = StepRecord(
@@ -684,9 +727,9 @@ class _Run:
                 error=error_dict,
                 degraded_reason=reason,
             )
-            await self._commit(rec, outcome.attempts, reason)
-            self.outputs[name] = default
-            self.missing[name] = reason
+            if await self._commit(rec, outcome.attempts, reason):
+                self.outputs[name] = default
+                self.missing[name] = reason
             return
         rec = StepRecord(
             run_id=self.run_id,
@@ -695,31 +738,26 @@ class _Run:
             attempts=outcome.attempts,
             error=error_dict,
         )
-        await self._commit(rec, outcome.attempts, reason)
-        self.failure = (name, error_dict or {"message": reason})
+        if await self._commit(rec, outcome.attempts, reason):
+            self.failure = (name, error_dict or {"message": reason})
 
-    async def _to_review(self, spec: AgentSpec, outcome: StepOutcome, reason: str) -> None:
-        suggestions = list(getattr(outcome.error, "suggestions", []) or [])
-        error_dict = error_to_dict(outcome.error) if outcome.error is not None else None
-        rec = StepRecord(
-            run_id=self.run_id,
-            agent=spec.name,
-            status=StepStatus.NEEDS_REVIEW,
-            attempts=outcome.attempts,
-            error=error_dict,
-        )
-        await self._commit(rec, outcome.attempts, reason)
+    async def _open_review(self, spec: AgentSpec, reason: str, suggestions: list[Any]) -> None:
+        """Put the step in the review queue (the store keeps one open item per step)."""
         inputs = spec.call_kwargs(self.run_input, self.outputs)
         try:
             context = encode(inputs, what="review context")
         except NotStorable:
             context = {name: repr(value)[:2000] for name, value in inputs.items()}
+        try:
+            encoded = encode(suggestions, what="review suggestions")
+        except NotStorable:
+            encoded = [repr(item)[:2000] for item in suggestions]
         item_id = await self.store.review_put(
             run_id=self.run_id,
             workflow=self.name,
             agent=spec.name,
             reason=reason,
-            suggestions=encode(suggestions, what="review suggestions"),
+            suggestions=encoded,
             context=context,
         )
         self.reviews.append(item_id)
@@ -873,13 +911,16 @@ async def run(
     *,
     run_id: str | None = None,
     store: CheckpointStore | str | None = None,
+    bus: str | None = None,
     clock: Clock = system_clock,
 ) -> RunResult:
     """Run (or resume) a workflow once; see `Engine` for long-lived use.
 
+    With `bus`, the steps run on `firebreak worker` processes consuming that bus.
+
     >>> result = await fb.run(wf, {"id": 42}, run_id="inv-42")   # SQLite under ./.firebreak/
     """
-    async with Engine(store, clock=clock) as engine:
+    async with Engine(store, bus=bus, clock=clock) as engine:
         return await engine.run(workflow, input, run_id=run_id)
 
 

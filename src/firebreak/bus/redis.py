@@ -1,0 +1,387 @@
+"""`RedisBus`: a `TaskBus` on Redis Streams with consumer groups (``redis://``, extra ``redis``).
+
+One stream per queue (``<prefix>:q:<queue>``) and one per dead-letter destination
+(``<prefix>:dead:<queue>``). Consumers read with ``XREADGROUP``; what a dead consumer held
+is taken over with ``XAUTOCLAIM`` once it has been idle for the visibility timeout, and a
+message whose delivery count passes the maximum is moved to the dead-letter stream. An
+acked message is deleted (``XACK`` + ``XDEL``), so a stream holds only unfinished work.
+
+URL: ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&visibility_timeout=..&max_deliveries=..]``;
+other query options go to redis-py unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from firebreak.bus.base import BusPolicy, Delivery
+
+__all__ = ["RedisBus", "RedisConsumer", "from_url"]
+
+_OPTIONS = frozenset({"prefix", "visibility_timeout", "max_deliveries"})
+
+# Touch or hand back a message only if this consumer still owns it: a message claimed by
+# another consumer meanwhile is theirs. KEYS[1] stream; ARGV group, consumer, id, mode,
+# idle ms (release), retry count (release).
+_CLAIM_OWN = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+if ARGV[4] == 'touch' then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+else
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3],
+             'IDLE', ARGV[5], 'RETRYCOUNT', ARGV[6], 'JUSTID')
+end
+return 1
+"""
+
+
+def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
+    """Build (not connect) a bus from a ``redis://`` URL; see the module docstring."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        (ours.__setitem__(key, value) if key in _OPTIONS else theirs.append((key, value)))
+    rest = urlunsplit(parts._replace(query=urlencode(theirs)))
+    if policy is None:
+        try:
+            policy = BusPolicy(
+                visibility_timeout=float(ours.get("visibility_timeout", 30.0)),
+                max_deliveries=int(ours.get("max_deliveries", 5)),
+            )
+        except ValueError as exc:
+            raise ValueError(f"bus URL {url!r}: {exc}") from None
+    return RedisBus(rest, prefix=ours.get("prefix", "firebreak"), policy=policy)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBus:
+    """A `TaskBus` on Redis Streams; build with ``open_bus("redis://…")``.
+
+    Example:
+        >>> async with RedisBus("redis://localhost:6379/0", prefix="billing") as bus:
+        ...     await bus.publish("invoice.extract", {"run_id": "inv-42"}, key="inv-42")
+
+    Args:
+        url: ``redis://`` or ``rediss://`` URL as redis-py reads it.
+        prefix: every key starts with ``<prefix>:``.
+        policy: visibility timeout and maximum deliveries.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "firebreak", policy: BusPolicy | None = None):
+        self.url = url
+        self.prefix = prefix
+        self.policy = policy or BusPolicy()
+        self._client: aioredis.Redis | None = None
+        self._claim_own: Any = None
+
+    def __repr__(self) -> str:
+        return f"RedisBus(prefix={self.prefix!r})"
+
+    @property
+    def client(self) -> Any:  # redis-py's stubs do not type stream replies usefully
+        """The connection pool, an ``redis.asyncio.Redis`` (after `setup`)."""
+        if self._client is None:
+            raise RuntimeError("RedisBus used before setup(); use `async with` or await setup()")
+        return self._client
+
+    async def setup(self) -> None:
+        """Connect (checks the server answers); idempotent."""
+        if self._client is not None:
+            return
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            await client.ping()
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+        self._claim_own = client.register_script(_CLAIM_OWN)
+
+    async def close(self) -> None:
+        """Close the connection pool; idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.setup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def stream(self, queue: str) -> str:
+        """The stream key of `queue`."""
+        return f"{self.prefix}:q:{queue}"
+
+    def dead_stream(self, queue: str) -> str:
+        """The stream key of `queue`'s dead letters."""
+        return f"{self.prefix}:dead:{queue}"
+
+    async def publish(self, queue: str, body: Mapping[str, Any], *, key: str) -> str:
+        """``XADD`` the message to the queue's stream."""
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        message_id = await self.client.xadd(self.stream(queue), {"b": text, "k": key})
+        return _text(message_id)
+
+    def consumer(
+        self, queues: Sequence[str], *, group: str, name: str, max_in_flight: int = 1
+    ) -> RedisConsumer:
+        """A consumer of `queues` in `group` (groups are created on its first `get`)."""
+        return RedisConsumer(self, list(queues), group=group, name=name, limit=max_in_flight)
+
+    async def dead_letters(self, queue: str, *, limit: int = 100) -> list[Delivery]:
+        """The dead-letter stream of `queue`, oldest first."""
+        entries = await self.client.xrange(self.dead_stream(queue), count=limit)
+        out = []
+        for _, fields in entries:
+            data = {_text(k): _text(v) for k, v in fields.items()}
+            try:
+                body = json.loads(data.get("b", "{}"))
+            except ValueError:
+                body = {}
+            out.append(
+                Delivery(
+                    queue=queue,
+                    id=data.get("id", ""),
+                    key=data.get("k", ""),
+                    body=body if isinstance(body, dict) else {},
+                    deliveries=int(data.get("n", "0")),
+                    dead=True,
+                    reason=data.get("reason", ""),
+                )
+            )
+        return out
+
+    async def delete(self, queue: str) -> None:
+        """Delete the queue's stream (with its groups) and its dead letters."""
+        await self.client.delete(self.stream(queue), self.dead_stream(queue))
+
+    async def kill(
+        self, queue: str, message_id: str, group: str, fields: Mapping[str, str]
+    ) -> None:
+        """Move a message to the dead-letter stream and off the queue, in one transaction."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_stream(queue), dict(fields))
+            pipe.xack(self.stream(queue), group, message_id)
+            pipe.xdel(self.stream(queue), message_id)
+            await pipe.execute()
+
+    async def claim_own(self, queue: str, group: str, name: str, args: Sequence[Any]) -> int:
+        """Run the ownership-checked ``XCLAIM`` script (touch or release)."""
+        result = await self._claim_own(keys=[self.stream(queue)], args=[group, name, *args])
+        return int(result)
+
+
+class RedisConsumer:
+    """A member of a consumer group over one or more streams of a `RedisBus`."""
+
+    def __init__(
+        self, bus: RedisBus, queues: list[str], *, group: str, name: str, limit: int
+    ) -> None:
+        if not queues:
+            raise ValueError("a consumer needs at least one queue")
+        if limit < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        self.bus = bus
+        self.queues = queues
+        self.group = group
+        self.name = name
+        self.limit = limit
+        self._held: set[tuple[str, str]] = set()
+        self._buffer: deque[Delivery] = deque()
+        self._ready = False
+        self._cursors = dict.fromkeys(queues, "0-0")
+        self._next_claim = 0.0
+        self._slot = asyncio.Event()
+        visibility = bus.policy.visibility
+        self._claim_every = min(visibility / 4, 1.0)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages delivered to this consumer and not yet settled."""
+        return len(self._held)
+
+    async def _ensure_groups(self) -> None:
+        if self._ready:
+            return
+        for queue in self.queues:
+            try:
+                await self.bus.client.xgroup_create(
+                    self.bus.stream(queue), self.group, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._ready = True
+
+    async def get(self, wait: float) -> Delivery | None:
+        """The next message: a buffered one, an abandoned one, else a new one."""
+        await self._ensure_groups()
+        end = time.monotonic() + wait
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            free = self.limit - len(self._held)
+            left = end - time.monotonic()
+            if free <= 0:
+                if left <= 0:
+                    return None
+                self._slot.clear()
+                try:
+                    async with asyncio.timeout(left):
+                        await self._slot.wait()
+                except TimeoutError:
+                    return None
+                continue
+            if time.monotonic() >= self._next_claim:
+                self._next_claim = time.monotonic() + self._claim_every
+                await self._claim(free)
+                if self._buffer:
+                    continue
+                free = self.limit - len(self._held)
+                if free <= 0:
+                    continue
+            block = max(min(left, self._claim_every), 0.001)
+            await self._read(free, block)
+            if not self._buffer and time.monotonic() >= end:
+                return None
+
+    async def _read(self, count: int, block: float) -> None:
+        streams = {self.bus.stream(q): ">" for q in self.queues}
+        reply = await self.bus.client.xreadgroup(
+            self.group, self.name, streams, count=count, block=max(int(block * 1000), 1)
+        )
+        by_stream = {self.bus.stream(q): q for q in self.queues}
+        for stream, entries in reply or []:
+            queue = by_stream[_text(stream)]
+            for message_id, fields in entries:
+                await self._accept(queue, _text(message_id), fields, 1)
+
+    async def _claim(self, count: int) -> None:
+        """Take over messages idle past the visibility timeout (``XAUTOCLAIM``)."""
+        client = self.bus.client
+        idle = int(self.bus.policy.visibility * 1000)
+        for queue in self.queues:
+            if count <= 0:
+                return
+            stream = self.bus.stream(queue)
+            reply = await client.xautoclaim(
+                stream, self.group, self.name, idle, start_id=self._cursors[queue], count=count
+            )
+            self._cursors[queue] = _text(reply[0])
+            for raw_id, fields in reply[1]:
+                message_id = _text(raw_id)
+                info = await client.xpending_range(stream, self.group, message_id, message_id, 1)
+                deliveries = int(info[0]["times_delivered"]) if info else 1
+                if await self._accept(queue, message_id, fields, deliveries):
+                    count -= 1
+
+    async def _accept(
+        self, queue: str, message_id: str, raw: Mapping[Any, Any] | None, deliveries: int
+    ) -> bool:
+        """Buffer a delivery (or dead-letter it); whether it now counts as held."""
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        key = fields.get("k", "")
+        policy = self.bus.policy
+        reason = ""
+        body: Any = None
+        if deliveries > policy.max_deliveries:
+            reason = f"delivered {deliveries} times (max {policy.max_deliveries})"
+        else:
+            try:
+                body = json.loads(fields.get("b", ""))
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                reason = "unreadable body"
+        if reason:
+            dead = {**fields, "id": message_id, "n": str(deliveries), "reason": reason}
+            await self.bus.kill(queue, message_id, self.group, dead)
+            try:
+                parsed = json.loads(fields.get("b", "{}"))
+            except ValueError:
+                parsed = {}
+            self._buffer.append(
+                Delivery(
+                    queue=queue,
+                    id=message_id,
+                    key=key,
+                    body=parsed if isinstance(parsed, dict) else {},
+                    deliveries=deliveries,
+                    dead=True,
+                    reason=reason,
+                )
+            )
+            return False
+        self._held.add((queue, message_id))
+        self._buffer.append(
+            Delivery(queue=queue, id=message_id, key=key, body=body, deliveries=deliveries)
+        )
+        return True
+
+    def _free(self, delivery: Delivery) -> None:
+        self._held.discard((delivery.queue, delivery.id))
+        self._slot.set()
+
+    async def ack(self, delivery: Delivery) -> None:
+        """``XACK`` and ``XDEL`` in one transaction."""
+        stream = self.bus.stream(delivery.queue)
+        async with self.bus.client.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, self.group, delivery.id)
+            pipe.xdel(stream, delivery.id)
+            await pipe.execute()
+        self._free(delivery)
+
+    async def release(self, delivery: Delivery) -> None:
+        """Mark it long idle, its count back by one, so the next ``XAUTOCLAIM`` takes it."""
+        idle = int(self.bus.policy.visibility * 1000) + 1000
+        retry = max(delivery.deliveries - 1, 0)
+        await self.bus.claim_own(
+            delivery.queue, self.group, self.name, [delivery.id, "release", idle, retry]
+        )
+        self._free(delivery)
+
+    async def reject(self, delivery: Delivery, reason: str) -> None:
+        """Move it to the dead-letter stream now."""
+        fields = {
+            "b": json.dumps(delivery.body, separators=(",", ":")),
+            "k": delivery.key,
+            "id": delivery.id,
+            "n": str(delivery.deliveries),
+            "reason": reason,
+        }
+        await self.bus.kill(delivery.queue, delivery.id, self.group, fields)
+        self._free(delivery)
+
+    async def touch(self, delivery: Delivery) -> None:
+        """Reset its idle time, if this consumer still owns it."""
+        await self.bus.claim_own(delivery.queue, self.group, self.name, [delivery.id, "touch"])
+
+    async def close(self) -> None:
+        """Stop; hand back buffered messages not yet handed out."""
+        while self._buffer:
+            delivery = self._buffer.popleft()
+            if not delivery.dead:
+                await self.release(delivery)
+        self._held.clear()

@@ -1,0 +1,418 @@
+"""Running steps on `firebreak worker` processes: the task message and `BusExecutor`.
+
+The orchestrator side of the bus. For each step, `BusExecutor` publishes a task on the
+agent's queue (``<workflow>.<agent>``) carrying the orchestrator's lease, and waits for
+the step to be committed:
+
+1. a worker runs the agent with its full pipeline, turns the outcome into the step record
+   the orchestrator would have committed (`record_for`), commits it **with the lease the
+   task carries** (first commit wins; a stale lease is refused), replies, then acks;
+2. the reply (on the executor's own reply queue) wakes the waiting step; the store is
+   still the truth: without a reply, the executor finds the commit by reading the store
+   every `poll` seconds;
+3. the executor hands the orchestrator a `StepOutcome` rebuilt from the committed record
+   (`outcome_for`); the orchestrator's commit of it is a duplicate, so it adopts the
+   stored record.
+
+A step that stays uncommitted past the run's deadline (plus `grace`) fails with
+`DeadlineExceeded`, which the orchestrator commits itself (first commit wins, again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from firebreak.bus import Consumer, TaskBus
+from firebreak.clock import Clock, system_clock
+from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
+from firebreak.engine.executor import StepCall, StepOutcome
+from firebreak.errors import DeadlineExceeded, FirebreakError, PoisonTask, StaleLease
+from firebreak.resilience.classify import RetryInfo, tag
+from firebreak.store import CheckpointStore, Lease, StepRecord, StepStatus
+from firebreak.workflow import AgentSpec
+
+__all__ = [
+    "TASK_VERSION",
+    "BusExecutor",
+    "PoisonTask",
+    "RemoteError",
+    "outcome_for",
+    "record_for",
+    "record_from_json",
+    "record_to_json",
+    "task_queue",
+]
+
+log = logging.getLogger("firebreak.engine.bus")
+
+TASK_VERSION = 1
+"""The task message format this firebreak writes (``"v"``); workers refuse newer ones."""
+WORKER_GROUP = "firebreak-workers"
+"""The consumer group every worker of a queue joins."""
+
+
+class RemoteError(Exception):
+    """An error raised in a worker, rebuilt from its stored form.
+
+    Its class is made per original type and carries the original's module and name, so
+    `error_to_dict` of it gives back the stored record, and ``type(e).__name__`` reads
+    as the original's. Originals from firebreak's tree (stored with ``attrs``) are also
+    `FirebreakError`s with those attributes.
+    """
+
+
+class _RemoteFirebreakError(RemoteError, FirebreakError):
+    """A rebuilt error that was a `FirebreakError` in the worker."""
+
+
+_remote_types: dict[tuple[str, bool], type[RemoteError]] = {}
+
+
+def _remote(error: Mapping[str, Any] | None, fallback: str) -> RemoteError:
+    data = dict(error or {})
+    full = str(data.get("type") or f"{__name__}.RemoteError")
+    attrs = data.get("attrs")
+    ours = isinstance(attrs, dict)
+    cls = _remote_types.get((full, ours))
+    if cls is None:
+        module, qualname = _split_type(full)
+        cls = type(
+            qualname.rpartition(".")[2],
+            (_RemoteFirebreakError if ours else RemoteError,),
+            {"__module__": module, "__qualname__": qualname},
+        )
+        _remote_types[full, ours] = cls
+    message = str(data.get("message", fallback))
+    exc = cls(message, **attrs) if isinstance(attrs, dict) else cls(message)
+    retry = data.get("retry")
+    if isinstance(retry, dict):
+        tag(
+            exc,
+            RetryInfo(
+                policy=str(retry.get("policy", "")),
+                attempts=int(retry.get("attempts") or 0),
+                reason=str(retry.get("reason", "")),
+                retry_after=retry.get("retry_after"),
+            ),
+        )
+    cause = data.get("cause")
+    if isinstance(cause, dict):
+        exc.__cause__ = _remote({"type": cause.get("type"), "message": cause.get("message")}, "")
+    return exc
+
+
+def _split_type(full: str) -> tuple[str, str]:
+    """``module.Qual.Name`` into module and qualname (the module is what precedes a capital)."""
+    parts = full.split(".")
+    for index, part in enumerate(parts):
+        if part[:1].isupper():
+            return ".".join(parts[:index]) or "builtins", ".".join(parts[index:])
+    return ".".join(parts[:-1]) or "builtins", parts[-1]
+
+
+def task_queue(workflow: str, agent: str) -> str:
+    """The queue of an agent's tasks: ``<workflow>.<agent>``."""
+    return f"{workflow}.{agent}"
+
+
+def record_to_json(rec: StepRecord) -> dict[str, Any]:
+    """A step record as a JSON object (for replies)."""
+    return {
+        "run_id": rec.run_id,
+        "agent": rec.agent,
+        "status": rec.status.value,
+        "output": rec.output,
+        "attempts": rec.attempts,
+        "error": rec.error,
+        "degraded_reason": rec.degraded_reason,
+        "seq": rec.seq,
+        "completed_at": rec.completed_at,
+    }
+
+
+def record_from_json(data: Mapping[str, Any]) -> StepRecord:
+    """The inverse of `record_to_json`."""
+    return StepRecord(
+        run_id=str(data["run_id"]),
+        agent=str(data["agent"]),
+        status=StepStatus(data["status"]),
+        output=data.get("output"),
+        attempts=int(data.get("attempts") or 0),
+        error=data.get("error"),
+        degraded_reason=data.get("degraded_reason"),
+        seq=int(data.get("seq") or 0),
+        completed_at=float(data.get("completed_at") or 0.0),
+    )
+
+
+def _reason(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}" if error is not None else "failed"
+
+
+def record_for(spec: AgentSpec, run_id: str, outcome: StepOutcome) -> StepRecord | None:
+    """The record the orchestrator commits for `outcome`; ``None`` when it would pause.
+
+    The same decisions as the orchestrator's own settling of a step: success; a transient
+    failure of an agent that pauses (nothing committed); review; an optional agent's
+    default (degraded); a critical agent's failure.
+    """
+    if outcome.status == "succeeded":
+        try:
+            stored = encode(outcome.output, what=f"output of agent {spec.name!r}")
+        except NotStorable as exc:
+            outcome = StepOutcome(status="failed", attempts=outcome.attempts, error=exc)
+        else:
+            return StepRecord(
+                run_id=run_id,
+                agent=spec.name,
+                status=StepStatus.SUCCEEDED,
+                output=stored,
+                attempts=outcome.attempts,
+            )
+    error = outcome.error
+    error_dict = error_to_dict(error) if error is not None else None
+    if outcome.status == "failed" and spec.on_exhausted == "pause" and outcome.transient:
+        return None
+    if outcome.status == "needs_human" or spec.on_exhausted == "review":
+        return StepRecord(
+            run_id=run_id,
+            agent=spec.name,
+            status=StepStatus.NEEDS_REVIEW,
+            attempts=outcome.attempts,
+            error=error_dict,
+        )
+    if not spec.critical:
+        return StepRecord(
+            run_id=run_id,
+            agent=spec.name,
+            status=StepStatus.DEGRADED,
+            output=encode(spec.default, what=f"default of agent {spec.name!r}"),
+            attempts=outcome.attempts,
+            error=error_dict,
+            degraded_reason=_reason(error),
+        )
+    return StepRecord(
+        run_id=run_id,
+        agent=spec.name,
+        status=StepStatus.FAILED,
+        attempts=outcome.attempts,
+        error=error_dict,
+    )
+
+
+def outcome_for(spec: AgentSpec, rec: StepRecord) -> StepOutcome:
+    """The `StepOutcome` of a step a worker committed as `rec`.
+
+    It carries `rec` as `committed`, so the orchestrator adopts it (and opens the review
+    item of a step that needs one) instead of committing anything itself; the rebuilt
+    error reads as the original for whoever looks at the outcome.
+    """
+    status = rec.status
+    if status in (StepStatus.SUCCEEDED, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED):
+        output = decode_output(spec, rec.output)
+        return StepOutcome(status="succeeded", output=output, attempts=rec.attempts, committed=rec)
+    error = _remote(rec.error, rec.degraded_reason or f"{spec.name} {status.value}")
+    kind: Literal["failed", "needs_human"] = (
+        "needs_human" if status == StepStatus.NEEDS_REVIEW else "failed"
+    )
+    return StepOutcome(status=kind, attempts=rec.attempts, error=error, committed=rec)
+
+
+def _paused(spec: AgentSpec, data: Mapping[str, Any]) -> StepOutcome:
+    retry_after = data.get("retry_after")
+    return StepOutcome(
+        status="failed",
+        attempts=int(data.get("attempts") or 0),
+        error=_remote(data.get("error"), f"{spec.name} failed"),
+        transient=True,
+        retry_after=None if retry_after is None else float(retry_after),
+    )
+
+
+class BusExecutor:
+    """An `Executor` that runs steps on `firebreak worker` processes through a bus.
+
+    Example:
+        >>> async with open_bus("redis://localhost/0") as bus, BusExecutor(bus, store) as ex:
+        ...     result = await Engine(store, executor=ex).run(wf, invoice)
+
+    Args:
+        bus: the task bus (set up by the caller).
+        store: the run's store (set up by the caller); the same the workers commit to.
+        clock: the engine's monotonic clock (the step deadline is on it).
+        poll: seconds between store reads while no reply comes (replies can be lost).
+        grace: seconds past the run's deadline to wait for a worker's commit.
+        name: this executor's id, naming its reply queue; default: random.
+    """
+
+    def __init__(
+        self,
+        bus: TaskBus,
+        store: CheckpointStore,
+        *,
+        clock: Clock = system_clock,
+        poll: float = 5.0,
+        grace: float = 2.0,
+        name: str | None = None,
+    ) -> None:
+        if not poll > 0:
+            raise ValueError(f"poll must be > 0, got {poll!r}")
+        self.bus = bus
+        self.store = store
+        self.clock = clock
+        self.poll = poll
+        self.grace = grace
+        self.name = name or uuid.uuid4().hex[:12]
+        self.reply_queue = f"replies.{self.name}"
+        # (run, agent) -> (task id, future of the reply)
+        self._waiters: dict[tuple[str, str], tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self._replies: asyncio.Task[None] | None = None
+        self._consumer: Consumer | None = None
+        self.published = 0
+        """Tasks published."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop reading replies and delete the reply queue; idempotent."""
+        task, self._replies = self._replies, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.close()
+            with contextlib.suppress(Exception):
+                await self.bus.delete(self.reply_queue)
+
+    def _start(self) -> None:
+        if self._replies is None:
+            self._consumer = self.bus.consumer(
+                [self.reply_queue],
+                group=f"orchestrator-{self.name}",
+                name=self.name,
+                max_in_flight=64,
+            )
+            self._replies = asyncio.get_running_loop().create_task(self._read_replies())
+
+    async def _read_replies(self) -> None:
+        consumer = self._consumer
+        if consumer is None:  # pragma: no cover - _start sets it first
+            return
+        while True:
+            try:
+                delivery = await consumer.get(1.0)
+                if delivery is None:
+                    continue
+                await consumer.ack(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store poll covers lost replies
+                log.warning("reading replies failed: %s", exc)
+                await self.clock.sleep(0.5)
+                continue
+            if delivery.dead:
+                continue
+            body = delivery.body
+            entry = self._waiters.get((str(body.get("run_id")), str(body.get("agent"))))
+            # A commit answers whichever task of the step waits; other replies only their own.
+            mine = body.get("kind") == "committed" or body.get("task") == (entry or ("",))[0]
+            if entry is not None and mine and not entry[1].done():
+                entry[1].set_result(body)
+
+    async def _lease(self, run_id: str) -> Lease:
+        """The run's current lease: the one the orchestrator driving it holds."""
+        record = await self.store.get_run(run_id)
+        if record is None or record.lease_owner is None:
+            raise StaleLease(run_id, token=0 if record is None else record.lease_token)
+        return Lease(
+            run_id=run_id,
+            owner=record.lease_owner,
+            token=record.lease_token,
+            expires_at=record.lease_expires or 0.0,
+        )
+
+    def encode_task(self, call: StepCall, lease: Lease, task_id: str) -> dict[str, Any]:
+        """The task message of `call` (JSON; see docs/distributed.md)."""
+        spec = call.spec
+        deadline = None
+        if call.deadline is not None:
+            deadline = self.store.clock() + (call.deadline - self.clock.now())
+        return {
+            "v": TASK_VERSION,
+            "task": task_id,
+            "workflow": call.workflow,
+            "agent": spec.name,
+            "run_id": call.run_id,
+            "run_input": encode(call.run_input, what="run input"),
+            "outputs": {
+                dep: encode(call.inputs[dep], what=f"output of agent {dep!r}")
+                for dep in spec.params
+            },
+            "degraded": dict(call.degraded),
+            "deadline": deadline,
+            "lease": {"owner": lease.owner, "token": lease.token, "expires_at": lease.expires_at},
+            "reply_to": self.reply_queue,
+        }
+
+    async def execute(self, call: StepCall) -> StepOutcome:
+        """Publish the step's task and wait for its commit; see the module docstring."""
+        spec = call.spec
+        self._start()
+        lease = call.lease or await self._lease(call.run_id)
+        task_id = uuid.uuid4().hex
+        key = (call.run_id, spec.name)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        entry = (task_id, waiter)
+        self._waiters[key] = entry
+        try:
+            body = self.encode_task(call, lease, task_id)
+            await self.bus.publish(task_queue(call.workflow, spec.name), body, key=call.run_id)
+            self.published += 1
+            return await self._wait(call, waiter)
+        finally:
+            if self._waiters.get(key) is entry:
+                del self._waiters[key]
+
+    async def _wait(self, call: StepCall, waiter: asyncio.Future[dict[str, Any]]) -> StepOutcome:
+        spec = call.spec
+        while True:
+            wait = self.poll
+            if call.deadline is not None:
+                wait = min(wait, max(call.deadline + self.grace - self.clock.now(), 0.0))
+            try:
+                async with asyncio.timeout(wait):
+                    reply = await asyncio.shield(waiter)
+            except TimeoutError:
+                stored = (await self.store.get_steps(call.run_id)).get(spec.name)
+                if stored is not None:
+                    return outcome_for(spec, stored)
+                if call.deadline is not None and self.clock.now() >= call.deadline + self.grace:
+                    error = DeadlineExceeded(
+                        f"no worker committed step {spec.name!r} before the run's deadline",
+                        timeout=0.0,
+                    )
+                    return StepOutcome(status="failed", error=error)
+                continue
+            kind = reply.get("kind")
+            if kind == "committed":
+                return outcome_for(spec, record_from_json(reply["step"]))
+            if kind == "paused":
+                return _paused(spec, reply)
+            raise StaleLease(call.run_id, token=int(reply.get("token") or 0))
