@@ -6,6 +6,7 @@ skips the test, or fails it under ``CI=true`` (`tests/servers.py`).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import uuid
@@ -23,7 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from servers import require_server
 
 REDIS_URL = os.environ.get("FIREBREAK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-BACKENDS = ("inproc", "redis")
+# Further backends plug in as modules `bus_backend_<kind>.py` beside this file, each with
+# `require() -> None` (skip, or fail under CI, when its server is unreachable),
+# `make(prefix: str, policy: BusPolicy) -> TaskBus` (built, not set up) and
+# `async cleanup(prefix: str) -> None`.
+PLUGGED = tuple(
+    kind
+    for kind in ("rabbitmq", "nats", "kafka")
+    if (Path(__file__).parent / f"bus_backend_{kind}.py").is_file()
+)
+BACKENDS = ("inproc", "redis", *PLUGGED)
 
 Factory = Callable[[BusPolicy], AbstractAsyncContextManager[TaskBus]]
 
@@ -57,19 +67,26 @@ def prefix() -> str:
 async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Factory]:
     """A factory of set-up buses of one backend; Redis keys are removed afterwards."""
     kind = request.param
+    plugged = importlib.import_module(f"bus_backend_{kind}") if kind in PLUGGED else None
     if kind == "redis":
         require_server("redis", REDIS_URL)
+    elif plugged is not None:
+        plugged.require()
 
     @asynccontextmanager
     async def make(policy: BusPolicy) -> AsyncIterator[TaskBus]:
         bus: TaskBus
         if kind == "inproc":
             bus = InprocBus(name=prefix, policy=policy)
-        else:
+        elif kind == "redis":
             bus = RedisBus(REDIS_URL, prefix=prefix, policy=policy)
+        else:
+            bus = plugged.make(prefix, policy)  # type: ignore[union-attr]
         async with bus:
             yield bus
 
     yield make
     if kind == "redis":
         await _clean_redis(prefix)
+    elif plugged is not None:
+        await plugged.cleanup(prefix)

@@ -21,8 +21,19 @@ _MODULES = {
     "inproc": "firebreak.bus.inproc",
     "redis": "firebreak.bus.redis",
     "rediss": "firebreak.bus.redis",
+    "amqp": "firebreak.bus.rabbitmq",
+    "amqps": "firebreak.bus.rabbitmq",
+    "nats": "firebreak.bus.nats",
+    "kafka": "firebreak.bus.kafka",
 }
-_EXTRAS = {"redis": "redis", "rediss": "redis"}
+_EXTRAS = {
+    "redis": "redis",
+    "rediss": "redis",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "nats": "nats",
+    "kafka": "kafka",
+}
 
 
 def open_bus(url: str | None = None, *, policy: BusPolicy | None = None) -> TaskBus:
