@@ -33,6 +33,7 @@ class Server:
     env: str
     default: str
     start: Callable[[contextlib.ExitStack], str | None]
+    missing: str = "no server binary installed"
 
 
 def _where(url: str) -> str:
@@ -96,6 +97,33 @@ def _start_redis(stack: contextlib.ExitStack) -> str | None:
     return f"redis://127.0.0.1:{port}/15" if _wait_port(port) else None
 
 
+def _start_nats(stack: contextlib.ExitStack) -> str | None:
+    binary = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+    )
+    if binary is None:
+        return None
+    store = Path(tempfile.mkdtemp(prefix="firebreak-nats-"))
+    stack.callback(shutil.rmtree, store, ignore_errors=True)
+    port = _free_port()
+    _spawn(stack, [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)])
+    return f"nats://127.0.0.1:{port}" if _wait_port(port) else None
+
+
+def _start_rabbitmq(stack: contextlib.ExitStack) -> str | None:
+    # A throwaway RabbitMQ would need its own node name, ports and epmd; the machine's
+    # own server is started instead (`rabbitmq-server -detached`, ~12 s) and stopped after.
+    server, ctl = shutil.which("rabbitmq-server"), shutil.which("rabbitmqctl")
+    if server is None or ctl is None:
+        return None
+    null = subprocess.DEVNULL
+    started = subprocess.run([server, "-detached"], check=False, stdout=null, stderr=null)  # noqa: S603
+    if started.returncode != 0:
+        return None
+    stack.callback(subprocess.run, [ctl, "stop"], check=False, stdout=null, stderr=null)
+    return "amqp://guest:guest@127.0.0.1:5672/" if _wait_port(5672, 60) else None
+
+
 def _as_postgres() -> list[str]:
     # initdb and pg_ctl refuse to run as root: drop to the postgres user when we are root.
     if os.geteuid() == 0:
@@ -132,6 +160,14 @@ def _start_postgres(stack: contextlib.ExitStack) -> str | None:
 
 SERVERS = [
     Server("redis", "FIREBREAK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15", _start_redis),
+    Server("nats", "FIREBREAK_TEST_NATS_URL", "nats://127.0.0.1:4222", _start_nats),
+    Server(
+        "rabbitmq",
+        "FIREBREAK_TEST_AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/",
+        _start_rabbitmq,
+        missing="rabbitmq-server is not installed",
+    ),
     Server(
         "postgres",
         "FIREBREAK_TEST_POSTGRES_URL",
@@ -173,7 +209,12 @@ def servers() -> Iterator[list[str]]:
             except (OSError, subprocess.CalledProcessError) as exc:
                 started, why = None, str(exc)
             else:
-                why = "no server binary installed" if started is None else ""
+                why = (
+                    "not started here: run `rabbitmq-server -detached`"
+                    if server.name == "rabbitmq"
+                    else "no server binary installed"
+                )
+                why = why if started is None else ""
             if started is None:
                 notes.append(
                     f"{server.name}: NOT AVAILABLE ({why}; its tests skip, or fail if CI=true)"
