@@ -126,9 +126,10 @@ def _outcome_name(exc: BaseException) -> Literal["error", "invalid", "timeout", 
 class _Plan:
     """What every step of one agent shares: its policies, built once per executor."""
 
-    __slots__ = ("breaker", "bulkhead", "retry", "timeout")
+    __slots__ = ("breaker", "bulkhead", "retry", "spec", "timeout")
 
     def __init__(self, executor: LocalExecutor, workflow: str, spec: AgentSpec) -> None:
+        self.spec = spec
         clock = executor.clock
         self.timeout = Timeout(spec.timeout, name=spec.name, clock=clock)
         self.breaker = None if spec.breaker is None else executor.registry.get(spec.breaker)
@@ -161,14 +162,7 @@ class LocalExecutor:
         self.store = store
         self.registry = registry
         self.clock = clock
-        self._plans: dict[tuple[str, str, int], _Plan] = {}
-
-    def _plan(self, workflow: str, spec: AgentSpec) -> _Plan:
-        key = (workflow, spec.name, id(spec))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = _Plan(self, workflow, spec)
-        return plan
+        self._plans: dict[int, _Plan] = {}  # by id(spec); the plan keeps its spec alive
 
     async def execute(self, call: StepCall) -> StepOutcome:
         """Run the step; every failure becomes a `StepOutcome`, never an exception."""
@@ -180,8 +174,10 @@ class LocalExecutor:
 
     async def _execute(self, call: StepCall) -> StepOutcome:
         spec = call.spec
-        plan = self._plan(call.workflow, spec)
-        run = _StepRun(call, SharedState(self.store, call.run_id), self.clock, plan.timeout)
+        plan = self._plans.get(id(spec))
+        if plan is None or plan.spec is not spec:
+            plan = self._plans[id(spec)] = _Plan(self, call.workflow, spec)
+        run = _StepRun(call, self.store, self.clock, plan.timeout)
         primary = run.guarded(spec.fn)
         if plan.breaker is not None:
             primary = functools.partial(plan.breaker.call, primary)
@@ -218,9 +214,11 @@ class _StepRun:
 
     __slots__ = ("attempts", "call", "clock", "state", "timeout", "used_fallback")
 
-    def __init__(self, call: StepCall, state: SharedState, clock: Clock, timeout: Timeout) -> None:
+    def __init__(
+        self, call: StepCall, store: CheckpointStore, clock: Clock, timeout: Timeout
+    ) -> None:
         self.call = call
-        self.state = state
+        self.state = SharedState(store, call.run_id)
         self.clock = clock
         self.timeout = timeout
         self.attempts = 0

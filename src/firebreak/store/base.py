@@ -150,7 +150,8 @@ class StepRecord:
     """Wall-clock epoch seconds of commit; 0 lets the store stamp it."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "status", StepStatus(self.status))
+        if type(self.status) is not StepStatus:
+            object.__setattr__(self, "status", StepStatus(self.status))
         if self.attempts < 0:
             raise ValueError(f"attempts must be >= 0, got {self.attempts}")
 
