@@ -165,12 +165,35 @@ class MemoryStore:
         ttl: float,
     ) -> tuple[RunRecord, bool, Lease | None]:
         """Get or create the run, take its lease and mark it running (`SupportsBeginFinish`)."""
-        # No await inside any of these: together they are atomic on the event loop.
-        run, created = await self.create_run(run_id, workflow, input)
+        # One record update and one copy out: this runs at the start of every run.
+        now = self.clock()
+        run = self._runs.get(run_id)
+        created = run is None
+        if run is None:
+            run = RunRecord(
+                run_id=run_id, workflow=workflow, input=_clone(input), created_at=now,
+                updated_at=now,
+            )  # fmt: skip
+            self._runs[run_id] = run
+            self._run_order[run_id] = next(self._counter)
         if run.status in TERMINAL or run.workflow != workflow:
-            return run, created, None
-        lease = await self.acquire_lease(run_id, owner, ttl)
-        return await self.set_run_status(lease, RunStatus.RUNNING), created, lease
+            return _run_out(run), created, None
+        lease = _rules.decide_lease(
+            run_id=run_id,
+            owner=owner,
+            current_owner=run.lease_owner,
+            current_token=run.lease_token,
+            current_expires=run.lease_expires,
+            now=now,
+            ttl=seconds(ttl),
+        )
+        run = _evolve(
+            run, status=RunStatus.RUNNING, result=None, error=None, resume_at=None,
+            updated_at=now, lease_owner=lease.owner, lease_token=lease.token,
+            lease_expires=lease.expires_at,
+        )  # fmt: skip
+        self._runs[run_id] = run
+        return _run_out(run), created, lease
 
     async def finish_run(
         self,
@@ -182,11 +205,13 @@ class MemoryStore:
         resume_at: float | None = None,
     ) -> RunRecord:
         """Set the final status and release the lease at once (`SupportsBeginFinish`)."""
-        run = await self.set_run_status(
-            lease, status, result=result, error=error, resume_at=resume_at
-        )
-        await self.release_lease(lease)
-        return await self.get_run(run.run_id) or run
+        new_result, new_error = _clone(result), _clone(error)
+        run = _evolve(
+            self._fenced(lease), status=RunStatus(status), result=new_result, error=new_error,
+            resume_at=resume_at, updated_at=self.clock(), lease_owner=None, lease_expires=None,
+        )  # fmt: skip
+        self._runs[run.run_id] = run
+        return _run_out(run)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""
