@@ -140,6 +140,15 @@ def run_command(
         typer.Option("--run-id", help="The run's id (default: random); an existing run continues."),
     ] = None,
     store: Store = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            envvar="FIREBREAK_BUS",
+            help="Run the steps on `firebreak worker` processes through this bus "
+            "(redis://..., inproc://...); default: in this process.",
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Run a workflow on an input; exit with the run's status code."""
@@ -151,7 +160,7 @@ def run_command(
         run_id = run_id or uuid.uuid4().hex
 
         async def go() -> RunResult:
-            async with Engine(store) as engine:
+            async with Engine(store, bus=bus) as engine:
                 with RunProgress(
                     err_console, f"run {run_id} ({workflow.name})", total=len(workflow.agents)
                 ):
