@@ -30,7 +30,6 @@ Check: TypeAlias = Callable[[BusFactory], Awaitable[None]]
 
 VISIBILITY = 0.3
 """The visibility timeout the checks run with, seconds."""
-_POLICY = BusPolicy(visibility_timeout=VISIBILITY, max_deliveries=3)
 _QUIET = 0.15  # how long "nothing arrives" is watched for
 
 
@@ -38,23 +37,38 @@ def _queue() -> str:
     return f"conf-{uuid.uuid4().hex[:10]}"
 
 
-async def _drain(consumer_get: Callable[[float], Awaitable[Delivery | None]]) -> list[Delivery]:
+def _timing(make: BusFactory) -> tuple[float, float, BusPolicy]:
+    """Visibility timeout, quiet period and policy for a backend.
+
+    A factory may carry a ``time_scale`` attribute: a backend whose consumers need longer
+    to join (Kafka's group rebalance takes about a second) runs every check on a longer
+    clock, with the same proportions, instead of the checks being loosened.
+    """
+    scale = float(getattr(make, "time_scale", 1.0))
+    visibility, quiet = VISIBILITY * scale, _QUIET * scale
+    return visibility, quiet, BusPolicy(visibility_timeout=visibility, max_deliveries=3)
+
+
+async def _drain(
+    consumer_get: Callable[[float], Awaitable[Delivery | None]], quiet: float
+) -> list[Delivery]:
     out = []
-    while (delivery := await consumer_get(_QUIET)) is not None:
+    while (delivery := await consumer_get(quiet)) is not None:
         out.append(delivery)
     return out
 
 
 async def order_per_key(make: BusFactory) -> None:
     """One consumer receives a queue's messages in publish order, so per run (key) too."""
-    async with make(_POLICY) as bus:
+    _visibility, quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             sent = [(f"run-{i % 3}", i) for i in range(30)]
             for key, n in sent:
                 await bus.publish(queue, {"n": n}, key=key)
             consumer = bus.consumer([queue], group="g", name="c1", max_in_flight=100)
-            got = await _drain(consumer.get)
+            got = await _drain(consumer.get, quiet)
             assert [(d.key, d.body["n"]) for d in got] == sent, got
             for delivery in got:
                 assert delivery.deliveries == 1
@@ -66,7 +80,8 @@ async def order_per_key(make: BusFactory) -> None:
 
 async def at_least_once(make: BusFactory) -> None:
     """Competing consumers together receive every message once when all ack; none after."""
-    async with make(_POLICY) as bus:
+    visibility, quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             consumers = [
@@ -78,7 +93,7 @@ async def at_least_once(make: BusFactory) -> None:
             async def work(index: int) -> list[int]:
                 consumer = consumers[index]
                 seen = []
-                while (delivery := await consumer.get(_QUIET * 2)) is not None:
+                while (delivery := await consumer.get(quiet * 2)) is not None:
                     seen.append(delivery.body["n"])
                     await consumer.ack(delivery)
                 return seen
@@ -86,8 +101,8 @@ async def at_least_once(make: BusFactory) -> None:
             seen = await asyncio.gather(*(work(i) for i in range(3)))
             flat = sorted(n for part in seen for n in part)
             assert flat == list(range(60)), flat
-            await asyncio.sleep(VISIBILITY * 1.5)
-            assert await consumers[0].get(_QUIET) is None, "an acked message came back"
+            await asyncio.sleep(visibility * 1.5)
+            assert await consumers[0].get(quiet) is None, "an acked message came back"
             for consumer in consumers:
                 await consumer.close()
         finally:
@@ -96,7 +111,8 @@ async def at_least_once(make: BusFactory) -> None:
 
 async def redelivery_after_death(make: BusFactory) -> None:
     """What a consumer held without acking goes to another after the visibility timeout."""
-    async with make(_POLICY) as bus:
+    visibility, _quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             await bus.publish(queue, {"task": "x"}, key="run-1")
@@ -104,12 +120,12 @@ async def redelivery_after_death(make: BusFactory) -> None:
             first = await dying.get(1.0)
             assert first is not None and first.deliveries == 1
             survivor = bus.consumer([queue], group="g", name="survivor")
-            assert await survivor.get(VISIBILITY / 3) is None, "redelivered before its timeout"
-            again = await survivor.get(VISIBILITY * 4)
+            assert await survivor.get(visibility / 3) is None, "redelivered before its timeout"
+            again = await survivor.get(visibility * 4)
             assert again is not None, "not redelivered"
             assert (again.id, again.body, again.deliveries) == (first.id, first.body, 2)
             await survivor.ack(again)
-            assert await survivor.get(VISIBILITY * 1.5) is None
+            assert await survivor.get(visibility * 1.5) is None
             await survivor.close()
             await dying.close()
         finally:
@@ -118,7 +134,8 @@ async def redelivery_after_death(make: BusFactory) -> None:
 
 async def touch_keeps_it(make: BusFactory) -> None:
     """A consumer still working touches its message; nobody else gets it meanwhile."""
-    async with make(_POLICY) as bus:
+    visibility, _quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             await bus.publish(queue, {"task": "slow"}, key="run-1")
@@ -128,7 +145,7 @@ async def touch_keeps_it(make: BusFactory) -> None:
             other = bus.consumer([queue], group="g", name="other")
             for _ in range(5):
                 await worker.touch(held)
-                assert await other.get(VISIBILITY / 2) is None, "taken while being touched"
+                assert await other.get(visibility / 2) is None, "taken while being touched"
             await worker.ack(held)
             await worker.close()
             await other.close()
@@ -138,7 +155,8 @@ async def touch_keeps_it(make: BusFactory) -> None:
 
 async def release_hands_back(make: BusFactory) -> None:
     """A released message goes to another consumer soon, and the delivery is not counted."""
-    async with make(_POLICY) as bus:
+    visibility, _quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             await bus.publish(queue, {"task": "x"}, key="run-1")
@@ -149,7 +167,7 @@ async def release_hands_back(make: BusFactory) -> None:
             assert leaving.in_flight == 0
             await leaving.close()
             other = bus.consumer([queue], group="g", name="other")
-            again = await other.get(VISIBILITY * 4)
+            again = await other.get(visibility * 4)
             assert again is not None and again.id == held.id
             assert again.deliveries == 1, again.deliveries
             await other.ack(again)
@@ -160,17 +178,18 @@ async def release_hands_back(make: BusFactory) -> None:
 
 async def poison_to_dead_letters(make: BusFactory) -> None:
     """A message delivered max_deliveries times without an ack ends in the dead letters."""
-    async with make(_POLICY) as bus:
+    visibility, _quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             await bus.publish(queue, {"task": "poison"}, key="run-p")
             await bus.publish(queue, {"task": "fine"}, key="run-f")
             fine_seen = False
             dead: Delivery | None = None
-            for attempt in range(_POLICY.max_deliveries + 2):
+            for attempt in range(policy.max_deliveries + 2):
                 consumer = bus.consumer([queue], group="g", name=f"victim-{attempt}")
                 while True:
-                    delivery = await consumer.get(VISIBILITY * 4)
+                    delivery = await consumer.get(visibility * 4)
                     assert delivery is not None, "the poison message vanished"
                     if delivery.body["task"] == "fine":
                         fine_seen = True
@@ -184,13 +203,13 @@ async def poison_to_dead_letters(make: BusFactory) -> None:
                 assert delivery.deliveries == attempt + 1
             assert fine_seen, "a good message was held up behind the poison one"
             assert dead is not None, "never dead-lettered"
-            assert dead.deliveries == _POLICY.max_deliveries + 1
+            assert dead.deliveries == policy.max_deliveries + 1
             assert dead.body == {"task": "poison"} and dead.key == "run-p"
             letters = await bus.dead_letters(queue)
             assert [(d.id, d.body) for d in letters] == [(dead.id, dead.body)]
             assert letters[0].reason
             last = bus.consumer([queue], group="g", name="after")
-            assert await last.get(VISIBILITY * 2) is None, "delivered after dead-lettering"
+            assert await last.get(visibility * 2) is None, "delivered after dead-lettering"
             await last.close()
         finally:
             await bus.delete(queue)
@@ -198,7 +217,8 @@ async def poison_to_dead_letters(make: BusFactory) -> None:
 
 async def reject_dead_letters(make: BusFactory) -> None:
     """`reject` moves a message to the dead letters at once, with its reason."""
-    async with make(_POLICY) as bus:
+    visibility, _quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             await bus.publish(queue, {"task": "bad"}, key="run-1")
@@ -209,7 +229,7 @@ async def reject_dead_letters(make: BusFactory) -> None:
             assert consumer.in_flight == 0
             letters = await bus.dead_letters(queue)
             assert [(d.body, d.reason) for d in letters] == [({"task": "bad"}, "no such agent")]
-            assert await consumer.get(VISIBILITY * 2) is None
+            assert await consumer.get(visibility * 2) is None
             await consumer.close()
         finally:
             await bus.delete(queue)
@@ -217,7 +237,8 @@ async def reject_dead_letters(make: BusFactory) -> None:
 
 async def backpressure(make: BusFactory) -> None:
     """A consumer never holds more than max_in_flight unacked messages."""
-    async with make(_POLICY) as bus:
+    _visibility, quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queue = _queue()
         try:
             for i in range(5):
@@ -227,12 +248,12 @@ async def backpressure(make: BusFactory) -> None:
             b = await consumer.get(1.0)
             assert a is not None and b is not None
             assert consumer.in_flight == 2
-            assert await consumer.get(_QUIET) is None, "a third message while two are held"
+            assert await consumer.get(quiet) is None, "a third message while two are held"
             await consumer.ack(a)
             c = await consumer.get(1.0)
             assert c is not None and consumer.in_flight == 2
             waiter = asyncio.ensure_future(consumer.get(2.0))
-            await asyncio.sleep(_QUIET / 2)
+            await asyncio.sleep(quiet / 2)
             assert not waiter.done()
             await consumer.ack(b)
             d = await waiter
@@ -247,13 +268,14 @@ async def backpressure(make: BusFactory) -> None:
 
 async def several_queues(make: BusFactory) -> None:
     """One consumer reads several queues (a worker serving several agents)."""
-    async with make(_POLICY) as bus:
+    _visibility, quiet, policy = _timing(make)
+    async with make(policy) as bus:
         queues = [_queue(), _queue()]
         try:
             await bus.publish(queues[0], {"q": 0}, key="r")
             await bus.publish(queues[1], {"q": 1}, key="r")
             consumer = bus.consumer(queues, group="g", name="c", max_in_flight=10)
-            got = await _drain(consumer.get)
+            got = await _drain(consumer.get, quiet)
             assert sorted((d.queue, d.body["q"]) for d in got) == sorted(
                 [(queues[0], 0), (queues[1], 1)]
             )

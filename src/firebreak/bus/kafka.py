@@ -1,0 +1,836 @@
+"""`KafkaBus`: a `TaskBus` on the Kafka protocol via aiokafka (``kafka://``, extra ``kafka``).
+
+Kafka has no per-message acknowledgement, lease or visibility timeout: a consumer group
+owns *partitions*, and a member's progress is one committed offset per partition. This
+backend maps the `TaskBus` contract onto that as follows.
+
+Topics (created on first use; ``<prefix>`` from the URL):
+
+- ``<prefix>.<queue>`` — the tasks, keyed by the message ``key`` (firebreak: the run id),
+  so one run's tasks share a partition and keep their order;
+- ``<prefix>.<queue>.retry`` — messages handed back (`release`) or abandoned (their
+  holder let the visibility timeout pass, or closed while holding them), re-published
+  with their delivery count in the ``fb-n`` header;
+- ``<prefix>.<queue>.dead`` — the dead letters (`reject`, unreadable bodies, and
+  messages past ``max_deliveries``), with ``fb-reason``.
+
+Every message carries a stable id (header ``fb-id``), the same on every redelivery.
+
+Consumers and offsets:
+
+- A consumer joins the Kafka consumer group ``<prefix>.<group>`` over the task and retry
+  topics of its queues and commits offsets by hand (auto-commit is off). The committed
+  offset of a partition is the **lowest offset handed out and not yet settled** (acked,
+  released, rejected or abandoned), so nothing handed out is ever skipped by a crash.
+- **A dead process** (SIGKILL, lost host) stops heart-beating; after the session timeout
+  the group rebalances and the new owner re-consumes every uncommitted offset: that is
+  the redelivery. Each hand-out is first recorded in the commit's metadata (offset →
+  hand-outs), so the new owner counts it. Brokers that drop commit metadata (Tansu does)
+  do not count such crash redeliveries: there a task that kills every worker it reaches
+  is redelivered without end instead of being dead-lettered.
+- **A live holder that lets the visibility timeout pass** (a hung step) abandons the
+  message itself: a background timer re-publishes it to the retry topic with its count
+  (so another member picks it up) and settles the original. A late `ack` of it is a
+  no-op: the copy is another consumer's now. `touch` restarts that timer; it sends
+  nothing to the broker, because liveness is the group heartbeat (aiokafka sends it in
+  the background), not the message.
+- **A rebalance** (a member joins or leaves) waits, in the revoking member, for its held
+  messages of the revoked partitions to be settled — or to pass their visibility timeout
+  and be abandoned — before it commits and lets go (``rebalance_timeout`` bounds the wait;
+  what is still held then is left uncommitted and re-consumed by the new owner).
+  Messages fetched but not yet handed out are dropped and re-consumed by the new owner.
+- `release` re-publishes to the retry topic with the count unchanged and settles the
+  original; `close` abandons what is still held (counted) and leaves the group.
+- Partitions are assigned only to members waiting in `get` at the time of the join when
+  there are any (a member at ``max_in_flight``, or one that no longer polls, takes none);
+  otherwise round-robin over all members.
+
+Where this differs from Redis Streams (and RabbitMQ):
+
+- **Joining a group is slow**: every join or rebalance takes the broker's join delay
+  (Tansu: about one second; Apache Kafka: ``group.initial.rebalance.delay.ms``), and all
+  members pause meanwhile. The first `get` of a consumer therefore waits for its join
+  (up to ``join_timeout`` seconds) before its own ``wait`` starts.
+- A dead *process* is noticed after the **session timeout**, not the visibility timeout.
+- A released or abandoned message goes to the **back** of the retry topic: it keeps
+  no order relative to newer messages of its key (firebreak publishes a run's next
+  tasks only after the previous ones are committed, so runs are unaffected).
+- Abandoned messages come back as soon as their holder notices (its timer) or closes,
+  not exactly at the visibility timeout.
+- ``partitions`` (default 1) bounds how many members consume a queue at once; order
+  holds per partition, i.e. per key when ``partitions > 1``.
+
+This backend was developed and tested against **Tansu**, a Kafka-compatible broker; it
+is not Apache Kafka. Tansu's known gaps: the idempotent producer fails (this backend
+does not use it), offset-commit metadata is not stored (see above).
+
+URL: ``kafka://host:port[,host:port...][?prefix=..&visibility_timeout=..&max_deliveries=..
+&partitions=..&session_timeout=..&heartbeat_interval=..&rebalance_timeout=..
+&join_timeout=..]`` (durations in seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.coordinator.protocol import (  # type: ignore[import-untyped]
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[import-untyped]
+from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[import-untyped]
+
+from firebreak.bus.base import BusPolicy, Delivery
+
+__all__ = ["KafkaBus", "KafkaConsumer", "from_url"]
+
+log = logging.getLogger(__name__)
+
+_FLOATS = ("session_timeout", "heartbeat_interval", "rebalance_timeout", "join_timeout")
+_OPTIONS = frozenset({"prefix", "visibility_timeout", "max_deliveries", "partitions", *_FLOATS})
+_TOPIC_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_ID, _COUNT, _REASON, _DUE = "fb-id", "fb-n", "fb-reason", "fb-due"
+
+
+def from_url(url: str, *, policy: BusPolicy | None = None) -> KafkaBus:
+    """Build (not connect) a bus from a ``kafka://`` URL; see the module docstring."""
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ValueError(f"bus URL {url!r}: unknown option(s) {', '.join(unknown)}")
+    servers = parts.netloc.rpartition("@")[2] or "127.0.0.1:9092"
+    try:
+        if policy is None:
+            policy = BusPolicy(
+                visibility_timeout=float(options.get("visibility_timeout", 30.0)),
+                max_deliveries=int(options.get("max_deliveries", 5)),
+            )
+        extra = {name: float(options[name]) for name in _FLOATS if name in options}
+        return KafkaBus(
+            servers,
+            prefix=options.get("prefix", "firebreak"),
+            policy=policy,
+            partitions=int(options.get("partitions", 1)),
+            **extra,
+        )
+    except ValueError as exc:
+        raise ValueError(f"bus URL {url!r}: {exc}") from None
+
+
+def _header(headers: Iterable[tuple[str, bytes]] | None, name: str, default: str = "") -> str:
+    for key, value in headers or ():
+        if key == name:
+            return value.decode(errors="replace")
+    return default
+
+
+def _json_object(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw or b"")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class KafkaBus:
+    """A `TaskBus` on a Kafka-protocol broker; build with ``open_bus("kafka://…")``.
+
+    Example:
+        >>> async with KafkaBus("127.0.0.1:9092", prefix="billing") as bus:
+        ...     await bus.publish("invoice.extract", {"run_id": "inv-42"}, key="inv-42")
+
+    Args:
+        servers: bootstrap servers, ``host:port[,host:port...]``.
+        prefix: every topic and group name starts with ``<prefix>.``.
+        policy: visibility timeout and maximum deliveries.
+        partitions: partitions of each topic this bus creates.
+        session_timeout: seconds without a heartbeat after which a member is dead.
+        heartbeat_interval: seconds between heartbeats (default: a fifth of the session).
+        rebalance_timeout: seconds a rebalance may wait for held messages.
+        join_timeout: seconds the first `get` of a consumer waits for its group join.
+    """
+
+    def __init__(
+        self,
+        servers: str,
+        *,
+        prefix: str = "firebreak",
+        policy: BusPolicy | None = None,
+        partitions: int = 1,
+        session_timeout: float = 10.0,
+        heartbeat_interval: float | None = None,
+        rebalance_timeout: float | None = None,
+        join_timeout: float = 30.0,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        for name, value in (("session_timeout", session_timeout), ("join_timeout", join_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.servers = servers
+        self.prefix = prefix
+        self.policy = policy or BusPolicy()
+        self.partitions = partitions
+        self.session_timeout = session_timeout
+        self.heartbeat_interval = heartbeat_interval or max(session_timeout / 5, 0.05)
+        self.rebalance_timeout = rebalance_timeout or max(
+            session_timeout, self.policy.visibility * 2
+        )
+        self.join_timeout = join_timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._topics: set[str] = set()
+        self._topic_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"KafkaBus(servers={self.servers!r}, prefix={self.prefix!r})"
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The shared producer (after `setup`)."""
+        if self._producer is None:
+            raise RuntimeError("KafkaBus used before setup(); use `async with` or await setup()")
+        return self._producer
+
+    async def setup(self) -> None:
+        """Connect a producer and an admin client; idempotent."""
+        if self._producer is not None:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.servers)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.servers, enable_idempotence=False, acks="all", linger_ms=0
+        )
+        try:
+            await admin.start()
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            await admin.close()
+            raise
+        self._admin, self._producer = admin, producer
+
+    async def close(self) -> None:
+        """Close the producer and the admin client; idempotent."""
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        if producer is not None:
+            await producer.stop()
+        if admin is not None:
+            await admin.close()
+
+    async def __aenter__(self) -> Self:
+        await self.setup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def topic(self, queue: str, kind: str = "") -> str:
+        """The topic of `queue` (`kind`: ``""``, ``"retry"`` or ``"dead"``)."""
+        name = _TOPIC_CHARS.sub("_", f"{self.prefix}.{queue}")
+        return f"{name}.{kind}" if kind else name
+
+    def group_id(self, group: str) -> str:
+        """The Kafka consumer group of `group`."""
+        return f"{self.prefix}.{group}"
+
+    async def ensure(self, queues: Iterable[str]) -> None:
+        """Create the task, retry and dead-letter topics of `queues` if missing."""
+        wanted = [self.topic(q, k) for q in queues for k in ("", "retry", "dead")]
+        async with self._topic_lock:
+            missing = [t for t in wanted if t not in self._topics]
+            if not missing:
+                return
+            if self._admin is None:
+                raise RuntimeError("KafkaBus used before setup()")
+            for name in missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await self._admin.create_topics([NewTopic(name, self.partitions, 1)])
+            self._topics.update(missing)
+
+    async def send(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str,
+        message_id: str,
+        count: int,
+        reason: str = "",
+        due: float = 0.0,
+    ) -> None:
+        """Produce one record and wait for the broker's acknowledgement."""
+        headers = [(_ID, message_id.encode()), (_COUNT, str(count).encode())]
+        if reason:
+            headers.append((_REASON, reason.encode()))
+        if due:
+            headers.append((_DUE, repr(due).encode()))
+        await self.producer.send_and_wait(topic, body, key=key.encode(), headers=headers)
+
+    async def publish(self, queue: str, body: Mapping[str, Any], *, key: str) -> str:
+        """Produce the message to the queue's topic; its id is a new uuid."""
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        await self.ensure([queue])
+        message_id = uuid.uuid4().hex
+        await self.send(self.topic(queue), text, key=key, message_id=message_id, count=0)
+        return message_id
+
+    def consumer(
+        self, queues: Sequence[str], *, group: str, name: str, max_in_flight: int = 1
+    ) -> KafkaConsumer:
+        """A member of `group` over `queues`; it starts joining at once (in a running loop)."""
+        return KafkaConsumer(self, list(queues), group=group, name=name, limit=max_in_flight)
+
+    async def dead_letters(self, queue: str, *, limit: int = 100) -> list[Delivery]:
+        """The dead-letter topic of `queue`, oldest first (read without a group)."""
+        await self.ensure([queue])
+        topic = self.topic(queue, "dead")
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.servers, enable_auto_commit=False, group_id=None
+        )
+        await reader.start()
+        out: list[Delivery] = []
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())
+            ]
+            if not partitions:
+                return out
+            reader.assign(partitions)
+            await reader.seek_to_beginning(*partitions)
+            ends = await reader.end_offsets(partitions)
+            left = {tp for tp in partitions if ends[tp] > 0}
+            records: list[Any] = []
+            deadline = time.monotonic() + 10.0
+            while left and time.monotonic() < deadline:
+                batch = await reader.getmany(*left, timeout_ms=200)
+                for tp, items in batch.items():
+                    records.extend(items)
+                    if items and items[-1].offset + 1 >= ends[tp]:
+                        left.discard(tp)
+            records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+            for record in records[:limit]:
+                body = _json_object(record.value) or {}
+                out.append(
+                    Delivery(
+                        queue=queue,
+                        id=_header(record.headers, _ID),
+                        key=(record.key or b"").decode(errors="replace"),
+                        body=body,
+                        deliveries=int(_header(record.headers, _COUNT, "0")),
+                        dead=True,
+                        reason=_header(record.headers, _REASON),
+                    )
+                )
+        finally:
+            await reader.stop()
+        return out
+
+    async def delete(self, queue: str) -> None:
+        """Delete the queue's topics (best effort: a broker may refuse)."""
+        names = [self.topic(queue, k) for k in ("", "retry", "dead")]
+        self._topics.difference_update(names)
+        if self._admin is None:
+            return
+        try:
+            await self._admin.delete_topics(names)
+        except KafkaError as exc:  # pragma: no cover - depends on the broker
+            log.debug("could not delete topics %s: %s", names, exc)
+
+
+@dataclass(slots=True)
+class _Held:
+    delivery: Delivery
+    tp: TopicPartition
+    offset: int
+    body: bytes
+    handouts: int
+    expires: float
+    orphaned: bool = False
+
+
+@dataclass(slots=True)
+class _Partition:
+    held: dict[int, _Held] = field(default_factory=dict)
+    next: int | None = None  # the offset after the last one taken from it
+    handouts: dict[int, int] = field(default_factory=dict)  # from commit metadata
+    committed: tuple[int, str] | None = None
+
+
+class _ActiveAssignor:
+    """Round-robin over the members waiting in `get` at the join (all, if none is)."""
+
+    name = "firebreak-active"
+    version = 0
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self.consumer = consumer
+
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        active = self.consumer.waiting
+        return ConsumerProtocolMemberMetadata(
+            self.version, sorted(topics), json.dumps({"active": active}).encode()
+        )
+
+    def assign(
+        self, cluster: Any, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        def active(meta: ConsumerProtocolMemberMetadata) -> bool:
+            try:
+                return bool(json.loads(meta.user_data or b"{}").get("active"))
+            except (ValueError, AttributeError):
+                return False
+
+        eligible = sorted(m for m, meta in members.items() if active(meta)) or sorted(members)
+        topics = sorted({t for meta in members.values() for t in meta.subscription})
+        chosen: dict[str, dict[str, list[int]]] = {m: {} for m in members}
+        turn = 0
+        for topic in topics:
+            takers = [m for m in eligible if topic in members[m].subscription] or [
+                m for m in sorted(members) if topic in members[m].subscription
+            ]
+            for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+                member = takers[turn % len(takers)]
+                turn += 1
+                chosen[member].setdefault(topic, []).append(partition)
+        return {
+            m: ConsumerProtocolMemberAssignment(self.version, sorted(parts.items()), b"")
+            for m, parts in chosen.items()
+        }
+
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
+        """Nothing to remember."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.consumer.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.consumer.assigned(set(assigned))
+
+
+class KafkaConsumer:
+    """A member of a Kafka consumer group over the topics of one or more queues."""
+
+    def __init__(
+        self, bus: KafkaBus, queues: list[str], *, group: str, name: str, limit: int
+    ) -> None:
+        if not queues:
+            raise ValueError("a consumer needs at least one queue")
+        if limit < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        self.bus = bus
+        self.queues = queues
+        self.group = group
+        self.name = name
+        self.limit = limit
+        self.waiting = False
+        """Whether a `get` is waiting now (the assignor gives partitions to such members)."""
+        self._queue_of: dict[str, str] = {}
+        self._retry: set[str] = set()
+        for queue in queues:
+            self._queue_of[bus.topic(queue)] = queue
+            self._queue_of[bus.topic(queue, "retry")] = queue
+            self._retry.add(bus.topic(queue, "retry"))
+        self._kafka: AIOKafkaConsumer | None = None
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._buffer: deque[Any] = deque()
+        self._paused: dict[TopicPartition, float] = {}  # retry partitions waiting: until
+        self._joined = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._revoking = False
+        self._start_task: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        with contextlib.suppress(RuntimeError):  # no running loop: the first get starts it
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+
+    @property
+    def in_flight(self) -> int:
+        """Messages handed out and not yet settled."""
+        return len(self._held)
+
+    async def _start(self) -> None:
+        bus = self.bus
+        await bus.ensure(self.queues)
+        kafka = AIOKafkaConsumer(
+            bootstrap_servers=bus.servers,
+            group_id=bus.group_id(self.group),
+            client_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(bus.session_timeout * 1000),
+            heartbeat_interval_ms=int(bus.heartbeat_interval * 1000),
+            rebalance_timeout_ms=int(bus.rebalance_timeout * 1000),
+            partition_assignment_strategy=(_ActiveAssignor(self),),
+            retry_backoff_ms=20,
+        )
+        await kafka.start()
+        self._kafka = kafka
+        kafka.subscribe(sorted(self._queue_of), listener=_Listener(self))
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _ensure_started(self) -> AIOKafkaConsumer:
+        if self._start_task is None:
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._start_task)
+        if self._kafka is None:  # pragma: no cover - _start sets it or raises
+            raise RuntimeError("consumer not started")
+        return self._kafka
+
+    # -- rebalance ------------------------------------------------------------------
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        """Let go of `revoked`: wait for held messages to settle or expire, then commit."""
+        self._revoking = True
+        try:
+            self._buffer = deque(r for r in self._buffer if self._tp(r) not in revoked)
+            for tp in revoked:
+                self._paused.pop(tp, None)
+            end = time.monotonic() + self.bus.rebalance_timeout * 0.8
+            while True:
+                self._expire()
+                await self._flush_abandoned()
+                left = [h for h in self._held.values() if h.tp in revoked and not h.orphaned]
+                if not left or time.monotonic() >= end:
+                    break
+                soonest = min(h.expires for h in left) - time.monotonic()
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(min(soonest, end - time.monotonic()), 0.01)):
+                        await self._changed.wait()
+            await self._commit(*[tp for tp in revoked if tp in self._parts])
+            for held in list(self._held.values()):
+                if held.tp in revoked:
+                    held.orphaned = True  # the new owner re-consumes it
+            for tp in revoked:
+                self._parts.pop(tp, None)
+        finally:
+            self._revoking = False
+
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        """Take `assigned` over, with the hand-out counts its last owner committed."""
+        for tp in assigned:
+            self._parts[tp] = _Partition()
+        kafka = self._kafka
+        coordinator = getattr(kafka, "_coordinator", None)
+        if assigned and coordinator is not None:
+            try:
+                committed = await coordinator.fetch_committed_offsets(list(assigned))
+            except (KafkaError, OSError) as exc:  # counts are best effort
+                log.debug("could not read commit metadata: %s", exc)
+                committed = {}
+            for tp, meta in committed.items():
+                counts = _json_object((getattr(meta, "metadata", "") or "").encode()) or {}
+                part = self._parts.get(tp)
+                if part is not None:
+                    part.handouts = {int(k): int(v) for k, v in counts.items()}
+        self._joined.set()
+        self._changed.set()
+
+    # -- offsets ----------------------------------------------------------------------
+
+    def _position(self, part: _Partition) -> tuple[int, str] | None:
+        live = {o: h for o, h in part.held.items() if not h.orphaned}
+        if live:
+            low = min(live)
+            meta = json.dumps({str(o): h.handouts for o, h in sorted(live.items())})
+            return low, meta
+        if part.next is None:
+            return None
+        return part.next, ""
+
+    async def _commit(self, *tps: TopicPartition) -> None:
+        kafka = self._kafka
+        if kafka is None:
+            return
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp in tps:
+            part = self._parts.get(tp)
+            position = None if part is None else self._position(part)
+            if part is None or position is None or position == part.committed:
+                continue
+            offsets[tp] = OffsetAndMetadata(position[0], position[1])
+            part.committed = position
+        if not offsets:
+            return
+        try:
+            await kafka.commit(offsets)
+        except (KafkaError, OSError) as exc:
+            # A rebalance is under way: the revoking side commits the same state.
+            log.debug("commit failed (%s); left to the rebalance", exc)
+            for tp in offsets:
+                if (part := self._parts.get(tp)) is not None:
+                    part.committed = None
+
+    # -- getting ----------------------------------------------------------------------
+
+    def _tp(self, record: Any) -> TopicPartition:
+        return TopicPartition(record.topic, record.partition)
+
+    async def get(self, wait: float) -> Delivery | None:
+        """The next message; the first call also waits for the group join (see module)."""
+        kafka = await self._ensure_started()
+        self.waiting = True
+        try:
+            if not self._joined.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.bus.join_timeout):
+                        await self._joined.wait()
+            end = time.monotonic() + wait
+            while not self._closed:
+                self._resume_due(kafka)
+                while len(self._held) < self.limit and (record := self._next_ready(kafka)):
+                    delivery = await self._hand_out(record)
+                    if delivery is not None:
+                        return delivery
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                free = self.limit - len(self._held)
+                if free <= 0:
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            await self._changed.wait()
+                    continue
+                batch = await kafka.getmany(
+                    timeout_ms=max(int(min(left, 0.25) * 1000), 1), max_records=free
+                )
+                for tp in sorted(batch):
+                    if tp in self._parts:
+                        self._buffer.extend(batch[tp])
+            return None
+        finally:
+            self.waiting = False
+
+    def _next_ready(self, kafka: AIOKafkaConsumer) -> Any | None:
+        """The first buffered record that is due; a partition whose head is not waits."""
+        now = time.time()
+        blocked: set[TopicPartition] = set()
+        # New work first, then what came back through the retry topics.
+        order = sorted(range(len(self._buffer)), key=lambda i: self._buffer[i].topic in self._retry)
+        for index in order:
+            record = self._buffer[index]
+            tp = self._tp(record)
+            if tp in blocked:
+                continue
+            due = float(_header(record.headers, _DUE, "0") or 0)
+            if due > now:
+                blocked.add(tp)
+                if tp not in self._paused and tp in self._parts:
+                    kafka.pause(tp)  # fetch no further behind it
+                self._paused[tp] = due
+                continue
+            del self._buffer[index]
+            return record
+        return None
+
+    def _resume_due(self, kafka: AIOKafkaConsumer) -> None:
+        now = time.time()
+        for tp, due in list(self._paused.items()):
+            if due <= now:
+                del self._paused[tp]
+                if tp in self._parts:
+                    kafka.resume(tp)
+
+    async def _hand_out(self, record: Any) -> Delivery | None:
+        """Turn a fetched record into a delivery (or a dead letter); None if stale."""
+        tp = self._tp(record)
+        part = self._parts.get(tp)
+        if part is None or (part.next is not None and record.offset < part.next):
+            return None  # revoked meanwhile, or fetched twice
+        queue = self._queue_of[record.topic]
+        message_id = _header(record.headers, _ID) or f"{tp.topic}:{tp.partition}:{record.offset}"
+        key = (record.key or b"").decode(errors="replace")
+        handouts = part.handouts.pop(record.offset, 0) + 1
+        deliveries = int(_header(record.headers, _COUNT, "0")) + handouts
+        part.next = record.offset + 1
+        body = _json_object(record.value)
+        policy = self.bus.policy
+        reason = ""
+        if deliveries > policy.max_deliveries:
+            reason = f"delivered {deliveries} times (max {policy.max_deliveries})"
+        elif body is None:
+            reason = "unreadable body"
+        if reason:
+            await self.bus.send(
+                self.bus.topic(queue, "dead"),
+                record.value or b"",
+                key=key,
+                message_id=message_id,
+                count=deliveries,
+                reason=reason,
+            )
+            await self._commit(tp)
+            return Delivery(
+                queue=queue,
+                id=message_id,
+                key=key,
+                body=body or {},
+                deliveries=deliveries,
+                dead=True,
+                reason=reason,
+            )
+        assert body is not None  # noqa: S101 - narrowed above
+        delivery = Delivery(queue=queue, id=message_id, key=key, body=body, deliveries=deliveries)
+        held = _Held(
+            delivery=delivery,
+            tp=tp,
+            offset=record.offset,
+            body=record.value or b"",
+            handouts=handouts,
+            expires=time.monotonic() + policy.visibility,
+        )
+        part.held[record.offset] = held
+        self._held[(queue, message_id)] = held
+        await self._commit(tp)  # records the hand-out (metadata) before the work starts
+        return delivery
+
+    # -- settling ---------------------------------------------------------------------
+
+    def _take(self, delivery: Delivery) -> _Held | None:
+        return self._held.get((delivery.queue, delivery.id))
+
+    async def _settle(self, held: _Held) -> None:
+        self._held.pop((held.delivery.queue, held.delivery.id), None)
+        part = self._parts.get(held.tp)
+        if part is not None and part.held.get(held.offset) is held:
+            del part.held[held.offset]
+        self._changed.set()
+        if not held.orphaned and not self._revoking:
+            await self._commit(held.tp)
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Settle it: the committed offset may move past it."""
+        held = self._take(delivery)
+        if held is not None:
+            await self._settle(held)
+
+    async def release(self, delivery: Delivery) -> None:
+        """Re-publish it to the retry topic, its count unchanged, and settle it."""
+        held = self._take(delivery)
+        if held is None:
+            return
+        if not held.orphaned:
+            await self._republish(held, counted=False)
+        await self._settle(held)
+
+    async def reject(self, delivery: Delivery, reason: str) -> None:
+        """Produce it to the dead-letter topic with `reason`, and settle it."""
+        held = self._take(delivery)
+        if held is None:
+            return
+        if not held.orphaned:
+            await self.bus.send(
+                self.bus.topic(delivery.queue, "dead"),
+                held.body,
+                key=delivery.key,
+                message_id=delivery.id,
+                count=delivery.deliveries,
+                reason=reason,
+            )
+        await self._settle(held)
+
+    async def touch(self, delivery: Delivery) -> None:
+        """Restart its visibility timer (local only: the group heartbeat is the liveness)."""
+        held = self._held.get((delivery.queue, delivery.id))
+        if held is not None:
+            held.expires = time.monotonic() + self.bus.policy.visibility
+            self._changed.set()
+
+    async def _republish(self, held: _Held, *, counted: bool, due: float = 0.0) -> None:
+        delivery = held.delivery
+        count = delivery.deliveries if counted else delivery.deliveries - 1
+        await self.bus.send(
+            self.bus.topic(delivery.queue, "retry"),
+            held.body,
+            key=delivery.key,
+            message_id=delivery.id,
+            count=count,
+            due=due,
+        )
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for held in self._held.values():
+            if not held.orphaned and held.expires <= now:
+                held.expires = float("-inf")  # marked: abandon it
+
+    async def _flush_abandoned(self, due: float = 0.0) -> None:
+        for held in [h for h in self._held.values() if h.expires == float("-inf")]:
+            if not held.orphaned:
+                await self._republish(held, counted=True, due=due)
+            log.warning(
+                "task %s passed its visibility timeout without a touch; handed to the group",
+                held.delivery.id,
+            )
+            await self._settle(held)
+
+    async def _reap(self) -> None:
+        every = min(self.bus.policy.visibility / 4, 0.5)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self._expire()
+                await self._flush_abandoned()
+            except (KafkaError, OSError) as exc:  # the next round may work
+                log.warning("could not hand back expired tasks: %s", exc)
+
+    async def close(self) -> None:
+        """Abandon what is still held (counted), commit, and leave the group."""
+        if self._closed:
+            return
+        self._closed = True
+        self._changed.set()
+        task = self._start_task
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+        kafka, self._kafka = self._kafka, None
+        if kafka is None:
+            return
+        try:
+            for held in list(self._held.values()):
+                held.expires = float("-inf")
+            self._kafka = kafka
+            with contextlib.suppress(KafkaError, OSError):
+                # as if it had died holding them: back after the visibility timeout
+                await self._flush_abandoned(due=time.time() + self.bus.policy.visibility)
+            self._buffer.clear()
+            with contextlib.suppress(KafkaError, OSError):
+                await self._commit(*self._parts)
+        finally:
+            self._kafka = None
+            self._held.clear()
+            await kafka.stop()
