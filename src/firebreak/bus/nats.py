@@ -1,0 +1,890 @@
+"""`NatsBus`: a `TaskBus` on NATS JetStream, durable pull consumers (``nats://``, extra ``nats``).
+
+Layout, for a bus with prefix ``P`` (names are escaped so any queue name is valid):
+
+- one **work-queue stream** per queue, ``P_Q_<queue>`` on subject ``P.q.<queue>``: a message
+  leaves the stream when it is acked, so the stream holds only unfinished work (like the
+  Redis backend's ``XACK`` + ``XDEL``);
+- one **durable pull consumer** per group on it (``ack_wait`` = the visibility timeout,
+  unlimited ``max_deliver``): every consumer of a group pulls from the same durable, so
+  what a dead consumer held is redelivered to another once its ack wait has passed;
+- one **dead-letter stream** per queue, ``P_D_<queue>`` on subject ``P.dead.<queue>``;
+- one key-value bucket ``P_R`` counting hand-backs (`release`) per message, so they are not
+  counted as deliveries (JetStream counts a ``NAK`` as one).
+
+Deliveries: ``Delivery.id`` is the message's stream sequence; ``deliveries`` is JetStream's
+``num_delivered`` minus the message's hand-backs. A message seen with more than
+``max_deliveries`` is published to the dead-letter stream, then terminated (``+TERM``), and
+handed out once with ``dead=True``. JetStream has no dead-letter queue of its own, and its
+``max_deliver`` would only stop deliveries silently, so the consumer does this itself.
+
+Backpressure: a consumer pulls (``$JS.API.CONSUMER.MSG.NEXT``) only as many messages as it
+has free slots, so it never holds more than ``max_in_flight``; over more queues than free
+slots, the queues take turns with short pulls (see `NatsConsumer`).
+
+Where it differs from the Redis backend:
+
+- one consumer group per queue (a work-queue stream accepts one consumer per subject);
+  a second group on the same queue fails with `RuntimeError`. The durable's ack wait is
+  the policy of whoever made (or last re-made) it: give every process the same policy;
+- `touch` and `release` are not checked for ownership by the server: a consumer that held
+  a message past its visibility timeout skips `release` (the message comes back on its
+  own), but its `touch` would also extend the new holder's timeout;
+- a hand-back is counted in the bucket before the ``NAK``: a consumer dying between the
+  two leaves the message one delivery short of its true count (never one over);
+- a worker dying between publishing a dead letter and terminating the message may hand
+  that message out dead a second time (the dead letter itself is de-duplicated);
+- while the server is unreachable, `publish` retries (same message id, de-duplicated by
+  the stream) for up to ``publish_timeout`` seconds, `get` returns ``None`` and `ack`
+  raises (the message is redelivered: at-least-once); the client reconnects for as long
+  as it takes;
+- a server killed without a clean shutdown (SIGKILL, power loss) may come back with
+  acked messages in its streams and with acks it forgot: the latter are redelivered
+  (duplicates, which the worker detects); the former are purged below the durable's ack
+  floor whenever a consumer (re)connects, goes idle, or closes.
+
+URL: ``nats://[user:pass@]host[:port][,host2:port...][?prefix=..&visibility_timeout=..
+&max_deliveries=..&storage=file|memory&publish_timeout=..]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from firebreak.bus.base import BusPolicy, Delivery
+
+__all__ = ["NatsBus", "NatsConsumer", "from_url"]
+
+log = logging.getLogger(__name__)
+
+_OPTIONS = frozenset(
+    {"prefix", "visibility_timeout", "max_deliveries", "storage", "publish_timeout"}
+)
+_KEY = "Fb-Key"
+"""Header carrying the ordering key (percent-encoded: header values are one line)."""
+_API_TIMEOUT = 2.0
+"""Seconds a JetStream API call, an ack or a publish attempt may take."""
+_LONG_PULL = 5.0
+"""Longest pull request, seconds (a pull outlives `get`: what it brings waits in a buffer)."""
+_SHORT_PULL = 0.1
+"""Pull request length while queues take turns for too few free slots."""
+_GRACE = 1.0
+"""Seconds past a pull's expiry after which its end is assumed (its status was lost)."""
+_COMPACT_EVERY = 10.0
+"""Seconds between compactions of an idle queue by one consumer."""
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.FlushTimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.ServerError,
+    nats.js.errors.NoStreamResponseError,
+)
+"""What an unreachable or restarting server raises: retried, never lost."""
+_NOT_READY: tuple[type[BaseException], ...] = (*_TRANSIENT, nats.js.errors.APIError)
+
+
+def from_url(url: str, *, policy: BusPolicy | None = None) -> NatsBus:
+    """Build (not connect) a bus from a ``nats://`` URL; see the module docstring."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _OPTIONS:
+            raise ValueError(
+                f"bus URL {url!r}: unknown option {key!r} (known: {', '.join(sorted(_OPTIONS))})"
+            )
+        ours[key] = value
+    try:
+        if policy is None:
+            policy = BusPolicy(
+                visibility_timeout=float(ours.get("visibility_timeout", 30.0)),
+                max_deliveries=int(ours.get("max_deliveries", 5)),
+            )
+        publish_timeout = float(ours.get("publish_timeout", 30.0))
+        storage = ours.get("storage", "file")
+        bus = NatsBus(
+            _servers(parts.scheme, parts.netloc),
+            prefix=ours.get("prefix", "firebreak"),
+            policy=policy,
+            storage=storage,
+            publish_timeout=publish_timeout,
+        )
+    except ValueError as exc:
+        raise ValueError(f"bus URL {url!r}: {exc}") from None
+    return bus
+
+
+def _servers(scheme: str, netloc: str) -> list[str]:
+    """``nats://u:p@h1:1,h2:2`` -> ``["nats://u:p@h1:1", "nats://u:p@h2:2"]``."""
+    auth, at, hosts = netloc.rpartition("@")
+    creds = f"{auth}{at}"
+    return [f"{scheme}://{creds}{host}" for host in (hosts or "127.0.0.1:4222").split(",")]
+
+
+def token(text: str) -> str:
+    """`text` as one subject token and name part: ``[A-Za-z0-9-]`` kept, the rest ``_xx``.
+
+    The escape is injective and never yields ``_`` followed by a capital letter, so the
+    ``_Q_``/``_D_``/``_R`` separators of stream names cannot be forged by a name.
+    """
+    out = []
+    for char in text:
+        if char.isascii() and (char.isalnum() or char == "-"):
+            out.append(char)
+        else:
+            out.extend(f"_{byte:02x}" for byte in char.encode())
+    return "".join(out) or "_"
+
+
+def _status(msg: Msg) -> str | None:
+    return JetStreamContext.is_status_msg(msg)
+
+
+@dataclass(slots=True)
+class _Held:
+    msg: Msg
+    seq: int
+    since: float  # monotonic time of delivery (or last touch)
+    releases: int  # hand-backs recorded for it (cleared when it is settled)
+
+
+class NatsBus:
+    """A `TaskBus` on NATS JetStream; build with ``open_bus("nats://…")``.
+
+    Example:
+        >>> async with NatsBus(["nats://localhost:4222"], prefix="billing") as bus:
+        ...     await bus.publish("invoice.extract", {"run_id": "inv-42"}, key="inv-42")
+
+    Args:
+        servers: server URLs as nats-py reads them.
+        prefix: every stream, subject and bucket name starts with it (escaped).
+        policy: visibility timeout (the consumers' ack wait) and maximum deliveries.
+        storage: ``"file"`` (survives a server restart) or ``"memory"``.
+        publish_timeout: seconds `publish` keeps retrying while the server is unreachable.
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "firebreak",
+        policy: BusPolicy | None = None,
+        storage: str = "file",
+        publish_timeout: float = 30.0,
+    ) -> None:
+        if storage not in {"file", "memory"}:
+            raise ValueError(f"storage must be 'file' or 'memory', got {storage!r}")
+        if not publish_timeout > 0:
+            raise ValueError(f"publish_timeout must be > 0, got {publish_timeout!r}")
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.prefix = prefix
+        self.policy = policy or BusPolicy()
+        self.storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+        self.publish_timeout = publish_timeout
+        self.name = token(prefix)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._streams: set[str] = set()
+        self._kv: KeyValue | None = None
+        self.epoch = 0
+        """Bumped on every reconnect: pulls sent before it may be gone with the server."""
+
+    def __repr__(self) -> str:
+        return f"NatsBus(prefix={self.prefix!r})"
+
+    # -- connection -------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The nats-py connection (after `setup`)."""
+        if self._nc is None:
+            raise RuntimeError("NatsBus used before setup(); use `async with` or await setup()")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context (after `setup`)."""
+        if self._js is None:
+            raise RuntimeError("NatsBus used before setup(); use `async with` or await setup()")
+        return self._js
+
+    async def setup(self) -> None:
+        """Connect (checks JetStream answers); idempotent."""
+        if self._nc is not None:
+            return
+
+        away = False
+
+        async def on_error(exc: Exception) -> None:
+            # While the server is away every reconnect attempt fails: say so once.
+            level = logging.DEBUG if away and isinstance(exc, OSError) else logging.WARNING
+            log.log(level, "nats: %s", exc or type(exc).__name__)
+
+        async def on_disconnect() -> None:
+            nonlocal away
+            if self._nc is None or self._nc.is_closed:
+                return  # our own close()
+            away = True
+            log.warning("nats: disconnected from %s; reconnecting", ", ".join(self.servers))
+
+        async def on_reconnect() -> None:
+            nonlocal away
+            away = False
+            self.epoch += 1
+            self._streams.clear()  # a restarted server may have lost what we made
+            log.warning("nats: reconnected")
+
+        nc = await nats.connect(
+            servers=self.servers,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            name=f"firebreak-bus:{self.prefix}",
+            connect_timeout=2,
+            reconnect_time_wait=0.25,  # seconds
+            max_reconnect_attempts=2,  # a server that is not there at all: fail setup()
+            allow_reconnect=True,
+        )
+        # Once connected, ride out any outage: reconnect for as long as it takes (nats-py
+        # reads this option on every reconnect attempt).
+        nc.options["max_reconnect_attempts"] = -1
+        try:
+            js = nc.jetstream(timeout=_API_TIMEOUT)
+            await js.account_info()
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._js = nc, js
+
+    async def close(self) -> None:
+        """Close the connection; idempotent."""
+        nc, self._nc, self._js, self._kv = self._nc, None, None, None
+        self._streams.clear()
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    async def __aenter__(self) -> Self:
+        await self.setup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- names ------------------------------------------------------------------------
+
+    def stream(self, queue: str) -> str:
+        """The work-queue stream of `queue`."""
+        return f"{self.name}_Q_{token(queue)}"
+
+    def subject(self, queue: str) -> str:
+        """The subject `queue`'s messages are published on."""
+        return f"{self.name}.q.{token(queue)}"
+
+    def dead_stream(self, queue: str) -> str:
+        """The stream of `queue`'s dead letters."""
+        return f"{self.name}_D_{token(queue)}"
+
+    def dead_subject(self, queue: str) -> str:
+        """The subject of `queue`'s dead letters."""
+        return f"{self.name}.dead.{token(queue)}"
+
+    @property
+    def bucket(self) -> str:
+        """The key-value bucket counting hand-backs (`release`)."""
+        return f"{self.name}_R"
+
+    @staticmethod
+    def durable(group: str) -> str:
+        """The durable consumer name of `group`."""
+        return token(group)
+
+    # -- streams ----------------------------------------------------------------------
+
+    async def ensure_stream(self, name: str, subject: str, *, work_queue: bool) -> None:
+        """Create the stream if missing (a differing existing one is used as it is)."""
+        if name in self._streams:
+            return
+        config = StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS,
+            storage=self.storage,
+            num_replicas=1,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10058:  # "stream name already in use" (other settings)
+                raise
+        self._streams.add(name)
+
+    async def ensure_queue(self, queue: str) -> None:
+        """The queue's stream exists."""
+        await self.ensure_stream(self.stream(queue), self.subject(queue), work_queue=True)
+
+    async def ensure_group(self, queue: str, group: str) -> None:
+        """The queue's stream and the group's durable pull consumer exist.
+
+        Then what lies below the durable's ack floor is purged: a server killed without a
+        clean shutdown may bring back messages whose acks had removed them, while the
+        durable remembers them as acked (they would never be delivered, nor leave). The
+        group is the only one of its work-queue stream, so its ack floor is the stream's.
+        """
+        await self.ensure_queue(queue)
+        config = ConsumerConfig(
+            durable_name=self.durable(group),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.policy.visibility,
+            max_deliver=-1,  # dead letters are ours: see the module docstring
+            filter_subject=self.subject(queue),
+            max_ack_pending=-1,
+        )
+        stream = self.stream(queue)
+        try:
+            try:
+                info = await self.js.add_consumer(stream, config)
+            except nats.js.errors.NotFoundError:  # the stream was deleted meanwhile
+                self._streams.discard(stream)
+                await self.ensure_queue(queue)
+                info = await self.js.add_consumer(stream, config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10100:
+                raise
+            raise RuntimeError(
+                f"queue {queue!r} already has another consumer group: a JetStream "
+                "work-queue stream serves one group per queue"
+            ) from exc
+        await self._purge_acked(stream, info)
+
+    async def _purge_acked(self, stream: str, info: ConsumerInfo) -> None:
+        floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        if floor > 0:
+            await self.js.purge_stream(stream, seq=floor + 1)
+
+    async def compact(self, queue: str, group: str) -> None:
+        """Purge what the group's durable has acked but the stream still holds.
+
+        See `ensure_group`; consumers do it when they go idle and when they close.
+        """
+        stream = self.stream(queue)
+        await self._purge_acked(stream, await self.js.consumer_info(stream, self.durable(group)))
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def _publish(
+        self, queue: str, subject: str, data: bytes, headers: dict[str, str], *, dead: bool
+    ) -> int:
+        """Publish, retrying (same message id) while the server is out of reach."""
+        stream = self.dead_stream(queue) if dead else self.stream(queue)
+        end = time.monotonic() + self.publish_timeout
+        while True:
+            try:
+                if dead:
+                    await self.ensure_stream(stream, subject, work_queue=False)
+                else:
+                    await self.ensure_queue(queue)
+                ack = await self.js.publish(
+                    subject, data, timeout=_API_TIMEOUT, stream=stream, headers=headers
+                )
+            except _TRANSIENT as exc:
+                self._streams.discard(stream)  # deleted meanwhile? made again next time
+                if time.monotonic() >= end:
+                    raise
+                log.debug("publish to %s failed, retrying: %r", queue, exc)
+                await asyncio.sleep(0.2)
+                continue
+            return int(ack.seq)
+
+    async def publish(self, queue: str, body: Mapping[str, Any], *, key: str) -> str:
+        """Append a message to the queue's stream; its id is its stream sequence."""
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        headers = {"Nats-Msg-Id": uuid.uuid4().hex, _KEY: quote(key, safe="")}
+        seq = await self._publish(queue, self.subject(queue), data, headers, dead=False)
+        return str(seq)
+
+    async def kill(
+        self, queue: str, message_id: str, *, key: str, body: str, deliveries: int, reason: str
+    ) -> None:
+        """Publish a dead letter for message `message_id` of `queue` (de-duplicated)."""
+        letter = {"id": message_id, "k": key, "b": body, "n": deliveries, "reason": reason}
+        data = json.dumps(letter, separators=(",", ":")).encode()
+        headers = {"Nats-Msg-Id": f"dead:{message_id}"}
+        await self._publish(queue, self.dead_subject(queue), data, headers, dead=True)
+
+    def consumer(
+        self, queues: Sequence[str], *, group: str, name: str, max_in_flight: int = 1
+    ) -> NatsConsumer:
+        """A consumer of `queues` in `group` (stream and durable are made on its first `get`)."""
+        return NatsConsumer(self, list(queues), group=group, name=name, limit=max_in_flight)
+
+    async def dead_letters(self, queue: str, *, limit: int = 100) -> list[Delivery]:
+        """The dead-letter stream of `queue`, oldest first."""
+        out: list[Delivery] = []
+        seq = 1
+        while len(out) < limit:
+            try:
+                raw = await self.js.get_msg(
+                    self.dead_stream(queue), seq=seq, subject=self.dead_subject(queue), next=True
+                )
+            except nats.js.errors.NotFoundError:
+                break
+            seq = int(raw.seq or seq) + 1
+            try:
+                letter = json.loads(raw.data or b"{}")
+                body = json.loads(letter.get("b", "{}"))
+            except (ValueError, AttributeError):
+                letter, body = {}, {}
+            out.append(
+                Delivery(
+                    queue=queue,
+                    id=str(letter.get("id", "")),
+                    key=str(letter.get("k", "")),
+                    body=body if isinstance(body, dict) else {},
+                    deliveries=int(letter.get("n", 0)),
+                    dead=True,
+                    reason=str(letter.get("reason", "")),
+                )
+            )
+        return out
+
+    async def delete(self, queue: str) -> None:
+        """Delete the queue's stream (with its consumers), dead letters and hand-back counts."""
+        for name in (self.stream(queue), self.dead_stream(queue)):
+            self._streams.discard(name)
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_stream(name)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.purge_stream(
+                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{token(queue)}.>"
+            )
+
+    # -- hand-back counts -------------------------------------------------------------
+
+    async def _bucket(self, *, create: bool) -> KeyValue | None:
+        if self._kv is None:
+            try:
+                self._kv = await self.js.key_value(self.bucket)
+            except nats.js.errors.BucketNotFoundError:
+                if not create:
+                    return None
+                self._kv = await self.js.create_key_value(
+                    KeyValueConfig(bucket=self.bucket, history=1, storage=self.storage)
+                )
+        return self._kv
+
+    def _release_key(self, queue: str, seq: int) -> str:
+        return f"{token(queue)}.{seq}"
+
+    async def releases(self, queue: str, seq: int) -> int:
+        """How often message `seq` of `queue` was handed back."""
+        kv = await self._bucket(create=False)
+        if kv is None:
+            return 0
+        try:
+            entry = await kv.get(self._release_key(queue, seq))
+        except nats.js.errors.KeyNotFoundError:
+            return 0
+        try:
+            return int(entry.value or b"0")
+        except ValueError:
+            return 0
+
+    async def add_release(self, queue: str, seq: int) -> None:
+        """Count one hand-back of message `seq` of `queue` (compare-and-set)."""
+        kv = await self._bucket(create=True)
+        assert kv is not None  # noqa: S101 - create=True
+        key = self._release_key(queue, seq)
+        for _ in range(10):
+            try:
+                entry = await kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                    await kv.create(key, b"1")
+                    return
+                continue
+            count = int(entry.value or b"0") + 1
+            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                await kv.update(key, str(count).encode(), last=entry.revision)
+                return
+        raise RuntimeError(f"could not count a hand-back of {queue!r} message {seq}")
+
+    async def forget_releases(self, queue: str, seq: int) -> None:
+        """Drop the hand-back count of a settled message."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.purge_stream(
+                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{self._release_key(queue, seq)}"
+            )
+
+
+@dataclass(slots=True, eq=False)
+class _Pull:
+    """This consumer's pulls from one queue: at most one outstanding pull request."""
+
+    queue: str
+    stream: str
+    inbox: str
+    sub: Subscription | None = None
+    ready: bool = False  # stream and durable made
+    request: int = 0  # number of the outstanding pull request (0: none)
+    credit: int = 0  # messages it may still bring
+    until: float = 0.0  # after this its end is assumed
+    epoch: int = 0
+    pause: float = 0.0  # no pull before this (JetStream did not answer)
+    ready_epoch: int = 0  # the connection epoch it was made ready in
+    idle: bool = False  # its last pull found nothing
+    compact_at: float = 0.0  # no compaction before this
+
+
+class NatsConsumer:
+    """A member of a consumer group (a durable pull consumer per queue) of a `NatsBus`.
+
+    It pulls only for its free slots. Over several queues, each queue waits with its own
+    pull; when there are fewer free slots than queues, the queues take turns with short
+    pulls, so the bound holds and no queue is starved.
+    """
+
+    def __init__(
+        self, bus: NatsBus, queues: list[str], *, group: str, name: str, limit: int
+    ) -> None:
+        if not queues:
+            raise ValueError("a consumer needs at least one queue")
+        if limit < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        self.bus = bus
+        self.queues = queues
+        self.group = group
+        self.name = name
+        self.limit = limit
+        self._pulls = [_Pull(queue=q, stream=bus.stream(q), inbox="") for q in queues]
+        self._arrived: deque[tuple[_Pull, Msg, float]] = deque()
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._wake = asyncio.Event()
+        self._requests = itertools.count(1)
+        self._turn = 0
+        self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        """Messages delivered to this consumer and not yet settled (buffered ones too)."""
+        return len(self._held) + len(self._arrived)
+
+    # -- pulling ----------------------------------------------------------------------
+
+    async def _ready(self, pull: _Pull) -> None:
+        if pull.ready:
+            return
+        bus = self.bus
+        if pull.sub is None:
+            pull.inbox = bus.client.new_inbox()
+
+            async def arrive(msg: Msg, pull: _Pull = pull) -> None:
+                self._arrive(pull, msg)
+
+            pull.sub = await bus.client.subscribe(f"{pull.inbox}.*", cb=arrive)
+        await bus.ensure_group(pull.queue, self.group)
+        pull.ready, pull.ready_epoch = True, bus.epoch
+
+    def _arrive(self, pull: _Pull, msg: Msg) -> None:
+        """Subscription callback: a delivery, or the status ending a pull request.
+
+        A delivery carries its stream subject, so it counts against the outstanding
+        request; a status carries the request's own reply subject, so a late status of a
+        request given up on (after a reconnect) does not end the current one.
+        """
+        status = _status(msg)
+        if status is None:
+            if not msg.reply.startswith("$JS.ACK."):
+                return
+            if pull.request:
+                pull.credit -= 1
+                if pull.credit <= 0:  # the batch is full: the pull request is over
+                    pull.credit = pull.request = 0
+            self._arrived.append((pull, msg, time.monotonic()))
+        elif status == "100":  # heartbeat or flow control: not asked for
+            return
+        elif msg.subject == f"{pull.inbox}.{pull.request}":  # 404/408/409/503: it is over
+            pull.credit = pull.request = 0
+            pull.idle = status in {"404", "408"}
+            description = (msg.headers or {}).get("Description", "").lower()
+            if status == "503" or (status == "409" and "deleted" in description):
+                # No consumer answers (deleted, or JetStream is starting): make it again,
+                # after a pause so a restarting server is not flooded with pulls.
+                pull.ready = False
+                pull.pause = time.monotonic() + 0.25
+        self._wake.set()
+
+    async def _pull(self, end: float) -> None:
+        """Send pull requests for the free slots (see the class docstring)."""
+        now = time.monotonic()
+        bus = self.bus
+        for pull in self._pulls:
+            if pull.request and (now > pull.until or pull.epoch != bus.epoch):
+                pull.request, pull.credit = 0, 0  # its status was lost (a reconnect)
+            if pull.ready_epoch != bus.epoch:  # reconnected: the server may have restarted
+                pull.ready = False
+        outstanding = sum(p.credit for p in self._pulls)
+        budget = self.limit - len(self._held) - len(self._arrived) - outstanding
+        if budget <= 0 or not bus.client.is_connected:
+            return
+        idle = []
+        for pull in self._pulls:
+            if pull.request or pull.pause > now:
+                continue
+            try:
+                async with asyncio.timeout(_API_TIMEOUT):
+                    await self._ready(pull)
+            except _NOT_READY as exc:
+                log.debug("consumer %s: queue %s not ready: %r", self.name, pull.queue, exc)
+                pull.pause = time.monotonic() + 0.25
+                continue
+            idle.append(pull)
+        if not idle:
+            return
+        start = self._turn % len(idle)
+        idle = idle[start:] + idle[:start]
+        if len(idle) <= budget:
+            share, extra = divmod(budget, len(idle))
+            batches = [share + (i < extra) for i in range(len(idle))]
+            expires = min(max(end - now, 1.0), _LONG_PULL)
+        else:  # too few slots for every queue: take turns
+            idle = idle[:budget]
+            batches = [1] * budget
+            expires = _SHORT_PULL
+            self._turn += budget
+        for pull, batch in zip(idle, batches, strict=True):
+            number = next(self._requests)
+            request = {"batch": batch, "expires": int(expires * 1e9)}
+            pull.request, pull.credit = number, batch
+            pull.until = now + expires + _GRACE
+            pull.epoch = bus.epoch
+            await bus.client.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{pull.stream}.{bus.durable(self.group)}",
+                json.dumps(request).encode(),
+                reply=f"{pull.inbox}.{number}",
+            )
+
+    async def _housekeeping(self) -> None:
+        """Compact an idle queue now and then (see `NatsBus.ensure_group`)."""
+        now = time.monotonic()
+        for pull in self._pulls:
+            if pull.idle and pull.ready and now >= pull.compact_at:
+                pull.idle, pull.compact_at = False, now + _COMPACT_EVERY
+                await self.bus.compact(pull.queue, self.group)
+
+    async def get(self, wait: float) -> Delivery | None:
+        """The next message, or ``None`` after `wait` seconds (also while the server is away).
+
+        Redeliveries of messages abandoned by dead consumers come first (JetStream serves
+        a consumer's redeliveries before new messages).
+        """
+        end = time.monotonic() + wait
+        while not self._closed:
+            self._wake.clear()
+            if self._arrived:
+                pull, msg, arrived = self._arrived.popleft()
+                try:
+                    delivery = await self._accept(pull, msg, arrived)
+                except _TRANSIENT as exc:
+                    self._arrived.appendleft((pull, msg, arrived))
+                    log.warning("consumer %s: could not take a message: %r", self.name, exc)
+                    await asyncio.sleep(min(0.2, max(end - time.monotonic(), 0.0)))
+                    if time.monotonic() >= end:
+                        return None
+                    continue
+                if delivery is not None:
+                    return delivery
+                continue
+            try:
+                await self._pull(end)
+                await self._housekeeping()
+            except _NOT_READY as exc:
+                log.debug("consumer %s: pull failed: %r", self.name, exc)
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            pending = [p.until for p in self._pulls if p.request]
+            if pending:  # wake to renew a pull whose end went unannounced
+                left = min(left, max(min(pending) - time.monotonic(), 0.01))
+            else:  # nothing asked for: the server is away, or a queue pauses
+                left = min(left, 0.25)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
+        return None
+
+    async def _accept(self, pull: _Pull, msg: Msg, arrived: float) -> Delivery | None:
+        """Turn an arrived message into a delivery (or a dead letter); None: dropped."""
+        bus = self.bus
+        policy = bus.policy
+        if time.monotonic() - arrived >= policy.visibility:
+            return None  # waited in the buffer past its ack wait: redelivered anyway
+        meta = msg.metadata
+        seq = int(meta.sequence.stream)
+        message_id = str(seq)
+        delivered = int(meta.num_delivered)
+        releases = await bus.releases(pull.queue, seq) if delivered > 1 else 0
+        deliveries = max(delivered - releases, 1)
+        key = unquote((msg.headers or {}).get(_KEY, ""))
+        text = msg.data.decode(errors="replace")
+        reason = ""
+        body: Any = None
+        if deliveries > policy.max_deliveries:
+            reason = f"delivered {deliveries} times (max {policy.max_deliveries})"
+        else:
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                reason = "unreadable body"
+        if reason:
+            await bus.kill(
+                pull.queue, message_id, key=key, body=text, deliveries=deliveries, reason=reason
+            )
+            await self._settle(msg, b"+TERM")
+            if releases:
+                await bus.forget_releases(pull.queue, seq)
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = {}
+            return Delivery(
+                queue=pull.queue,
+                id=message_id,
+                key=key,
+                body=parsed if isinstance(parsed, dict) else {},
+                deliveries=deliveries,
+                dead=True,
+                reason=reason,
+            )
+        self._held[(pull.queue, message_id)] = _Held(
+            msg=msg, seq=seq, since=arrived, releases=releases
+        )
+        return Delivery(queue=pull.queue, id=message_id, key=key, body=body, deliveries=deliveries)
+
+    # -- settling ---------------------------------------------------------------------
+
+    async def _settle(self, msg: Msg, kind: bytes) -> None:
+        """Ack or terminate, waiting for the server to confirm it."""
+        await self.bus.client.request(msg.reply, kind, timeout=_API_TIMEOUT)
+
+    def _take(self, delivery: Delivery) -> _Held | None:
+        held = self._held.pop((delivery.queue, delivery.id), None)
+        self._wake.set()
+        return held
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Ack it (confirmed by the server): it leaves the work-queue stream."""
+        held = self._take(delivery)
+        if held is None:
+            return
+        await self._settle(held.msg, b"+ACK")
+        if held.releases:
+            await self.bus.forget_releases(delivery.queue, held.seq)
+
+    async def release(self, delivery: Delivery) -> None:
+        """Count a hand-back, then ``NAK`` it: redelivered at once, its count unchanged."""
+        held = self._take(delivery)
+        if held is None:
+            return
+        if time.monotonic() - held.since >= self.bus.policy.visibility:
+            return  # held past its timeout: no longer ours; it comes back on its own
+        await self.bus.add_release(delivery.queue, held.seq)
+        await self.bus.client.publish(held.msg.reply, b"-NAK")
+
+    async def reject(self, delivery: Delivery, reason: str) -> None:
+        """Publish it to the dead letters, then terminate it."""
+        held = self._take(delivery)
+        if held is None:
+            return
+        await self.bus.kill(
+            delivery.queue,
+            delivery.id,
+            key=delivery.key,
+            body=json.dumps(delivery.body, separators=(",", ":")),
+            deliveries=delivery.deliveries,
+            reason=reason,
+        )
+        await self._settle(held.msg, b"+TERM")
+        if held.releases:
+            await self.bus.forget_releases(delivery.queue, held.seq)
+
+    async def touch(self, delivery: Delivery) -> None:
+        """``+WPI``: restart its ack wait."""
+        held = self._held.get((delivery.queue, delivery.id))
+        if held is None:
+            return
+        await self.bus.client.publish(held.msg.reply, b"+WPI")
+        held.since = time.monotonic()
+
+    async def close(self) -> None:
+        """Stop; hand back buffered messages not yet handed out; drop the subscriptions."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        now = time.monotonic()
+        while self._arrived:
+            pull, msg, arrived = self._arrived.popleft()
+            if now - arrived >= self.bus.policy.visibility:
+                continue
+            try:
+                seq = int(msg.metadata.sequence.stream)
+                await self.bus.add_release(pull.queue, seq)
+                await self.bus.client.publish(msg.reply, b"-NAK")
+            except Exception as exc:  # noqa: BLE001 - it comes back after its ack wait
+                log.warning("consumer %s: could not hand a message back: %r", self.name, exc)
+        self._held.clear()
+        for pull in self._pulls:
+            if pull.ready:
+                try:
+                    async with asyncio.timeout(_API_TIMEOUT):
+                        await self.bus.compact(pull.queue, self.group)
+                except Exception as exc:  # noqa: BLE001 - tidying only; the next one will do
+                    log.debug("consumer %s: no compaction of %s: %r", self.name, pull.queue, exc)
+            sub, pull.sub = pull.sub, None
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
