@@ -1,0 +1,238 @@
+"""Real processes on a real RabbitMQ: 3 workers and an orchestrator, one of each SIGKILLed,
+and a broker restart in the middle of a batch.
+
+The store and the agents' side-effect sink are on Redis (as in `test_redis_processes.py`);
+only the bus is RabbitMQ, so both servers are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import aiormq.exceptions
+import pytest
+from bus_backend_rabbitmq import AMQP_URL, cleanup, require
+
+import redis
+from firebreak.store import RunStatus, StepStatus
+
+HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.slow
+
+
+class Procs:
+    """Child processes of one test, each with its output in a file; all killed at the end."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        out = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(  # noqa: S603 - our own scripts
+            [sys.executable, *args], cwd=HERE, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def wait_for(self, name: str, text: str, timeout: float = 15.0, count: int = 1) -> None:
+        end = time.monotonic() + timeout
+        while self.log(name).count(text) < count:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
+            if time.monotonic() > end:
+                raise AssertionError(f"{name}: no {text!r} after {timeout}s:\n{self.log(name)}")
+            time.sleep(0.02)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    require()
+    return AMQP_URL
+
+
+@pytest.fixture
+def keys(redis_url: str, amqp_url: str, prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        found = list(client.scan_iter(match=f"{prefix}*"))
+        if found:
+            client.delete(*found)
+        client.close()
+        asyncio.run(cleanup(prefix))
+
+
+@pytest.fixture
+def procs(tmp_path: Path, redis_url: str, prefix: str) -> Iterator[Procs]:
+    env = dict(os.environ, FBTEST_SINK=f"{redis_url}|{prefix}-sink", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    running = Procs(tmp_path, env)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+def _bus_url(amqp_url: str, prefix: str) -> str:
+    sep = "&" if "?" in amqp_url else "?"
+    return f"{amqp_url}{sep}prefix={prefix}-bus&visibility_timeout=1&max_deliveries=10"
+
+
+def _worker(procs: Procs, name: str, bus: str, store: str) -> None:
+    procs.start(
+        name, "worker_main.py", "worker", "flows:batch", "--bus", bus, "--store", store,
+        "--concurrency", "4", "--name", name, "--drain", "5",
+    )  # fmt: skip
+
+
+async def _queue_depths(amqp_url: str, names: list[str]) -> dict[str, int]:
+    connection = await aio_pika.connect(amqp_url)
+    out = {}
+    try:
+        for name in names:
+            try:
+                async with connection.channel(publisher_confirms=False) as channel:
+                    queue = await channel.declare_queue(name, passive=True)
+                    out[name] = queue.declaration_result.message_count or 0
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                out[name] = 0
+    finally:
+        await connection.close()
+    return out
+
+
+def _check_batch(
+    keys: redis.Redis, redis_url: str, amqp_url: str, prefix: str, runs: list[str]
+) -> None:
+    """Every run succeeded with 4 steps; each effect applied once; no task left or dead."""
+    from firebreak.store.redis import RedisStore  # noqa: PLC0415
+
+    async def read() -> dict[str, tuple[object, dict[str, object]]]:
+        async with RedisStore(redis_url, prefix=f"{prefix}-store") as opened:
+            out = {}
+            for run_id in runs:
+                record = await opened.get_run(run_id)
+                out[run_id] = (record, await opened.get_steps(run_id))
+            return out
+
+    stored = asyncio.run(read())
+    effects = keys.hgetall(f"{prefix}-sink:effects")
+    calls = {k: int(v) for k, v in keys.hgetall(f"{prefix}-sink:calls").items()}
+    for i, run_id in enumerate(runs):
+        record, steps = stored[run_id]
+        assert record is not None, run_id
+        assert record.status == RunStatus.SUCCEEDED, run_id  # type: ignore[attr-defined]
+        assert sorted(steps) == ["a", "b", "c", "d"], run_id
+        assert all(s.status == StepStatus.SUCCEEDED for s in steps.values())  # type: ignore[attr-defined]
+        assert len({s.seq for s in steps.values()}) == 4  # type: ignore[attr-defined]
+        for agent, step in steps.items():
+            assert step.output["token"] == effects[f"{run_id}/{agent}"]  # type: ignore[attr-defined]
+        assert steps["d"].output["v"] == i * 2 + i + 1  # type: ignore[attr-defined]
+    assert len(effects) == len(runs) * 4  # each effect applied once, by its idempotency key
+    assert sum(calls.values()) >= len(runs) * 4
+    names = [f"{prefix}-bus:{kind}:busbatch.{agent}" for agent in "abcd" for kind in ("q", "dead")]
+    depths = asyncio.run(_queue_depths(amqp_url, names))
+    assert depths == dict.fromkeys(names, 0), depths  # all acked, nothing dead-lettered
+
+
+def test_batch_survives_a_killed_worker_and_a_killed_orchestrator(
+    procs: Procs, keys: redis.Redis, redis_url: str, amqp_url: str, prefix: str
+) -> None:
+    """Every run completes; no step result is lost or committed twice; effects apply once."""
+    store = f"{redis_url}?prefix={prefix}-store"
+    bus = _bus_url(amqp_url, prefix)
+    runs = [f"r{i}" for i in range(24)]
+    for i in range(3):
+        _worker(procs, f"w{i}", bus, store)
+    for i in range(3):
+        procs.wait_for(f"w{i}", "ready")
+    procs.start("o1", "orchestrator_main.py", store, bus, "1.5", *runs)
+    procs.wait_for("o1", "done", count=3)
+    procs.procs["w0"].send_signal(signal.SIGKILL)  # dies holding tasks
+    procs.wait_for("o1", "done", count=8)
+    procs.procs["o1"].send_signal(signal.SIGKILL)  # dies mid-batch, leases held
+    finished_first = procs.log("o1").count("done ")
+    procs.start("o2", "orchestrator_main.py", store, bus, "1.5", *runs)
+    procs.wait_for("o2", "done", count=len(runs), timeout=40)
+    for i in (1, 2):
+        procs.procs[f"w{i}"].send_signal(signal.SIGTERM)
+    for i in (1, 2):
+        assert procs.procs[f"w{i}"].wait(10) == 0, procs.log(f"w{i}")
+        assert "worker stopped:" in procs.log(f"w{i}")
+    assert finished_first < len(runs), "the orchestrator finished before it was killed"
+    _check_batch(keys, redis_url, amqp_url, prefix, runs)
+
+
+def _rabbitmqctl(*args: str, timeout: float = 60) -> None:
+    tool = shutil.which("rabbitmqctl")
+    assert tool is not None
+    subprocess.run([tool, *args], check=True, capture_output=True, timeout=timeout)  # noqa: S603
+
+
+def _local_broker(amqp_url: str) -> bool:
+    host = urlsplit(amqp_url).hostname or "127.0.0.1"
+    return shutil.which("rabbitmqctl") is not None and host in {"127.0.0.1", "localhost", "::1"}
+
+
+def test_batch_survives_a_broker_restart(
+    procs: Procs, keys: redis.Redis, redis_url: str, amqp_url: str, prefix: str
+) -> None:
+    """The broker stops mid-batch (stop_app) and starts again: work pauses, then resumes,
+    and nothing is lost. The server is started again whatever happens."""
+    if not _local_broker(amqp_url):
+        pytest.skip("restarting the broker needs rabbitmqctl and a local server")
+    store = f"{redis_url}?prefix={prefix}-store"
+    bus = _bus_url(amqp_url, prefix)
+    runs = [f"r{i}" for i in range(48)]
+    for i in range(2):
+        _worker(procs, f"w{i}", bus, store)
+    for i in range(2):
+        procs.wait_for(f"w{i}", "ready")
+    procs.start("o1", "orchestrator_main.py", store, bus, "1.5", *runs)
+    end = time.monotonic() + 20
+    while sum(map(int, keys.hvals(f"{prefix}-sink:calls"))) < 8:  # a few steps ran
+        assert time.monotonic() < end, procs.log("o1")
+        time.sleep(0.005)
+    stopped_at = procs.log("o1").count("done ")
+    try:
+        _rabbitmqctl("stop_app")
+        time.sleep(2.0)
+        paused = procs.log("o1").count("done ")
+        time.sleep(1.0)
+        assert procs.log("o1").count("done ") == paused, "runs went on without a broker"
+    finally:
+        _rabbitmqctl("start_app")
+        _rabbitmqctl("await_startup")
+    procs.wait_for("o1", "done", count=len(runs), timeout=45)
+    assert stopped_at < len(runs), "the batch finished before the broker stopped"
+    for i in range(2):
+        assert procs.procs[f"w{i}"].poll() is None, procs.log(f"w{i}")
+        procs.procs[f"w{i}"].send_signal(signal.SIGTERM)
+    for i in range(2):
+        assert procs.procs[f"w{i}"].wait(10) == 0, procs.log(f"w{i}")
+    assert procs.procs["o1"].wait(10) == 0, procs.log("o1")
+    _check_batch(keys, redis_url, amqp_url, prefix, runs)
