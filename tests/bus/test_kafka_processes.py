@@ -11,7 +11,7 @@ from pathlib import Path
 
 import kafka_backend
 import pytest
-from test_redis_processes import HERE, Procs
+from processes import HERE, Procs
 
 import redis
 from firebreak.bus.kafka import KafkaBus

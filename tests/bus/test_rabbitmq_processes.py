@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,49 +21,12 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 from bus_backend_rabbitmq import AMQP_URL, cleanup, require
+from processes import HERE, Procs
 
 import redis
 from firebreak.store import RunStatus, StepStatus
 
-HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow
-
-
-class Procs:
-    """Child processes of one test, each with its output in a file; all killed at the end."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp = tmp
-        self.env = env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        out = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen(  # noqa: S603 - our own scripts
-            [sys.executable, *args], cwd=HERE, env=self.env, stdout=out, stderr=subprocess.STDOUT
-        )
-        out.close()
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text(errors="replace")
-
-    def wait_for(self, name: str, text: str, timeout: float = 15.0, count: int = 1) -> None:
-        end = time.monotonic() + timeout
-        while self.log(name).count(text) < count:
-            proc = self.procs[name]
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
-            if time.monotonic() > end:
-                raise AssertionError(f"{name}: no {text!r} after {timeout}s:\n{self.log(name)}")
-            time.sleep(0.02)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -1,0 +1,66 @@
+"""Child processes of the bus tests: workers and orchestrators, killed at will."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+class Procs:
+    """Child processes of one test, each with its output in a file; all killed at the end."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        out = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(  # noqa: S603 - our own scripts
+            [sys.executable, *args], cwd=HERE, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_workers(self, count: int, bus: str, store: str) -> None:
+        """Start `count` `firebreak worker` processes on flows:batch; wait until each is ready."""
+        for i in range(count):
+            self.start(
+                f"w{i}", "worker_main.py", "worker", "flows:batch", "--bus", bus,
+                "--store", store, "--concurrency", "4", "--name", f"w{i}", "--drain", "5",
+            )  # fmt: skip
+        for i in range(count):
+            self.wait_for(f"w{i}", "ready")
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def wait_for(self, name: str, text: str, timeout: float = 15.0, count: int = 1) -> None:
+        end = time.monotonic() + timeout
+        while self.log(name).count(text) < count:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
+            if time.monotonic() > end:
+                raise AssertionError(f"{name}: no {text!r} after {timeout}s:\n{self.log(name)}")
+            time.sleep(0.02)
+
+    def stop_workers(self, names: list[str]) -> None:
+        """SIGTERM (a graceful stop) and check each stopped cleanly."""
+        for name in names:
+            self.procs[name].send_signal(signal.SIGTERM)
+        for name in names:
+            assert self.procs[name].wait(15) == 0, self.log(name)
+            assert "worker stopped:" in self.log(name)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
