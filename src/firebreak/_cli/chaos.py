@@ -1,7 +1,8 @@
 """``firebreak chaos``: run the standard chaos scenarios on a workflow and report.
 
-``firebreak chaos run TARGET --scenario NAME`` exits 0 when every scenario passes, 1 when
-one fails, 2 on a usage error. TARGET is ``MODULE:ATTR`` naming a `firebreak.chaos.Target`
+``firebreak chaos run TARGET --scenario NAME`` exits 0 when every scenario passes (or is
+skipped, saying why: ``worker-kill`` without a Redis ``--bus``), 1 when one fails, 2 on a
+usage error. TARGET is ``MODULE:ATTR`` naming a `firebreak.chaos.Target`
 (or a function returning one, e.g. ``firebreak.chaos:invoices``), or a `Workflow`
 together with ``--input FILE.json`` (one input, or a list of inputs).
 """
@@ -9,6 +10,7 @@ together with ``--input FILE.json`` (one input, or a list of inputs).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -19,7 +21,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from firebreak.chaos import (
+    PROCESS_SCENARIOS,
     SCENARIOS,
+    STANDARD,
     ChaosOptions,
     ScenarioReport,
     Target,
@@ -60,12 +64,15 @@ def _target(ref: str, input_file: Path | None) -> Target:
         if input_file is None:
             raise CliError(f"{ref!r} is a workflow: give its inputs with --input FILE.json")
         data = read_json(input_file)
-        return of_workflow(obj, data if isinstance(data, list) else [data])
+        return of_workflow(obj, data if isinstance(data, list) else [data], ref=ref)
     if not isinstance(obj, Target) and callable(obj):
         obj = obj()
     if not isinstance(obj, Target):
         raise CliError(f"{ref!r} is neither a firebreak.chaos.Target nor a Workflow")
-    return obj
+    found: Target = obj
+    if found.ref is None:  # the process scenarios rebuild it in a child from the same ref
+        found = dataclasses.replace(found, ref=ref)
+    return found
 
 
 def _parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
@@ -84,6 +91,13 @@ def _parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _print(report: ScenarioReport) -> None:
+    if report.skipped is not None:
+        console.print(
+            f"chaos {report.scenario} on {escape(report.workflow)}: [yellow]SKIPPED[/] — "
+            f"{escape(report.skipped)}",
+            soft_wrap=True,
+        )
+        return
     verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
     table = Table(
         title=f"chaos {report.scenario} on {escape(report.workflow)}: {verdict}",
@@ -111,9 +125,10 @@ def _print(report: ScenarioReport) -> None:
 
 @chaos_app.command("list")
 def list_command() -> None:
-    """List the standard scenarios."""
+    """List the scenarios."""
     for name, fn in SCENARIOS.items():
-        console.print(f"{name}: {(fn.__doc__ or '').splitlines()[0]}", highlight=False)
+        kind = " (real processes)" if name in PROCESS_SCENARIOS else ""
+        console.print(f"{name}{kind}: {(fn.__doc__ or '').splitlines()[0]}", highlight=False)
 
 
 @chaos_app.command("run")
@@ -128,7 +143,11 @@ def run_command(
     *,
     scenario: Annotated[
         list[str],
-        typer.Option("--scenario", "-s", help=f"Scenario ({', '.join(SCENARIOS)}, or all)."),
+        typer.Option(
+            "--scenario",
+            "-s",
+            help=f"Scenario ({', '.join(SCENARIOS)}), or all (the in-process four).",
+        ),
     ],
     n: Annotated[int, typer.Option("--n", min=1, help="Runs at the normal rate.")] = 60,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every fault draw.")] = 7,
@@ -157,19 +176,49 @@ def run_command(
     chart: Annotated[
         Path | None, typer.Option("--chart", metavar="FILE.png", help="Draw the report as PNG.")
     ] = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus", metavar="URL", help="worker-kill: the redis:// bus the workers share."
+        ),
+    ] = None,
+    kills: Annotated[
+        int, typer.Option("--kills", min=1, help="Process scenarios: SIGKILLs (or a kill fault).")
+    ] = 3,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="worker-kill: worker processes.")
+    ] = 3,
+    time_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--time-scale",
+            min=0.0001,
+            help="Process scenarios: real seconds per simulated second of the services "
+            "(default 0.01 orchestrator-kill, 0.05 worker-kill).",
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Run chaos scenarios; exit 1 if any fails.
+
+    orchestrator-kill and worker-kill run real child processes on a durable store (a
+    SQLite file in a temporary directory, or --store) and SIGKILL them mid-batch; the
+    other scenarios run in this process.
 
     With several scenarios, --output and --chart get the scenario's name inserted
     (report.agent-timeout.json).
     """
     with cli_errors(err_console):
-        names = list(SCENARIOS) if "all" in scenario else scenario
+        names = [*STANDARD, *(s for s in scenario if s != "all")] if "all" in scenario else scenario
+        names = list(dict.fromkeys(names))
         if unknown := [s for s in names if s not in SCENARIOS]:
             raise CliError(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}, all")
-        if store is not None and not real_time:
-            raise CliError("--store needs --real-time (virtual time runs on a memory store)")
+        in_process = [s for s in names if s not in PROCESS_SCENARIOS]
+        if store is not None and not real_time and in_process:
+            raise CliError(
+                f"--store needs --real-time for {', '.join(in_process)} (virtual time runs on "
+                "a memory store); the process scenarios take it as is"
+            )
         target = _target(target_ref, input_file)
         try:
             faults = tuple(load_faults(faults_file)) if faults_file is not None else ()
@@ -183,6 +232,10 @@ def run_command(
             agent=agent,
             faults=faults,
             overrides=_parse_sets(sets or []),
+            bus=bus,
+            kills=kills,
+            workers=workers,
+            time_scale=time_scale,
         )
 
         async def go() -> list[ScenarioReport]:
@@ -202,7 +255,8 @@ def run_command(
             _print(report)
     if as_json:
         write_json([r.as_dict() for r in reports] if len(reports) > 1 else reports[0].as_dict())
-    raise typer.Exit(ExitCode.OK if all(r.passed for r in reports) else ExitCode.FAILED)
+    ok = all(r.passed or r.skipped is not None for r in reports)
+    raise typer.Exit(ExitCode.OK if ok else ExitCode.FAILED)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,12 @@ A fault file::
         agent: match_po
         error: permanent
         probability: 0.2
+      - kind: kill             # SIGKILL the orchestrator process 3 times mid-batch
+        target: orchestrator   # or: worker (one `firebreak worker` process)
+        times: 3
+
+A ``kill`` fault names no agent: it kills a whole process, so only the process scenarios
+(``orchestrator-kill``, ``worker-kill``; `firebreak.chaos.processes`) act on it.
 """
 
 from __future__ import annotations
@@ -38,18 +44,28 @@ __all__ = [
     "ChaosTransient",
     "Fault",
     "FaultKind",
+    "Kill",
+    "KillTarget",
     "ServiceDown",
     "load_faults",
 ]
 
-FaultKind: TypeAlias = Literal["latency", "timeout", "error", "outage", "corrupt", "contention"]
+FaultKind: TypeAlias = Literal[
+    "latency", "timeout", "error", "outage", "corrupt", "contention", "kill"
+]
 """``latency``: wait `Fault.delay`, then call; ``timeout``: hang for `Fault.delay` (past the
 agent's timeout) and never answer; ``error``: raise a transient or permanent error;
 ``outage``: every call in the window fails with `ServiceDown`; ``corrupt``: the call's
 output comes back mangled; ``contention``: each call beyond `Fault.capacity` in flight
-adds `Fault.delay` seconds (a service that slows under load)."""
+adds `Fault.delay` seconds (a service that slows under load); ``kill``: SIGKILL the
+`Fault.target` process (``orchestrator`` or ``worker``) `Fault.times` times, `Fault.after`
+seconds after it is up or at a seeded moment mid-batch, and start it again."""
+
+KillTarget: TypeAlias = Literal["orchestrator", "worker"]
+"""The process a ``kill`` fault kills."""
 
 _KINDS: Final = frozenset(get_args(FaultKind))
+_KILL_TARGETS: Final = frozenset(get_args(KillTarget))
 
 
 class ChaosTransient(Transient):
@@ -93,10 +109,22 @@ class Fault:
     """Whether the agent's fallbacks are hit too (they usually call another service)."""
     capacity: int = 10
     """Calls a ``contention`` service serves at full speed at once."""
+    target: KillTarget | None = None
+    """The process a ``kill`` fault kills: ``orchestrator`` or ``worker``."""
+    after: float | None = None
+    """``kill``: seconds after the process is up; ``None``: a seeded moment mid-batch
+    (after a seeded number of steps of the batch)."""
+    times: int = 1
+    """``kill``: how many times the process is killed (and started again)."""
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ConfigError("kind", f"must be one of {sorted(_KINDS)}, got {self.kind!r}")
+        if self.kind == "kill":
+            self._check_kill()
+            return
+        if self.target is not None:
+            raise ConfigError("target", f"only a kill fault names a target, not {self.kind}")
         if (self.agent is None) == (self.service is None):
             raise ConfigError("agent", f"a {self.kind} fault names an agent or a service")
         if not 0.0 <= self.probability <= 1.0:
@@ -112,8 +140,28 @@ class Fault:
         if not isinstance(self.capacity, int) or self.capacity < 1:
             raise ConfigError("capacity", f"must be an int >= 1, got {self.capacity!r}")
 
+    def _check_kill(self) -> None:
+        if self.target not in _KILL_TARGETS:
+            raise ConfigError(
+                "target", f"a kill fault names target orchestrator or worker, got {self.target!r}"
+            )
+        if self.agent is not None or self.service is not None:
+            raise ConfigError("agent", "a kill fault kills a process: it names no agent or service")
+        after = self.after
+        if after is not None and (
+            not isinstance(after, int | float) or not math.isfinite(after) or after < 0
+        ):
+            raise ConfigError("after", f"must be finite seconds >= 0 or None, got {after!r}")
+        if not isinstance(self.times, int) or isinstance(self.times, bool) or self.times < 1:
+            raise ConfigError("times", f"must be an int >= 1, got {self.times!r}")
+
     def targets(self, agent: str, breaker: str | None) -> bool:
-        """Whether the fault hits `agent` (whose breaker, if any, is `breaker`)."""
+        """Whether the fault hits `agent` (whose breaker, if any, is `breaker`).
+
+        A ``kill`` fault hits no agent: it kills a process.
+        """
+        if self.kind == "kill":
+            return False
         return agent == self.agent if self.agent is not None else breaker == self.service
 
     def active(self, elapsed: float) -> bool:
@@ -125,6 +173,9 @@ class Fault:
     @property
     def label(self) -> str:
         """``latency 30s on extract``: for reports."""
+        if self.kind == "kill":
+            when = "at seeded moments mid-batch" if self.after is None else f"{self.after:g}s in"
+            return f"SIGKILL {self.target} x{self.times} {when}"
         where = f"agent {self.agent}" if self.agent else f"service {self.service}"
         what = {
             "latency": f"+{self.delay:g}s latency",
@@ -133,7 +184,7 @@ class Fault:
             "outage": "outage",
             "corrupt": "corrupt output",
             "contention": f"+{self.delay:g}s per call over {self.capacity}",
-        }[self.kind]
+        }.get(self.kind, self.kind)
         window = "" if self.duration is None else f" for {self.duration:g}s"
         start = f" from {self.start:g}s" if self.start else ""
         share = "" if self.probability == 1 else f" ({self.probability:.0%} of calls)"
@@ -146,6 +197,16 @@ class Fault:
         if unknown := sorted(set(data) - known):
             raise ConfigError("fault", f"unknown fault options {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
+
+
+def Kill(target: KillTarget, *, after: float | None = None, times: int = 1) -> Fault:  # noqa: N802 - reads as the fault it makes
+    """A ``kill`` fault: SIGKILL the `target` process `times` times and start it again.
+
+    Example:
+        >>> Kill("orchestrator", times=3).label
+        'SIGKILL orchestrator x3 at seeded moments mid-batch'
+    """
+    return Fault(kind="kill", target=target, after=after, times=times)
 
 
 def _parse(path: Path) -> Any:

@@ -147,6 +147,7 @@ def inject(
     *,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     input_schema: Callable[[Any], Any] | None = None,
+    around: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]] | None = None,
 ) -> Workflow:
     """A copy of `workflow` with `injector`'s faults in front of its agents.
 
@@ -156,6 +157,8 @@ def inject(
         overrides: per agent, options to set on the copy (``{"archive": {"bulkhead": 20}}``)
             — a scenario's stand-in for configuration the workflow lacks; reports list them.
         input_schema: an input schema for the copy when the workflow has none.
+        around: wraps every agent function and fallback outside the faults (an audit,
+            e.g. the side-effect ledger of the process scenarios).
     """
     overrides = overrides or {}
     if unknown := sorted(set(overrides) - set(workflow.agents)):
@@ -181,6 +184,9 @@ def inject(
             options["fallbacks"] = [
                 injector.wrap(alt, fallback_hits, key) for alt in options["fallbacks"]
             ]
+        if around is not None:
+            fn = around(fn)
+            options["fallbacks"] = [around(alt) for alt in options["fallbacks"]]
         copy.add(fn, **options)
     return copy
 
@@ -213,4 +219,8 @@ class AuditingExecutor:
 
 def uncovered(faults: Iterable[Fault], workflow: Workflow) -> list[str]:
     """Labels of faults that hit no agent of `workflow` (a typo in a fault file)."""
-    return [f.label for f in faults if not any(f.targets(s.name, s.breaker) for s in workflow)]
+    return [
+        f.label
+        for f in faults
+        if f.kind != "kill" and not any(f.targets(s.name, s.breaker) for s in workflow)
+    ]

@@ -73,11 +73,13 @@ class ScenarioReport:
     """Findings worth acting on (what the engine or workflow lacks)."""
     time: str = "virtual"
     """``virtual`` (compressed) or ``real`` seconds."""
+    skipped: str | None = None
+    """Why the scenario did not run (e.g. ``worker-kill`` without a Redis bus), else None."""
 
     @property
     def passed(self) -> bool:
-        """Whether every criterion held."""
-        return all(c.passed for c in self.criteria)
+        """Whether every criterion held (a skipped scenario did not pass)."""
+        return self.skipped is None and all(c.passed for c in self.criteria)
 
     def require(self, name: str, passed: bool, detail: str = "") -> None:  # noqa: FBT001
         """Add a criterion."""

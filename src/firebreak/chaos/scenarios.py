@@ -1,4 +1,8 @@
-"""The four standard chaos scenarios, on any `Target`, on virtual or real time.
+"""The chaos scenarios: the four standard ones, on virtual or real time, and process kills.
+
+The four run on any `Target`; the two that kill processes (``orchestrator-kill``,
+``worker-kill``) are in `firebreak.chaos.processes` (real processes on a durable store,
+real seconds).
 
 1. ``agent-timeout``: a 30 s delay in one agent: its breaker opens, later calls are
    rejected at once, runs end as configured and none hangs.
@@ -26,6 +30,7 @@ from typing import Any, Final
 
 from firebreak.chaos.faults import Fault
 from firebreak.chaos.inject import AuditingExecutor, Injector, inject
+from firebreak.chaos.processes import orchestrator_kill, worker_kill
 from firebreak.chaos.report import ScenarioReport, percentile
 from firebreak.chaos.targets import Target
 from firebreak.clock import Clock, system_clock
@@ -36,7 +41,7 @@ from firebreak.store import CheckpointStore, MemoryStore, RunStatus, open_store
 from firebreak.testing import FakeClock, capture_events
 from firebreak.workflow import Workflow
 
-__all__ = ["SCENARIOS", "ChaosOptions", "run_scenario"]
+__all__ = ["PROCESS_SCENARIOS", "SCENARIOS", "STANDARD", "ChaosOptions", "run_scenario"]
 
 _DONE: Final = frozenset(
     {
@@ -77,6 +82,19 @@ class ChaosOptions:
     """Extra faults injected on top of the scenario's own."""
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per agent, options set on the workflow's copy (on top of the target's)."""
+    kills: int = 3
+    """SIGKILLs of the process scenarios unless a ``kill`` fault in `faults` says."""
+    bus: str | None = None
+    """``redis://`` bus URL of the worker-kill scenario (without one it is skipped)."""
+    workers: int = 3
+    """Worker processes of the worker-kill scenario."""
+    time_scale: float | None = None
+    """Process scenarios: real seconds per simulated second of the target's services;
+    default 0.01 for orchestrator-kill (a 7 s OCR call takes 70 ms) and 0.05 for worker-kill
+    (a killed worker's step comes back after the bus's ~1 s visibility timeout: the run's
+    deadline must outlast a few of those)."""
+    process_timeout: float = 120.0
+    """Process scenarios: real seconds the last orchestrator may take to finish the batch."""
 
 
 @dataclass(slots=True)
@@ -532,13 +550,21 @@ async def corrupted_data(target: Target, options: ChaosOptions) -> ScenarioRepor
     return report
 
 
+STANDARD: Final = ("agent-timeout", "agent-outage", "saturation", "corrupted-data")
+"""The four in-process scenarios (``--scenario all``)."""
+
+PROCESS_SCENARIOS: Final = ("orchestrator-kill", "worker-kill")
+"""The scenarios that kill real processes (`firebreak.chaos.processes`); real time."""
+
 SCENARIOS: dict[str, Callable[[Target, ChaosOptions], Awaitable[ScenarioReport]]] = {
     "agent-timeout": agent_timeout,
     "agent-outage": agent_outage,
     "saturation": saturation,
     "corrupted-data": corrupted_data,
+    "orchestrator-kill": orchestrator_kill,
+    "worker-kill": worker_kill,
 }
-"""The standard scenarios by name."""
+"""Every scenario by name: the `STANDARD` four and the `PROCESS_SCENARIOS`."""
 
 
 async def run_scenario(
@@ -556,5 +582,9 @@ async def run_scenario(
     options = options or ChaosOptions()
     wall = time.perf_counter()
     report = await SCENARIOS[name](target, options)
+    if name not in PROCESS_SCENARIOS and any(f.kind == "kill" for f in options.faults):
+        report.notes.append(
+            "kill faults act only in the process scenarios (orchestrator-kill, worker-kill)"
+        )
     report.figures["wall_s"] = round(time.perf_counter() - wall, 3)
     return report

@@ -42,6 +42,12 @@ class Target:
     """The agent the outage scenario takes down (default: the last with a breaker)."""
     overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     """Per scenario, per agent: options the workflow lacks for that scenario."""
+    ref: str | None = None
+    """``MODULE:ATTR`` a child process imports to rebuild the workflow: a `Target`, a
+    function returning one (called with `ref_kwargs`), or a `Workflow`. The process
+    scenarios (``orchestrator-kill``, ``worker-kill``) need it; inputs are passed as data."""
+    ref_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the function `ref` names (JSON data)."""
 
 
 def of_workflow(
@@ -49,8 +55,13 @@ def of_workflow(
     inputs: list[Any],
     *,
     overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    ref: str | None = None,
 ) -> Target:
-    """A target of a ready-made workflow; run ``i`` takes ``inputs[i % len(inputs)]``."""
+    """A target of a ready-made workflow; run ``i`` takes ``inputs[i % len(inputs)]``.
+
+    `ref` (``MODULE:ATTR`` of the workflow) lets the process scenarios rebuild it in a
+    child process.
+    """
     if not inputs:
         raise ConfigError("inputs", "a chaos target needs at least one input")
     return Target(
@@ -58,6 +69,7 @@ def of_workflow(
         build=lambda _clock: workflow,
         make_input=lambda i: inputs[i % len(inputs)],
         overrides=overrides or {},
+        ref=ref,
     )
 
 
@@ -131,4 +143,6 @@ def invoices(seed: int = 7) -> Target:
             "agent-outage": {"archive": {"on_exhausted": "pause"}},
             "saturation": bulkheads,
         },
+        ref="firebreak.chaos.targets:invoices",
+        ref_kwargs={"seed": seed},
     )
