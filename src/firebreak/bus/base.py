@@ -24,7 +24,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
-__all__ = ["BusPolicy", "Consumer", "Delivery", "TaskBus"]
+__all__ = ["BusPolicy", "Consumer", "Delivery", "TaskBus", "check_consumer"]
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -176,3 +176,11 @@ class TaskBus(Protocol):
     async def delete(self, queue: str) -> None:
         """Remove `queue`, its groups and its dead letters; a no-op if missing."""
         ...
+
+
+def check_consumer(queues: list[str], limit: int) -> None:
+    """Refuse a consumer of no queue or with no room for a message (every backend's rule)."""
+    if not queues:
+        raise ValueError("a consumer needs at least one queue")
+    if limit < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {limit}")

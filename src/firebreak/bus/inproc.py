@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 from firebreak.clock import Clock, system_clock
 
 __all__ = ["InprocBus", "InprocConsumer", "from_url"]
@@ -189,10 +189,7 @@ class InprocConsumer:
     def __init__(
         self, bus: InprocBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        if not queues:
-            raise ValueError("a consumer needs at least one queue")
-        if limit < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        check_consumer(queues, limit)
         self.bus = bus
         self.queues = queues
         self.group = group

@@ -94,7 +94,7 @@ from aiokafka.coordinator.protocol import (  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[import-untyped]
 
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["KafkaBus", "KafkaConsumer", "from_url"]
 
@@ -439,10 +439,7 @@ class KafkaConsumer:
     def __init__(
         self, bus: KafkaBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        if not queues:
-            raise ValueError("a consumer needs at least one queue")
-        if limit < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        check_consumer(queues, limit)
         self.bus = bus
         self.queues = queues
         self.group = group

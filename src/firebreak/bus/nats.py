@@ -82,7 +82,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["NatsBus", "NatsConsumer", "from_url"]
 
@@ -588,10 +588,7 @@ class NatsConsumer:
     def __init__(
         self, bus: NatsBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        if not queues:
-            raise ValueError("a consumer needs at least one queue")
-        if limit < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        check_consumer(queues, limit)
         self.bus = bus
         self.queues = queues
         self.group = group

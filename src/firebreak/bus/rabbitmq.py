@@ -83,7 +83,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["RabbitBus", "RabbitConsumer", "from_url"]
 
@@ -468,10 +468,7 @@ class RabbitConsumer:
     def __init__(
         self, bus: RabbitBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        if not queues:
-            raise ValueError("a consumer needs at least one queue")
-        if limit < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        check_consumer(queues, limit)
         self.bus = bus
         self.queues = queues
         self.group = group

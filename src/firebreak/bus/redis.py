@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["RedisBus", "RedisConsumer", "from_url"]
 
@@ -199,10 +199,7 @@ class RedisConsumer:
     def __init__(
         self, bus: RedisBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        if not queues:
-            raise ValueError("a consumer needs at least one queue")
-        if limit < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        check_consumer(queues, limit)
         self.bus = bus
         self.queues = queues
         self.group = group
