@@ -1,0 +1,474 @@
+"""One drive of one run: the scheduling loop, and what happens at its end.
+
+`Engine` (orchestrator.py) takes the lease and hands the run to `Drive`: it starts every
+step whose dependencies are settled, settles each outcome (commit, degrade, review,
+pause, fail), and at the end records the outcome — or fails the run: skips what never
+ran, compensates completed steps in reverse and dead-letters it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
+from firebreak.engine.context import Context, SharedState
+from firebreak.engine.executor import Executor, StepCall, StepOutcome
+from firebreak.engine.result import RunResult
+from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit, hub
+from firebreak.resilience import Timeout
+from firebreak.store import Lease, ReviewItem, RunRecord, RunStatus, StepRecord, StepStatus
+from firebreak.workflow import AgentSpec, Workflow
+
+if TYPE_CHECKING:
+    from firebreak.engine.orchestrator import Engine
+
+__all__ = ["Drive"]
+
+
+async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, StepOutcome]:
+    return name, await executor.execute(call)
+
+
+class Drive:
+    """One drive of one run: the scheduling loop and what happens at its end."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: Workflow,
+        record: RunRecord,
+        lease: Lease,
+        run_input: Any,
+        *,
+        resumed: bool,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.workflow = workflow
+        self.name = workflow.name
+        self.record = record
+        self.run_id = record.run_id
+        self.lease = lease
+        self.run_input = run_input
+        self.resumed = resumed
+        self.outputs: dict[str, Any] = {}
+        self.settled: dict[str, StepStatus] = {}
+        self.missing: dict[str, str] = {}
+        self.reviews: list[str] = []
+        self.executed: list[str] = []
+        self.failure: tuple[str, dict[str, Any]] | None = None  # agent, error
+        self.pause_until: float | None = None
+        self.waiting: set[str] = set()  # paused agents, not committed
+        self.ended = False  # the outcome is recorded and the lease released
+
+    async def drive(self, *, load: bool) -> RunResult:
+        """Run every step that can run, settle each, and record how the run ended.
+
+        `load`: take over what earlier drives committed (a resume); a new run has nothing.
+        """
+        if load:
+            await self._load()
+        if hub.active:
+            emit(
+                RunStateChanged(
+                    source=self.name, run_id=self.run_id, status="running", resumed=self.resumed
+                )
+            )
+        clock = self.engine.clock
+        deadline = None if self.workflow.deadline is None else clock.now() + self.workflow.deadline
+        dependents = self.engine._dependents(self.workflow)  # noqa: SLF001 - engine's cache
+        ok = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)
+        # How many dependencies each unsettled agent still waits for; at 0 it is ready.
+        blocked = {
+            spec.name: sum(self.settled.get(dep) not in ok for dep in spec.after)
+            for spec in self.workflow.agents.values()
+            if spec.name not in self.settled
+        }
+        ready = [name for name, count in blocked.items() if count == 0]
+        running: set[asyncio.Task[tuple[str, StepOutcome]]] = set()
+        done: list[asyncio.Task[tuple[str, StepOutcome]]] = []
+        wake = asyncio.Event()
+
+        def finished(task: asyncio.Task[tuple[str, StepOutcome]]) -> None:
+            done.append(task)
+            wake.set()
+
+        async def settle(name: str, outcome: StepOutcome) -> None:
+            await self._settle(name, outcome)
+            if self.settled.get(name) in ok:
+                for dependent in dependents[name]:
+                    blocked[dependent] -= 1
+                    if blocked[dependent] == 0:
+                        ready.append(dependent)
+
+        executor = self.engine.executor
+        try:
+            while True:
+                if self.failure is not None:
+                    ready.clear()
+                if len(ready) == 1 and not running:
+                    # One step and nothing else in flight (a chain): run it inline, no task.
+                    name = ready.pop()
+                    spec = self.workflow.agents[name]
+                    await settle(name, await executor.execute(self._call(spec, deadline)))
+                    continue
+                while ready:
+                    spec = self.workflow.agents[ready.pop()]
+                    task = asyncio.create_task(
+                        _named(spec.name, executor, self._call(spec, deadline))
+                    )
+                    task.add_done_callback(finished)
+                    running.add(task)
+                if not running:
+                    break
+                await wake.wait()
+                wake.clear()
+                while done:
+                    task = done.pop()
+                    running.discard(task)
+                    await settle(*task.result())
+        finally:
+            for task in running:  # only when we are cancelled or the store failed
+                task.cancel()
+        return await self._finish()
+
+    async def _load(self) -> None:
+        """Take over what earlier drives committed."""
+        steps = await self.store.get_steps(self.run_id)
+        resolved = await self._resolved_reviews(steps)
+        for name, rec in steps.items():
+            if name not in self.workflow.agents:
+                continue
+            if rec.status == StepStatus.NEEDS_REVIEW and name in resolved:
+                self._adopt(await self._apply_review(rec, resolved[name]))
+            else:
+                self._adopt(rec)
+
+    def _adopt(self, rec: StepRecord) -> None:
+        """Take a committed step as this drive's own: its output, or why it is missing."""
+        name = rec.agent
+        spec = self.workflow.agents[name]
+        status = rec.status
+        if status == StepStatus.COMPENSATION_FAILED:  # its effect stands: so does its output
+            status = StepStatus.SUCCEEDED
+        if status in (StepStatus.SUCCEEDED, StepStatus.DEGRADED):
+            self.outputs[name] = decode_output(spec, rec.output)
+            if status == StepStatus.DEGRADED:
+                self.missing[name] = rec.degraded_reason or "degraded"
+        self.settled[name] = status
+        if status == StepStatus.FAILED:  # we crashed while failing the run: finish that
+            self.failure = (name, rec.error or {"message": f"{name} failed"})
+
+    async def _resolved_reviews(self, steps: Mapping[str, StepRecord]) -> dict[str, ReviewItem]:
+        """Resolved review items of this run by agent; open ones are noted in `reviews`."""
+        resolved: dict[str, ReviewItem] = {}
+        if any(rec.status == StepStatus.NEEDS_REVIEW for rec in steps.values()):
+            for item in await self.store.review_list(status=None):
+                if item.run_id != self.run_id:
+                    continue
+                if item.status == "resolved":
+                    resolved[item.agent] = item
+                else:
+                    self.reviews.append(item.id)
+        return resolved
+
+    async def _apply_review(self, rec: StepRecord, item: ReviewItem) -> StepRecord:
+        await self.store.update_step(
+            self.lease, self.run_id, rec.agent, status=StepStatus.SUCCEEDED, output=item.value
+        )
+        emit(
+            StepStateChanged(
+                source=self.name,
+                run_id=self.run_id,
+                agent=rec.agent,
+                status="succeeded",
+                attempts=rec.attempts,
+                reason="resolved by review",
+            )
+        )
+        return StepRecord(
+            run_id=self.run_id,
+            agent=rec.agent,
+            status=StepStatus.SUCCEEDED,
+            output=item.value,
+            attempts=rec.attempts,
+            seq=rec.seq,
+        )
+
+    def _call(self, spec: AgentSpec, deadline: float | None) -> StepCall:
+        self.executed.append(spec.name)
+        return StepCall(
+            workflow=self.name,
+            spec=spec,
+            run_id=self.run_id,
+            run_input=self.run_input,
+            inputs=spec.call_kwargs(self.run_input, self.outputs),
+            degraded={d: self.missing[d] for d in spec.after if d in self.missing},
+            lease=self.lease,
+            deadline=deadline,
+        )
+
+    async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> bool:
+        """Commit `rec`; ``False`` when another record was there first and was adopted."""
+        if not await self.store.commit_step(self.lease, rec):
+            # Someone committed this step first (a worker, a replaced orchestrator): the
+            # stored result is the truth, so dependents get that one, not ours.
+            stored = (await self.store.get_steps(self.run_id)).get(rec.agent)
+            if stored is not None:
+                self._adopt(stored)
+                self._announce(stored, stored.attempts, stored.degraded_reason or "")
+                return False
+        self.settled[rec.agent] = rec.status
+        self._announce(rec, attempts, reason)
+        return True
+
+    def _announce(self, rec: StepRecord, attempts: int, reason: str) -> None:
+        if hub.active:
+            emit(
+                StepStateChanged(
+                    source=self.name,
+                    run_id=self.run_id,
+                    agent=rec.agent,
+                    status=rec.status.value,
+                    attempts=attempts,
+                    reason=reason,
+                )
+            )
+
+    async def _settle(self, name: str, outcome: StepOutcome) -> None:
+        spec = self.workflow.agents[name]
+        if outcome.committed is not None:  # the executor's worker committed it already
+            rec = outcome.committed
+            self._adopt(rec)
+            self._announce(rec, rec.attempts, rec.degraded_reason or "")
+            if rec.status == StepStatus.NEEDS_REVIEW:
+                attrs = (rec.error or {}).get("attrs") or {}
+                reason = (rec.error or {}).get("message", "needs review")
+                await self._open_review(spec, reason, list(attrs.get("suggestions") or []))
+            return
+        if outcome.status == "succeeded":
+            try:
+                stored = encode(outcome.output, what=f"output of agent {name!r}")
+            except NotStorable as exc:
+                outcome = StepOutcome(status="failed", attempts=outcome.attempts, error=exc)
+            else:
+                rec = StepRecord(
+                    run_id=self.run_id,
+                    agent=name,
+                    status=StepStatus.SUCCEEDED,
+                    output=stored,
+                    attempts=outcome.attempts,
+                )
+                if await self._commit(rec, outcome.attempts):
+                    self.outputs[name] = outcome.output
+                return
+        error = outcome.error
+        reason = f"{type(error).__name__}: {error}" if error is not None else "failed"
+        if outcome.status == "failed" and spec.on_exhausted == "pause" and outcome.transient:
+            wait = outcome.retry_after if outcome.retry_after is not None else self.engine.pause_for
+            until = self.store.clock() + wait
+            self.pause_until = max(self.pause_until or until, until)
+            self.waiting.add(name)
+            return
+        error_dict = error_to_dict(error) if error is not None else None
+        if outcome.status == "needs_human" or spec.on_exhausted == "review":
+            rec = StepRecord(
+                run_id=self.run_id,
+                agent=name,
+                status=StepStatus.NEEDS_REVIEW,
+                attempts=outcome.attempts,
+                error=error_dict,
+            )
+            if await self._commit(rec, outcome.attempts, reason):
+                suggestions = list(getattr(error, "suggestions", []) or [])
+                await self._open_review(spec, reason, suggestions)
+            return
+        if not spec.critical:
+            default = spec.default
+            rec = StepRecord(
+                run_id=self.run_id,
+                agent=name,
+                status=StepStatus.DEGRADED,
+                output=encode(default, what=f"default of agent {name!r}"),
+                attempts=outcome.attempts,
+                error=error_dict,
+                degraded_reason=reason,
+            )
+            if await self._commit(rec, outcome.attempts, reason):
+                self.outputs[name] = default
+                self.missing[name] = reason
+            return
+        rec = StepRecord(
+            run_id=self.run_id,
+            agent=name,
+            status=StepStatus.FAILED,
+            attempts=outcome.attempts,
+            error=error_dict,
+        )
+        if await self._commit(rec, outcome.attempts, reason):
+            self.failure = (name, error_dict or {"message": reason})
+
+    async def _open_review(self, spec: AgentSpec, reason: str, suggestions: list[Any]) -> None:
+        """Put the step in the review queue (the store keeps one open item per step)."""
+        inputs = spec.call_kwargs(self.run_input, self.outputs)
+        try:
+            context = encode(inputs, what="review context")
+        except NotStorable:
+            context = {name: repr(value)[:2000] for name, value in inputs.items()}
+        try:
+            encoded = encode(suggestions, what="review suggestions")
+        except NotStorable:
+            encoded = [repr(item)[:2000] for item in suggestions]
+        item_id = await self.store.review_put(
+            run_id=self.run_id,
+            workflow=self.name,
+            agent=spec.name,
+            reason=reason,
+            suggestions=encoded,
+            context=context,
+        )
+        self.reviews.append(item_id)
+        emit(QueueChanged(source=self.name, queue="review", run_id=self.run_id, delta=1))
+
+    async def _finish(self) -> RunResult:
+        if self.failure is not None:
+            return await self._fail(*self.failure)
+        result: dict[str, Any] = {"missing": self.missing, "reviews": self.reviews}
+        if self.pause_until is not None:
+            status = RunStatus.PAUSED
+            reason = f"waiting for {', '.join(sorted(self.waiting))}"
+        elif any(s == StepStatus.NEEDS_REVIEW for s in self.settled.values()):
+            status, reason = RunStatus.NEEDS_REVIEW, "waiting for review"
+        elif unsettled := [a for a in self.workflow.agents if a not in self.settled]:
+            raise RuntimeError(f"run {self.run_id!r}: agents {unsettled} could not start")
+        else:
+            status = RunStatus.DEGRADED if self.missing else RunStatus.SUCCEEDED
+            reason = f"degraded: {', '.join(self.missing)}" if self.missing else ""
+            result["outputs"] = {
+                name: encode(value, what=f"output of agent {name!r}")
+                for name, value in self.outputs.items()
+            }
+        await self.engine._end(  # noqa: SLF001 - the engine's own helper
+            self.lease, status, result=result, resume_at=self.pause_until
+        )
+        self.ended = True
+        emit(
+            RunStateChanged(
+                source=self.name, run_id=self.run_id, status=status.value, reason=reason
+            )
+        )
+        return RunResult(
+            run_id=self.run_id,
+            workflow=self.name,
+            status=status,
+            outputs=dict(self.outputs),
+            missing=dict(self.missing),
+            resume_at=self.pause_until,
+            reviews=tuple(self.reviews),
+            resumed=self.resumed,
+            executed=tuple(self.executed),
+        )
+
+    async def _fail(self, agent: str, error: dict[str, Any]) -> RunResult:
+        because = f"{agent} failed"
+        for name in self.workflow.agents:
+            if name not in self.settled:
+                rec = StepRecord(
+                    run_id=self.run_id,
+                    agent=name,
+                    status=StepStatus.SKIPPED,
+                    attempts=0,
+                    degraded_reason=because,
+                )
+                await self._commit(rec, 0, because)
+                self.missing[name] = f"skipped: {because}"
+        compensated = await self._compensate()
+        result = {"missing": self.missing, "failed_agent": agent, "compensated": compensated}
+        await self.engine._end(  # noqa: SLF001 - the engine's own helper
+            self.lease, RunStatus.FAILED, result=result, error=error
+        )
+        self.ended = True
+        reason = f"agent {agent!r} failed: {error.get('message', '')}"
+        await self.store.dlq_put(
+            run_id=self.run_id,
+            workflow=self.name,
+            reason=reason,
+            error=error,
+            input=self.record.input,
+            steps=await self.store.get_steps(self.run_id),
+        )
+        emit(QueueChanged(source=self.name, queue="dlq", run_id=self.run_id, delta=1))
+        emit(RunStateChanged(source=self.name, run_id=self.run_id, status="failed", reason=reason))
+        return RunResult(
+            run_id=self.run_id,
+            workflow=self.name,
+            status=RunStatus.FAILED,
+            outputs=dict(self.outputs),
+            missing=dict(self.missing),
+            error=error,
+            failed_agent=agent,
+            compensated=tuple(compensated),
+            resumed=self.resumed,
+            executed=tuple(self.executed),
+        )
+
+    async def _compensate(self) -> list[str]:
+        """Undo completed steps in reverse completion order; a failure is recorded, not fatal."""
+        steps = await self.store.get_steps(self.run_id)
+        done = sorted(
+            (rec for rec in steps.values() if rec.status == StepStatus.SUCCEEDED),
+            key=lambda rec: rec.seq,
+            reverse=True,
+        )
+        undone = []
+        for rec in done:
+            spec = self.workflow.agents.get(rec.agent)
+            if spec is None or spec.compensate is None:
+                continue
+            ctx = Context(
+                workflow=self.name,
+                run_id=self.run_id,
+                agent=spec.name,
+                attempt=1,
+                run_input=self.run_input,
+                degraded={},
+                deadline=None,
+                state=SharedState(self.store, self.run_id),
+                clock=self.engine.clock,
+            )
+            output = self.outputs.get(spec.name, decode_output(spec, rec.output))
+            try:
+                timeout = Timeout(
+                    spec.timeout, name=f"compensate {spec.name}", clock=self.engine.clock
+                )
+                await timeout.call(spec.compensate, ctx, output)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other compensations still run
+                await self.store.update_step(
+                    self.lease,
+                    self.run_id,
+                    spec.name,
+                    status=StepStatus.COMPENSATION_FAILED,
+                    error=error_to_dict(exc),
+                )
+                emit(
+                    StepStateChanged(
+                        source=self.name,
+                        run_id=self.run_id,
+                        agent=spec.name,
+                        status="compensation_failed",
+                        reason=str(exc),
+                    )
+                )
+                continue
+            await self.store.update_step(
+                self.lease, self.run_id, spec.name, status=StepStatus.COMPENSATED
+            )
+            emit(
+                StepStateChanged(
+                    source=self.name, run_id=self.run_id, agent=spec.name, status="compensated"
+                )
+            )
+            undone.append(spec.name)
+        return undone
