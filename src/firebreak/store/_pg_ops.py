@@ -44,30 +44,34 @@ LOCK_RUN = (
 )
 """The fence read: also serialises writers of one run until their transaction ends."""
 
-COMMIT_STEP = f"""
-WITH ins AS (
-    INSERT INTO steps ({STEP_COLS})
-    SELECT %(run_id)s::text, %(agent)s::text, %(status)s::text, %(output)s::json,
-           %(attempts)s::integer, %(error)s::json, %(reason)s::text,
-           COALESCE((SELECT MAX(seq) FROM steps WHERE run_id = %(run_id)s::text), 0) + 1,
-           %(at)s::float8
-    WHERE EXISTS (
-        SELECT 1 FROM runs WHERE run_id = %(run_id)s::text
-        AND lease_owner = %(owner)s::text AND lease_token = %(token)s::bigint
-    )
-    ON CONFLICT (run_id, agent) DO NOTHING
-    RETURNING run_id, agent, status, seq, attempts, degraded_reason
-), aud AS (
-    INSERT INTO audit (at, actor, run_id, kind, what)
-    SELECT %(now)s::float8, %(owner)s::text, run_id, 'step_committed',
-           jsonb_build_object('agent', agent, 'status', status, 'seq', seq,
-                              'attempts', attempts, 'token', %(token)s::bigint,
-                              'degraded_reason', degraded_reason)
-    FROM ins
+_COMMIT_FIELDS = (
+    "run_id",
+    "agent",
+    "status",
+    "output",
+    "attempts",
+    "error",
+    "reason",
+    "at",
+    "now",
+    "owner",
+    "token",
 )
-SELECT seq FROM ins
-"""  # noqa: S608  -- constant column lists only
-"""The step insert: fenced again in SQL, first commit wins, audited, notified by trigger."""
+
+COMMIT_STEPS = (
+    "SELECT o_found, o_owner, o_token, o_seq FROM commit_steps("
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[],"
+    " %s::float8[], %s::float8[], %s::text[], %s::bigint[]) ORDER BY o_n"
+)
+"""Any number of step commits in one statement (so one transaction): see migration 2.
+
+Each commit locks its run's row, is fenced in SQL, first commit wins, audited, notified by
+trigger; one row per commit, in order, says what happened (`commit_outcome` judges it)."""
+
+
+def commit_batch_params(batch: list[dict[str, Any]]) -> list[list[Any]]:
+    """The arguments of `COMMIT_STEPS` for `commit_params` dicts, one array per field."""
+    return [[params[field] for params in batch] for field in _COMMIT_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +340,7 @@ async def release_lease(conn: Conn, lease: Lease, now: float) -> None:
 
 
 def commit_params(lease: Lease, step: StepRecord, now: float) -> dict[str, Any]:
-    """Encode a step for `COMMIT_STEP` (raises `TypeError`/`ValueError` for non-JSON)."""
+    """Encode a step for `COMMIT_STEPS` (raises `TypeError`/`ValueError` for non-JSON)."""
     return {
         "run_id": step.run_id,
         "agent": step.agent,
@@ -352,20 +356,19 @@ def commit_params(lease: Lease, step: StepRecord, now: float) -> dict[str, Any]:
     }
 
 
-def commit_outcome(lease: Lease, fence_row: Any, seq_row: Any) -> bool:
-    """Judge one commit from its fence read and its insert: raise or say if it was new."""
-    if fence_row is None:
+def commit_outcome(lease: Lease, row: Any) -> bool:
+    """Judge one commit from its `COMMIT_STEPS` row: raise, or say if it was new."""
+    found, owner, token, seq = row
+    if not found:
         raise KeyError(lease.run_id)
-    _rules.check_fence(lease, fence_row[0], int(fence_row[1]))
-    return seq_row is not None
+    _rules.check_fence(lease, owner, int(token))
+    return seq is not None
 
 
 async def commit_step(conn: Conn, lease: Lease, params: dict[str, Any]) -> bool:
     """One fenced commit in its own transaction (the path without group commit)."""
-    async with conn.transaction():
-        fence = await one(conn, LOCK_RUN, (lease.run_id,))
-        seq = None if fence is None else await one(conn, COMMIT_STEP, params)
-    return commit_outcome(lease, fence, seq)
+    row = await one(conn, COMMIT_STEPS, commit_batch_params([params]))
+    return commit_outcome(lease, row)
 
 
 _UPDATE_STEP = f"""
@@ -508,58 +511,22 @@ async def cas_state(conn: Conn, run_id: str, expected: int, data: str) -> int:
 
 # -- begin and finish a drive of a run (SupportsBeginFinish) --------------------------------
 
-_BEGIN_CREATE = """
-WITH ins AS (
-    INSERT INTO runs (run_id, workflow, status, input, created_at, updated_at)
-    VALUES (%(run_id)s, %(workflow)s, 'pending', %(input)s::json, %(now)s, %(now)s)
-    ON CONFLICT (run_id) DO NOTHING
-    RETURNING run_id, workflow
-), aud AS (
-    INSERT INTO audit (at, actor, run_id, kind, what)
-    SELECT %(now)s::float8, NULL, run_id, 'run_created',
-           jsonb_build_object('workflow', workflow) FROM ins
+_BEGIN = (
+    "SELECT * FROM begin_run(%(run_id)s::text, %(workflow)s::text, %(input)s::text,"
+    " %(now)s::float8, %(owner)s::text, %(expires)s::float8)"
 )
-SELECT true FROM ins
-"""
-
-_BEGIN_LOCK = f"SELECT {RUN_COLS} FROM runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE"  # noqa: S608
-
-# The lease rule of `_rules.decide_lease` in SQL, on the row locked just before: free,
-# expired or already ours; every acquisition takes the next token.
-_BEGIN_LEASE = f"""
-WITH upd AS (
-    UPDATE runs SET lease_owner = %(owner)s::text, lease_token = lease_token + 1,
-        lease_expires = %(expires)s::float8, status = 'running', result = NULL,
-        error = NULL, resume_at = NULL, updated_at = %(now)s::float8
-    WHERE run_id = %(run_id)s::text AND workflow = %(workflow)s::text
-        AND status NOT IN ('succeeded', 'degraded', 'failed')
-        AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires <= %(now)s::float8
-             OR lease_owner = %(owner)s::text)
-    RETURNING {RUN_COLS},
-        (SELECT r.lease_owner FROM runs r WHERE r.run_id = %(run_id)s::text) AS lease_owner_before
-), aud AS (
-    INSERT INTO audit (at, actor, run_id, kind, what)
-    SELECT %(now)s::float8, %(owner)s::text, upd.run_id, k.kind, k.what
-    FROM upd, LATERAL (VALUES
-        (1, 'lease_acquired', jsonb_build_object('token', upd.lease_token,
-            'expires_at', upd.lease_expires, 'previous', upd.lease_owner_before)),
-        (2, 'run_status', jsonb_build_object('status', upd.status, 'resume_at', upd.resume_at,
-            'error', upd.error::jsonb, 'token', upd.lease_token))
-    ) AS k(n, kind, what)
-    ORDER BY k.n
-)
-SELECT {RUN_COLS} FROM upd
-"""  # noqa: S608  -- constant column lists only
+"""Create, lock, lease and mark running (migration 2): the lease rule of
+`_rules.decide_lease` in SQL, on the locked row; every acquisition takes the next token."""
 
 
 async def begin_run(  # noqa: PLR0917 - positional, as _do passes them
     conn: Conn, run_id: str, workflow: str, input_json: str, owner: str, now: float, ttl: float
 ) -> tuple[RunRecord, bool, Lease | None]:
-    """Create, lock, lease and mark running in one transaction and one round trip (pipelined).
+    """Create, lock, lease and mark running in one statement (one transaction, one trip).
 
-    The create, the row lock and the conditional lease update go out together: the update
-    applies `_rules.decide_lease` in SQL, so no answer needs to come back in between. The
-    locked row, as it was before the update, says why no lease was taken.
+    The conditional lease update applies `_rules.decide_lease` in SQL, so no answer needs
+    to come back in between. The locked row, as it was before the update, says why no
+    lease was taken.
     """
     params = {
         "run_id": run_id,
@@ -569,20 +536,14 @@ async def begin_run(  # noqa: PLR0917 - positional, as _do passes them
         "owner": owner,
         "expires": now + ttl,
     }
-    async with conn.pipeline(), conn.transaction():
-        create = await conn.execute(_BEGIN_CREATE.encode(), params)
-        lock = await conn.execute(_BEGIN_LOCK.encode(), params)
-        lease_cur = await conn.execute(_BEGIN_LEASE.encode(), params)
-    created = await create.fetchone() is not None
-    before = await lock.fetchone()
-    leased = await lease_cur.fetchone()
-    if before is None:  # neither inserted nor found: deleted under us
+    row = await one(conn, _BEGIN, params)
+    if row is None:  # neither inserted nor found: deleted under us
         raise StoreError(f"run {run_id!r}: could not create or read it (concurrent writers)")
-    if leased is not None:
-        run = run_from_row(leased)
+    created, leased = bool(row[0]), bool(row[1])
+    run = run_from_row(row[2:])
+    if leased:
         lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=now + ttl)
         return run, created, lease
-    run = run_from_row(before)
     if run.status in TERMINAL or run.workflow != workflow:
         return run, created, None
     # Not leased, yet ours to run: another owner's live lease (decide_lease raises).

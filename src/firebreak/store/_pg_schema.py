@@ -125,6 +125,113 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER runs_notify_status AFTER UPDATE OF status, result, error, resume_at
             ON runs FOR EACH ROW EXECUTE FUNCTION notify_run()""",
     ),
+    # 2: one-statement forms of the hot paths. First, group commit in one statement per
+    # batch. For each commit, in the order given: lock the run's row, and if the lease
+    # (owner, token) is current insert the step (first commit wins; seq = MAX + 1, read by a
+    # statement started after the lock, so it sees every earlier commit to the run) and its
+    # audit entry. Nothing is raised for an unknown run, a stale lease or a duplicate: each
+    # row returned says (found, owner, token, seq), and the client judges each commit alone.
+    (
+        """CREATE FUNCTION commit_steps(
+            p_run_id text[], p_agent text[], p_status text[], p_output text[],
+            p_attempts integer[], p_error text[], p_reason text[], p_at float8[],
+            p_now float8[], p_owner text[], p_token bigint[]
+        ) RETURNS TABLE (o_n integer, o_found boolean, o_owner text, o_token bigint,
+                         o_seq integer)
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            i integer;
+        BEGIN
+            FOR i IN 1 .. coalesce(array_length(p_run_id, 1), 0) LOOP
+                o_n := i;
+                o_seq := NULL;
+                SELECT r.lease_owner, r.lease_token INTO o_owner, o_token
+                    FROM runs r WHERE r.run_id = p_run_id[i] FOR NO KEY UPDATE;
+                o_found := FOUND;
+                IF o_found AND o_owner = p_owner[i] AND o_token = p_token[i] THEN
+                    INSERT INTO steps AS s (run_id, agent, status, output, attempts, error,
+                                            degraded_reason, seq, completed_at)
+                    VALUES (p_run_id[i], p_agent[i], p_status[i], p_output[i]::json,
+                            p_attempts[i], p_error[i]::json, p_reason[i],
+                            COALESCE((SELECT MAX(x.seq) FROM steps x
+                                      WHERE x.run_id = p_run_id[i]), 0) + 1,
+                            p_at[i])
+                    ON CONFLICT (run_id, agent) DO NOTHING
+                    RETURNING s.seq INTO o_seq;
+                    IF o_seq IS NOT NULL THEN
+                        INSERT INTO audit (at, actor, run_id, kind, what)
+                        VALUES (p_now[i], p_owner[i], p_run_id[i], 'step_committed',
+                                jsonb_build_object('agent', p_agent[i], 'status', p_status[i],
+                                                   'seq', o_seq, 'attempts', p_attempts[i],
+                                                   'token', p_token[i],
+                                                   'degraded_reason', p_reason[i]));
+                    END IF;
+                END IF;
+                RETURN NEXT;
+            END LOOP;
+        END $$""",
+        # `begin_run` in one statement: create the run unless it exists, lock its row, and
+        # take the lease and mark it running if `_rules.decide_lease` allows (free, expired
+        # or already ours; every acquisition takes the next token); each step a statement of
+        # its own, so each sees the ones before. Returns no row if the run vanished, else one:
+        # (created, leased, the run after the update if leased, else as locked).
+        """CREATE FUNCTION begin_run(
+            p_run_id text, p_workflow text, p_input text, p_now float8, p_owner text,
+            p_expires float8
+        ) RETURNS TABLE (o_created boolean, o_leased boolean, o_run_id text,
+                         o_workflow text, o_status text, o_input json, o_created_at float8,
+                         o_updated_at float8, o_resume_at float8, o_result json, o_error json,
+                         o_lease_owner text, o_lease_token bigint, o_lease_expires float8)
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            v_created boolean;
+            v_leased boolean;
+            v_run runs;
+            v_after runs;
+        BEGIN
+            WITH ins AS (
+                INSERT INTO runs AS r (run_id, workflow, status, input, created_at, updated_at)
+                VALUES (p_run_id, p_workflow, 'pending', p_input::json, p_now, p_now)
+                ON CONFLICT (run_id) DO NOTHING
+                RETURNING r.run_id, r.workflow
+            ), aud AS (
+                INSERT INTO audit (at, actor, run_id, kind, what)
+                SELECT p_now, NULL, ins.run_id, 'run_created',
+                       jsonb_build_object('workflow', ins.workflow) FROM ins
+            )
+            SELECT true INTO v_created FROM ins;
+            SELECT * INTO v_run FROM runs r WHERE r.run_id = p_run_id FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                RETURN;
+            END IF;
+            UPDATE runs AS r SET lease_owner = p_owner, lease_token = r.lease_token + 1,
+                lease_expires = p_expires, status = 'running', result = NULL, error = NULL,
+                resume_at = NULL, updated_at = p_now
+            WHERE r.run_id = p_run_id AND r.workflow = p_workflow
+                AND r.status NOT IN ('succeeded', 'degraded', 'failed')
+                AND (r.lease_owner IS NULL OR r.lease_expires IS NULL
+                     OR r.lease_expires <= p_now OR r.lease_owner = p_owner)
+            RETURNING r.* INTO v_after;
+            v_leased := FOUND;
+            IF v_leased THEN
+                INSERT INTO audit (at, actor, run_id, kind, what) VALUES
+                    (p_now, p_owner, p_run_id, 'lease_acquired',
+                     jsonb_build_object('token', v_after.lease_token,
+                                        'expires_at', v_after.lease_expires,
+                                        'previous', v_run.lease_owner)),
+                    (p_now, p_owner, p_run_id, 'run_status',
+                     jsonb_build_object('status', v_after.status,
+                                        'resume_at', v_after.resume_at,
+                                        'error', v_after.error::jsonb,
+                                        'token', v_after.lease_token));
+                v_run := v_after;
+            END IF;
+            RETURN QUERY SELECT coalesce(v_created, false), v_leased, v_run.run_id,
+                v_run.workflow, v_run.status, v_run.input, v_run.created_at, v_run.updated_at,
+                v_run.resume_at, v_run.result, v_run.error, v_run.lease_owner,
+                v_run.lease_token, v_run.lease_expires;
+        END $$""",
+    ),
 )
 """Migration N+1 is ``MIGRATIONS[N]``; append, never edit a released one."""
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import select
 import socket
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import timedelta
@@ -83,6 +84,24 @@ def from_url(url: str, *, clock: WallClock = default_clock) -> PostgresStore:
     if schemas:
         return PostgresStore(stripped, schema=schemas[-1], clock=clock)
     return PostgresStore(stripped, clock=clock)
+
+
+async def _check(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Check a pooled connection before use; a round trip only if it looks suspect.
+
+    An idle connection has nothing to read: if its socket is readable, the server has
+    closed it or sent something (a shutdown notice, say), and an empty query decides.
+    `AsyncConnectionPool.check_connection` on every checkout would double the round trips
+    of every operation.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    try:
+        readable = bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        readable = True
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 def _one_line(text: str) -> str:
@@ -182,7 +201,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=self.pool_size,
                 open=False,
-                check=AsyncConnectionPool.check_connection,
+                check=_check,
                 timeout=self.timeout,
                 name=f"firebreak-{self.schema}",
             )
