@@ -246,7 +246,9 @@ class _StepRun:
             )
             start = clock.now()
             try:
-                output = validate_output(call.spec, await fn(ctx, **call.inputs))
+                output = await fn(ctx, **call.inputs)
+                if call.spec.validate is not None:
+                    output = validate_output(call.spec, output)
             except StateConflict as exc:
                 self._report("error", start, exc)
                 if conflicts == _CONFLICT_ATTEMPTS - 1:
