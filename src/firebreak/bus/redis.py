@@ -45,6 +45,18 @@ end
 return 1
 """
 
+# Settle a message in one round trip: ``XACK`` + ``XDEL`` (atomic, as a script is), after
+# an optional reply ``XADD``. KEYS[1] stream, KEYS[2] reply stream (optional); ARGV group,
+# id, reply body, reply key.
+_ACK = """
+if KEYS[2] then
+  redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'k', ARGV[4])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
     """Build (not connect) a bus from a ``redis://`` URL; see the module docstring."""
@@ -88,6 +100,7 @@ class RedisBus:
         self.policy = policy or BusPolicy()
         self._client: aioredis.Redis | None = None
         self._claim_own: Any = None
+        self._ack: Any = None
 
     def __repr__(self) -> str:
         return f"RedisBus(prefix={self.prefix!r})"
@@ -111,6 +124,7 @@ class RedisBus:
             raise
         self._client = client
         self._claim_own = client.register_script(_CLAIM_OWN)
+        self._ack = client.register_script(_ACK)
 
     async def close(self) -> None:
         """Close the connection pool; idempotent."""
@@ -186,6 +200,23 @@ class RedisBus:
             pipe.xack(self.stream(queue), group, message_id)
             pipe.xdel(self.stream(queue), message_id)
             await pipe.execute()
+
+    async def settle(
+        self,
+        queue: str,
+        group: str,
+        message_id: str,
+        reply: tuple[str, Mapping[str, Any], str] | None = None,
+    ) -> None:
+        """Ack and delete a message in one script; first ``XADD`` `reply` (queue, body, key)."""
+        self.client  # noqa: B018 - raises before setup
+        keys = [self.stream(queue)]
+        args = [group, message_id]
+        if reply is not None:
+            to, body, key = reply
+            keys.append(self.stream(to))
+            args += [json.dumps(body, separators=(",", ":"), allow_nan=False), key]
+        await self._ack(keys=keys, args=args)
 
     async def claim_own(self, queue: str, group: str, name: str, args: Sequence[Any]) -> int:
         """Run the ownership-checked ``XCLAIM`` script (touch or release)."""
@@ -342,12 +373,19 @@ class RedisConsumer:
         self._slot.set()
 
     async def ack(self, delivery: Delivery) -> None:
-        """``XACK`` and ``XDEL`` in one transaction."""
-        stream = self.bus.stream(delivery.queue)
-        async with self.bus.client.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, self.group, delivery.id)
-            pipe.xdel(stream, delivery.id)
-            await pipe.execute()
+        """``XACK`` and ``XDEL`` atomically (one script, one round trip)."""
+        await self.bus.settle(delivery.queue, self.group, delivery.id)
+        self._free(delivery)
+
+    async def reply_and_ack(
+        self, delivery: Delivery, queue: str, body: Mapping[str, Any], *, key: str
+    ) -> None:
+        """``publish(queue, body, key=key)`` then `ack` (delivery), in one round trip.
+
+        The reply is added first; if the script fails before the ack, nothing is acked
+        (the caller may fall back to a separate publish and ack).
+        """
+        await self.bus.settle(delivery.queue, self.group, delivery.id, (queue, body, key))
         self._free(delivery)
 
     async def release(self, delivery: Delivery) -> None:

@@ -188,10 +188,13 @@ class Worker:
                 await consumer.release(delivery)
                 self.stats.released += 1
 
-    async def _touching(self, consumer: Consumer, delivery: Delivery) -> None:
+    async def _touching(
+        self, consumer: Consumer, delivery: Delivery, first: float | None = None
+    ) -> None:
         every = self.bus.policy.visibility / 3
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(every if first is None else first)
+            first = None
             try:
                 await consumer.touch(delivery)
             except Exception as exc:  # noqa: BLE001 - the next touch may work
@@ -208,7 +211,13 @@ class Worker:
             await consumer.reject(delivery, f"unreadable task: {type(exc).__name__}: {exc}")
             self.stats.dead += 1
             return
-        toucher = asyncio.create_task(self._touching(consumer, delivery))
+        # The toucher starts only once a step has run for a touch interval: most steps end
+        # sooner, and a timer costs far less than a task per step.
+        toucher: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.bus.policy.visibility / 3,
+            lambda: toucher.append(asyncio.create_task(self._touching(consumer, delivery, 0))),
+        )
         try:
             reply = await self._run_step(call, lease)
         except (StoreError, OSError) as exc:
@@ -224,25 +233,32 @@ class Worker:
             await self._poisoned(dataclasses.replace(delivery, reason=str(exc)))
             return
         finally:
-            toucher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await toucher
+            timer.cancel()
+            for task in toucher:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        settle = getattr(consumer, "reply_and_ack", None)
+        if reply_to and settle is not None:
+            body = self._reply_body(call, delivery, reply)
+            try:  # the reply and the ack in one round trip, when the bus can
+                await settle(delivery, reply_to, body, key=call.run_id)
+            except Exception as exc:  # noqa: BLE001 - fall back to a reply, then an ack
+                log.debug("combined reply and ack failed for %s: %s", delivery.id, exc)
+            else:
+                return
         await self._reply(reply_to, call, delivery, reply)
         await consumer.ack(delivery)
 
     async def _run_step(self, call: StepCall, lease: Lease) -> dict[str, Any]:
         """Run and commit one step; the reply for its orchestrator."""
         run_id, agent = call.run_id, call.spec.name
-        record, steps = await asyncio.gather(
-            self.store.get_run(run_id), self.store.get_steps(run_id)
-        )
-        stored = steps.get(agent)
+        # One read: skip a step already committed (a redelivered duplicate). A stale lease
+        # (a replaced orchestrator) is refused by the fenced commit below.
+        stored = (await self.store.get_steps(run_id)).get(agent)
         if stored is not None:
             self.stats.duplicates += 1
             return {"kind": "committed", "step": record_to_json(stored)}
-        if record is None or (record.lease_owner, record.lease_token) != (lease.owner, lease.token):
-            self.stats.stale += 1
-            return {"kind": "stale", "token": lease.token}
         outcome = await self.executor.execute(call)
         self.stats.executed += 1
         return await self._commit(call, lease, outcome)
@@ -259,7 +275,7 @@ class Worker:
             }
         try:
             first = await self.store.commit_step(lease, rec)
-        except StaleLease:
+        except (StaleLease, KeyError):  # the run is no longer this lease's (or is gone)
             self.stats.stale += 1
             return {"kind": "stale", "token": lease.token}
         if not first:
@@ -274,16 +290,20 @@ class Worker:
     ) -> None:
         if not reply_to:
             return
-        body = {
+        body = self._reply_body(call, delivery, reply)
+        try:
+            await self.bus.publish(reply_to, body, key=call.run_id)
+        except Exception as exc:  # noqa: BLE001 - the orchestrator also polls the store
+            log.warning("could not reply for %s/%s: %s", call.run_id, call.spec.name, exc)
+
+    @staticmethod
+    def _reply_body(call: StepCall, delivery: Delivery, reply: Mapping[str, Any]) -> dict[str, Any]:
+        return {
             "task": delivery.body.get("task"),
             "run_id": call.run_id,
             "agent": call.spec.name,
             **reply,
         }
-        try:
-            await self.bus.publish(reply_to, body, key=call.run_id)
-        except Exception as exc:  # noqa: BLE001 - the orchestrator also polls the store
-            log.warning("could not reply for %s/%s: %s", call.run_id, call.spec.name, exc)
 
     async def _poisoned(self, delivery: Delivery) -> None:
         """A task went to the dead letters: fail its step, so its run does not wait forever."""
