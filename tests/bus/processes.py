@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import redis
+from firebreak.store import RunStatus, StepStatus
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,3 +69,34 @@ class Procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def check_runs(redis_url: str, prefix: str, sink: redis.Redis, runs: list[str]) -> None:
+    """The batch of flows:batch runs is done right, whatever was killed along the way.
+
+    Every run succeeded with its 4 steps, each committed once (distinct commit order);
+    each step's output carries the token of the one side effect its idempotency key
+    applied; every effect was applied once. The store is a `RedisStore` under
+    ``<prefix>-store``, the sink ``<prefix>-sink`` on the same Redis.
+    """
+    from firebreak.store.redis import RedisStore  # noqa: PLC0415 - only these tests need it
+
+    async def read() -> dict[str, tuple[Any, dict[str, Any]]]:
+        async with RedisStore(redis_url, prefix=f"{prefix}-store") as opened:
+            return {run: (await opened.get_run(run), await opened.get_steps(run)) for run in runs}
+
+    stored = asyncio.run(read())
+    effects = sink.hgetall(f"{prefix}-sink:effects")
+    calls = {k: int(v) for k, v in sink.hgetall(f"{prefix}-sink:calls").items()}
+    for i, run_id in enumerate(runs):
+        record, steps = stored[run_id]
+        assert record is not None, run_id
+        assert record.status == RunStatus.SUCCEEDED, run_id
+        assert sorted(steps) == ["a", "b", "c", "d"], run_id
+        assert all(s.status == StepStatus.SUCCEEDED for s in steps.values())
+        assert len({s.seq for s in steps.values()}) == 4  # each step committed once
+        for agent, step in steps.items():
+            assert step.output["token"] == effects[f"{run_id}/{agent}"]
+        assert steps["d"].output["v"] == i * 2 + i + 1
+    assert len(effects) == len(runs) * 4  # each effect applied once, by its idempotency key
+    assert sum(calls.values()) >= len(runs) * 4

@@ -16,15 +16,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import bus_backend_nats
 import pytest
-from processes import HERE, Procs
+from processes import HERE, Procs, check_runs
 
 import redis
 from firebreak.bus.nats import NatsBus
-from firebreak.store import RunStatus, StepStatus
 
 pytestmark = pytest.mark.slow
 AGENTS = "abcd"
@@ -65,13 +63,9 @@ def check_batch(
 ) -> None:
     """Every run succeeded with each step committed once; each effect applied once; the
     task streams are empty and nothing was dead-lettered."""
-    from firebreak.store.redis import RedisStore  # noqa: PLC0415
+    check_runs(redis_url, prefix, sink, runs)
 
-    async def read() -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
-        async with RedisStore(redis_url, prefix=f"{prefix}-store") as opened:
-            out = {}
-            for run_id in runs:
-                out[run_id] = (await opened.get_run(run_id), await opened.get_steps(run_id))
+    async def leftovers() -> dict[str, tuple[int, int]]:
         left: dict[str, tuple[int, int]] = {}
         async with NatsBus(nats_url, prefix=f"{prefix}-bus") as bus:
             for agent in AGENTS:
@@ -84,23 +78,9 @@ def check_batch(
                     await asyncio.sleep(0.1)
                 dead = await bus.dead_letters(queue)
                 left[queue] = (info.state.messages, len(dead))
-        return out, left
+        return left
 
-    stored, left = asyncio.run(read())
-    effects = sink.hgetall(f"{prefix}-sink:effects")
-    calls = {k: int(v) for k, v in sink.hgetall(f"{prefix}-sink:calls").items()}
-    for i, run_id in enumerate(runs):
-        record, steps = stored[run_id]
-        assert record is not None, run_id
-        assert record.status == RunStatus.SUCCEEDED, run_id
-        assert sorted(steps) == list(AGENTS), run_id
-        assert all(s.status == StepStatus.SUCCEEDED for s in steps.values())
-        assert len({s.seq for s in steps.values()}) == 4  # each step committed once
-        for agent, step in steps.items():
-            assert step.output["token"] == effects[f"{run_id}/{agent}"]
-        assert steps["d"].output["v"] == i * 2 + i + 1
-    assert len(effects) == len(runs) * 4  # each effect applied once, by its idempotency key
-    assert sum(calls.values()) >= len(runs) * 4
+    left = asyncio.run(leftovers())
     assert left == {f"busbatch.{a}": (0, 0) for a in AGENTS}, left
 
 

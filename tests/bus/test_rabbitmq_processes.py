@@ -21,10 +21,9 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 from bus_backend_rabbitmq import AMQP_URL, cleanup, require
-from processes import HERE, Procs
+from processes import HERE, Procs, check_runs
 
 import redis
-from firebreak.store import RunStatus, StepStatus
 
 pytestmark = pytest.mark.slow
 
@@ -91,31 +90,7 @@ def _check_batch(
     keys: redis.Redis, redis_url: str, amqp_url: str, prefix: str, runs: list[str]
 ) -> None:
     """Every run succeeded with 4 steps; each effect applied once; no task left or dead."""
-    from firebreak.store.redis import RedisStore  # noqa: PLC0415
-
-    async def read() -> dict[str, tuple[object, dict[str, object]]]:
-        async with RedisStore(redis_url, prefix=f"{prefix}-store") as opened:
-            out = {}
-            for run_id in runs:
-                record = await opened.get_run(run_id)
-                out[run_id] = (record, await opened.get_steps(run_id))
-            return out
-
-    stored = asyncio.run(read())
-    effects = keys.hgetall(f"{prefix}-sink:effects")
-    calls = {k: int(v) for k, v in keys.hgetall(f"{prefix}-sink:calls").items()}
-    for i, run_id in enumerate(runs):
-        record, steps = stored[run_id]
-        assert record is not None, run_id
-        assert record.status == RunStatus.SUCCEEDED, run_id  # type: ignore[attr-defined]
-        assert sorted(steps) == ["a", "b", "c", "d"], run_id
-        assert all(s.status == StepStatus.SUCCEEDED for s in steps.values())  # type: ignore[attr-defined]
-        assert len({s.seq for s in steps.values()}) == 4  # type: ignore[attr-defined]
-        for agent, step in steps.items():
-            assert step.output["token"] == effects[f"{run_id}/{agent}"]  # type: ignore[attr-defined]
-        assert steps["d"].output["v"] == i * 2 + i + 1  # type: ignore[attr-defined]
-    assert len(effects) == len(runs) * 4  # each effect applied once, by its idempotency key
-    assert sum(calls.values()) >= len(runs) * 4
+    check_runs(redis_url, prefix, keys, runs)
     names = [f"{prefix}-bus:{kind}:busbatch.{agent}" for agent in "abcd" for kind in ("q", "dead")]
     depths = asyncio.run(_queue_depths(amqp_url, names))
     assert depths == dict.fromkeys(names, 0), depths  # all acked, nothing dead-lettered

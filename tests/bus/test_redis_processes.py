@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import HERE, Procs
+from processes import HERE, Procs, check_runs
 
 import redis
-from firebreak.store import RunStatus, StepStatus
 
 pytestmark = pytest.mark.slow
 
@@ -68,33 +67,7 @@ def test_batch_survives_a_killed_worker_and_a_killed_orchestrator(
         assert "worker stopped:" in procs.log(f"w{i}")
     assert finished_first < len(runs), "the orchestrator finished before it was killed"
 
-    import asyncio  # noqa: PLC0415
-
-    from firebreak.store.redis import RedisStore  # noqa: PLC0415
-
-    async def read() -> dict[str, tuple[object, dict[str, object]]]:
-        async with RedisStore(redis_url, prefix=f"{prefix}-store") as opened:
-            out = {}
-            for run_id in runs:
-                record = await opened.get_run(run_id)
-                out[run_id] = (record, await opened.get_steps(run_id))
-            return out
-
-    stored = asyncio.run(read())
-    effects = keys.hgetall(f"{prefix}-sink:effects")
-    calls = {k: int(v) for k, v in keys.hgetall(f"{prefix}-sink:calls").items()}
-    for i, run_id in enumerate(runs):
-        record, steps = stored[run_id]
-        assert record is not None, run_id
-        assert record.status == RunStatus.SUCCEEDED, run_id  # type: ignore[attr-defined]
-        assert sorted(steps) == ["a", "b", "c", "d"], run_id
-        assert all(s.status == StepStatus.SUCCEEDED for s in steps.values())  # type: ignore[attr-defined]
-        assert len({s.seq for s in steps.values()}) == 4  # type: ignore[attr-defined]
-        for agent, step in steps.items():
-            assert step.output["token"] == effects[f"{run_id}/{agent}"]  # type: ignore[attr-defined]
-        assert steps["d"].output["v"] == i * 2 + i + 1  # type: ignore[attr-defined]
-    assert len(effects) == len(runs) * 4  # each effect applied once, by its idempotency key
-    assert sum(calls.values()) >= len(runs) * 4
+    check_runs(redis_url, prefix, keys, runs)
     # The task streams are empty: everything was acked (or dead-lettered: nothing was).
     for agent in "abcd":
         assert keys.xlen(f"{prefix}-bus:q:busbatch.{agent}") == 0
