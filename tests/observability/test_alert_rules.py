@@ -81,10 +81,20 @@ def test_every_alert_has_a_summary_and_an_existing_runbook() -> None:
         assert "firebreak " in text
 
 
-def test_every_runbook_is_linked_from_an_alert() -> None:
+def test_every_runbook_is_for_an_alert_or_an_error_type() -> None:
+    """A page is linked from an alert, or documents an error of `firebreak.errors`."""
+    from firebreak import errors  # noqa: PLC0415
+
     linked = {ROOT / rule["annotations"]["runbook_url"] for rule in alerts().values()}
     pages = set((ROOT / "docs" / "runbooks").glob("*.md")) - {ROOT / "docs/runbooks/README.md"}
-    assert pages == linked
+    for page in pages - linked:
+        text = page.read_text()
+        name = text.removeprefix("# ").split(" ", 1)[0]
+        assert name in errors.__all__, f"{page.name}: neither an alert's nor an error type's"
+        for section in ("## What it means", "## How to check", "## How to recover", "## Commands"):
+            assert section in text, f"{page.name} lacks {section!r}"
+        assert page.name in (ROOT / "docs/runbooks/README.md").read_text()
+    assert linked <= pages
 
 
 def test_rules_use_only_exported_metrics_and_recorded_names() -> None:
