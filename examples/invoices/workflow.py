@@ -54,7 +54,9 @@ async def extract(ctx: fb.Context, invoice: dict[str, Any]) -> Any:
     return await world.ocr(ctx, invoice, enhanced=False)
 
 
-@invoice_workflow.agent(after=[extract], timeout=SERVICE_TIMEOUT, retry=retry)
+@invoice_workflow.agent(
+    after=[extract], timeout=SERVICE_TIMEOUT, retry=retry, breaker="tax-api"
+)  # the amounts are checked by the tax service: it gets a breaker too
 async def validate(ctx: fb.Context, extract: dict[str, Any]) -> Any:
     """Lines + VAT must equal the total; a mismatch is permanent (dead-lettered)."""
     return await world.check_amounts(ctx, extract)

@@ -355,7 +355,12 @@ def build_workflow(world: InvoiceWorld, *, protected: bool = True) -> fb.Workflo
     async def extract(ctx: fb.Context, invoice: dict[str, Any]) -> Any:
         return await world.ocr(ctx, invoice, enhanced=False)
 
-    @wf.agent(after=[extract], timeout=SERVICE_TIMEOUT, retry=retry if on else None)
+    @wf.agent(
+        after=[extract],
+        timeout=SERVICE_TIMEOUT,
+        retry=retry if on else None,
+        breaker="tax-api" if on else None,  # the amounts are checked by the tax service
+    )
     async def validate(ctx: fb.Context, extract: dict[str, Any]) -> Any:
         return await world.check_amounts(ctx, extract)
 
