@@ -45,3 +45,18 @@ def test_wall_time_moves_with_monotonic_time() -> None:
     assert (clock.now(), clock.wall()) == (5, 1005)
     with pytest.raises(ValueError, match="forward"):
         clock.advance(-1)
+
+
+async def test_time_stands_still_while_held(clock: FakeClock) -> None:
+    """Real work bracketed by hold/release (a store call) is not idle time to jump over."""
+    sleeper = asyncio.create_task(clock.sleep(10))
+    clock.hold()
+    await asyncio.to_thread(lambda: None)  # the loop idles while a thread works
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert clock.now() == 0
+    assert not sleeper.done()
+    clock.release()
+    await sleeper
+    assert clock.now() == 10
+    await clock.aclose()

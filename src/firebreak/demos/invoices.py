@@ -16,10 +16,7 @@ store's real overhead, scaled up by ``1 / time_scale``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import inspect
-import itertools
 import time
 import uuid
 from collections import Counter
@@ -34,7 +31,7 @@ import firebreak as fb
 from firebreak.clock import Cancellable
 from firebreak.demos.invoice_agents import InvoiceWorld, build_workflow
 from firebreak.events import BreakerStateChanged, FallbackUsed, RetryScheduled
-from firebreak.testing import capture_events
+from firebreak.testing import FakeClock, capture_events
 
 __all__ = ["BatchReport", "main", "run_batch", "run_demo"]
 
@@ -95,90 +92,13 @@ class BatchReport:
         return sum(self.durations.values()) / max(len(self.durations), 1)
 
 
-class VirtualClock:
+class VirtualClock(FakeClock):
     """Virtual time that jumps to the next timer when nothing else can run.
 
-    Unlike `firebreak.testing.FakeClock` it does not jump while the checkpoint store is
-    working (`hold`/`release` bracket each store call): a thread writing SQLite leaves the
-    event loop idle, and jumping then would charge disk latency to whatever runs next.
+    A `FakeClock` whose time stands still while the checkpoint store works (`hold` and
+    `release` bracket each store call): a thread writing SQLite leaves the event loop idle,
+    and jumping then would charge disk latency to whatever runs next.
     """
-
-    def __init__(self) -> None:
-        self._now = 0.0
-        self._timers: list[tuple[float, int, _Timer]] = []
-        self._seq = itertools.count()
-        self._jumper: asyncio.Task[None] | None = None
-        self._held = 0
-        self._free: asyncio.Event | None = None
-
-    def now(self) -> float:
-        """Virtual monotonic seconds."""
-        return self._now
-
-    def wall(self) -> float:
-        """Virtual epoch seconds."""
-        return 1_700_000_000.0 + self._now
-
-    def call_at(self, when: float, callback: Callable[[], object]) -> Cancellable:
-        """Run `callback` when virtual time reaches `when`."""
-        timer = _Timer(callback)
-        heapq.heappush(self._timers, (when, next(self._seq), timer))
-        if self._jumper is None or self._jumper.done():
-            self._jumper = asyncio.get_running_loop().create_task(self._jump())
-        return timer
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep in virtual time."""
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        timer = self.call_at(self._now + seconds, wake)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-
-    def hold(self) -> None:
-        """Stop time until the matching `release` (a store call is in flight)."""
-        self._held += 1
-
-    def release(self) -> None:
-        """End one `hold`."""
-        self._held -= 1
-        if self._held == 0 and self._free is not None:
-            self._free.set()
-
-    async def aclose(self) -> None:
-        """Stop jumping (two clocks jumping on one loop would keep each other from idling)."""
-        jumper, self._jumper = self._jumper, None
-        if jumper is not None and not jumper.done():
-            jumper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await jumper
-        self._timers.clear()
-
-    async def _jump(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await _until_idle(loop)
-            if self._held:
-                self._free = self._free or asyncio.Event()
-                self._free.clear()
-                await self._free.wait()
-                continue
-            while self._timers and self._timers[0][2].cancelled:
-                heapq.heappop(self._timers)
-            if not self._timers:
-                return
-            when, _, timer = heapq.heappop(self._timers)
-            self._now = max(self._now, when)
-            timer.callback()
 
 
 class ScaledClock:
@@ -214,26 +134,6 @@ class ScaledClock:
 
     async def aclose(self) -> None:
         """Nothing to stop."""
-
-
-class _Timer:
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Callable[[], object]) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-async def _until_idle(loop: asyncio.AbstractEventLoop) -> None:
-    """Yield until nothing but this task is ready to run (twice in a row)."""
-    ready = getattr(loop, "_ready", None)  # asyncio's run queue; other loops: yield a while
-    quiet = 0
-    while quiet < (2 if ready is not None else 50):
-        await asyncio.sleep(0)
-        quiet = quiet + 1 if ready is None or len(ready) == 0 else 0
 
 
 class _TimedStore:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 from collections.abc import Callable
@@ -41,7 +42,9 @@ class FakeClock:
     around a 30 s sleep fires at virtual second 10. `sleeps` records every requested sleep.
 
     Autojump assumes the code under test waits only on this clock: a test that also
-    waits for real I/O should use ``autojump=False`` and `advance`.
+    waits for real I/O should bracket it with `hold`/`release` (time stands still in
+    between), or use ``autojump=False`` and `advance`. `aclose` stops the jumping: two
+    auto-jumping clocks on one loop would keep each other from ever seeing it idle.
     """
 
     def __init__(
@@ -53,6 +56,8 @@ class FakeClock:
         self._seq = itertools.count()
         self._autojump = autojump
         self._jumper: asyncio.Task[None] | None = None
+        self._held = 0
+        self._free: asyncio.Event | None = None
         self.sleeps: list[float] = []
         """Every duration passed to `sleep`, in call order."""
 
@@ -102,10 +107,34 @@ class FakeClock:
         finally:
             timer.cancel()
 
+    def hold(self) -> None:
+        """Stop time until the matching `release` (real work, e.g. a store call, in flight)."""
+        self._held += 1
+
+    def release(self) -> None:
+        """End one `hold`."""
+        self._held -= 1
+        if self._held == 0 and self._free is not None:
+            self._free.set()
+
+    async def aclose(self) -> None:
+        """Stop jumping and forget pending timers."""
+        jumper, self._jumper = self._jumper, None
+        if jumper is not None and not jumper.done():
+            jumper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await jumper
+        self._timers.clear()
+
     async def _jump(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await _until_idle(loop)
+            if self._held:  # real work in flight: it is not idle time
+                self._free = self._free or asyncio.Event()
+                self._free.clear()
+                await self._free.wait()
+                continue
             while self._timers and self._timers[0][2].cancelled:
                 heapq.heappop(self._timers)
             if not self._timers:
