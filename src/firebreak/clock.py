@@ -90,12 +90,16 @@ class _WheelTimer:
     def __init__(self, wheel: _Wheel, slot: int, callback: Callable[[], object]) -> None:
         self.wheel = wheel
         self.slot = slot
-        self.callback = callback
+        self.callback: Callable[[], object] | None = callback
 
     def cancel(self) -> None:
-        timers = self.wheel.slots.get(self.slot)
+        self.callback = None  # not run even if its slot is being swept right now
+        slots = self.wheel.slots
+        timers = slots.get(self.slot)
         if timers is not None:
             timers.discard(self)
+            if not timers:  # nearly every timer is cancelled: keep the wheel small
+                del slots[self.slot]
 
 
 class _Wheel:
@@ -135,9 +139,9 @@ class _Wheel:
         self.done = now_slot
         for slot in due:
             for timer in slots.pop(slot):
-                timer.callback()
-        for slot in [s for s, timers in slots.items() if not timers]:
-            del slots[slot]
+                callback = timer.callback
+                if callback is not None:
+                    callback()
         if slots:
             self.handle = self.loop.call_later(self.tick, self._sweep)
 

@@ -16,7 +16,7 @@ from firebreak.resilience.classify import retry_info
 from firebreak.store import JSON
 from firebreak.workflow import AgentSpec
 
-__all__ = ["decode_output", "encode", "error_to_dict", "validate_output"]
+__all__ = ["decode_output", "encode", "encode_output", "error_to_dict", "validate_output"]
 
 
 class NotStorable(Permanent):
@@ -53,6 +53,20 @@ def encode(value: Any, *, what: str) -> JSON:
         f"{what}: a {type(value).__name__} cannot be checkpointed; return JSON data, "
         "a dataclass or a pydantic model"
     )
+
+
+_PLAIN = frozenset({int, str, bool, type(None)})
+
+
+def encode_output(agent: str, value: Any, what: str = "output") -> JSON:
+    """`encode` of an agent's output or default (`what`), named in the error if any.
+
+    Plain values skip the walk, and the message is formatted only when it is needed: this
+    runs for every step.
+    """
+    if type(value) in _PLAIN:
+        return value
+    return encode(value, what=f"{what} of agent {agent!r}")
 
 
 def _is_model(schema: object) -> bool:

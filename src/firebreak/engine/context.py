@@ -84,7 +84,6 @@ class Context:
         "agent",
         "attempt",
         "degraded",
-        "idempotency_key",
         "input",
         "run_id",
         "state",
@@ -109,7 +108,6 @@ class Context:
         self.agent = agent
         self.attempt = attempt
         self.input = run_input
-        self.idempotency_key = f"{run_id}/{agent}"
         self.degraded = degraded
         self.state = state
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
@@ -123,6 +121,11 @@ class Context:
             extra = {"workflow": self.workflow, "run_id": self.run_id, "agent": self.agent}
             self._log = logging.LoggerAdapter(_log, extra)
         return self._log
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run_id/agent``: the same on every attempt, after every crash and resume."""
+        return f"{self.run_id}/{self.agent}"  # built on use: most agents never ask
 
     @property
     def deadline(self) -> float | None:

@@ -12,7 +12,13 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
+from firebreak.engine.codec import (
+    NotStorable,
+    decode_output,
+    encode,
+    encode_output,
+    error_to_dict,
+)
 from firebreak.engine.context import Context, SharedState
 from firebreak.engine.executor import Executor, StepCall, StepOutcome
 from firebreak.engine.result import RunResult
@@ -54,6 +60,7 @@ class Drive:
         self.run_input = run_input
         self.resumed = resumed
         self.outputs: dict[str, Any] = {}
+        self.stored: dict[str, Any] = {}  # the outputs as committed (JSON), for the result
         self.settled: dict[str, StepStatus] = {}
         self.missing: dict[str, str] = {}
         self.reviews: list[str] = []
@@ -81,10 +88,13 @@ class Drive:
         dependents = self.engine._dependents(self.workflow)  # noqa: SLF001 - engine's cache
         ok = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)
         # How many dependencies each unsettled agent still waits for; at 0 it is ready.
+        settled = self.settled
         blocked = {
-            spec.name: sum(self.settled.get(dep) not in ok for dep in spec.after)
+            spec.name: sum(settled.get(dep) not in ok for dep in spec.after)
+            if settled
+            else len(spec.after)
             for spec in self.workflow.agents.values()
-            if spec.name not in self.settled
+            if spec.name not in settled
         }
         ready = [name for name, count in blocked.items() if count == 0]
         running: set[asyncio.Task[tuple[str, StepOutcome]]] = set()
@@ -155,6 +165,7 @@ class Drive:
             status = StepStatus.SUCCEEDED
         if status in (StepStatus.SUCCEEDED, StepStatus.DEGRADED):
             self.outputs[name] = decode_output(spec, rec.output)
+            self.stored[name] = rec.output
             if status == StepStatus.DEGRADED:
                 self.missing[name] = rec.degraded_reason or "degraded"
         self.settled[name] = status
@@ -205,7 +216,9 @@ class Drive:
             run_id=self.run_id,
             run_input=self.run_input,
             inputs=spec.call_kwargs(self.run_input, self.outputs),
-            degraded={d: self.missing[d] for d in spec.after if d in self.missing},
+            degraded={d: self.missing[d] for d in spec.after if d in self.missing}
+            if self.missing
+            else {},
             lease=self.lease,
             deadline=deadline,
         )
@@ -221,7 +234,8 @@ class Drive:
                 self._announce(stored, stored.attempts, stored.degraded_reason or "")
                 return False
         self.settled[rec.agent] = rec.status
-        self._announce(rec, attempts, reason)
+        if hub.active:
+            self._announce(rec, attempts, reason)
         return True
 
     def _announce(self, rec: StepRecord, attempts: int, reason: str) -> None:
@@ -250,7 +264,7 @@ class Drive:
             return
         if outcome.status == "succeeded":
             try:
-                stored = encode(outcome.output, what=f"output of agent {name!r}")
+                stored = encode_output(name, outcome.output)
             except NotStorable as exc:
                 outcome = StepOutcome(status="failed", attempts=outcome.attempts, error=exc)
             else:
@@ -263,6 +277,7 @@ class Drive:
                 )
                 if await self._commit(rec, outcome.attempts):
                     self.outputs[name] = outcome.output
+                    self.stored[name] = stored
                 return
         error = outcome.error
         reason = f"{type(error).__name__}: {error}" if error is not None else "failed"
@@ -291,13 +306,14 @@ class Drive:
                 run_id=self.run_id,
                 agent=name,
                 status=StepStatus.DEGRADED,
-                output=encode(default, what=f"default of agent {name!r}"),
+                output=encode_output(name, default, "default"),
                 attempts=outcome.attempts,
                 error=error_dict,
                 degraded_reason=reason,
             )
             if await self._commit(rec, outcome.attempts, reason):
                 self.outputs[name] = default
+                self.stored[name] = rec.output
                 self.missing[name] = reason
             return
         rec = StepRecord(
@@ -346,19 +362,18 @@ class Drive:
         else:
             status = RunStatus.DEGRADED if self.missing else RunStatus.SUCCEEDED
             reason = f"degraded: {', '.join(self.missing)}" if self.missing else ""
-            result["outputs"] = {
-                name: encode(value, what=f"output of agent {name!r}")
-                for name, value in self.outputs.items()
-            }
+            # As committed: encoded once, when each step committed (or as loaded).
+            result["outputs"] = {name: self.stored[name] for name in self.outputs}
         await self.engine._end(  # noqa: SLF001 - the engine's own helper
             self.lease, status, result=result, resume_at=self.pause_until
         )
         self.ended = True
-        emit(
-            RunStateChanged(
-                source=self.name, run_id=self.run_id, status=status.value, reason=reason
+        if hub.active:
+            emit(
+                RunStateChanged(
+                    source=self.name, run_id=self.run_id, status=status.value, reason=reason
+                )
             )
-        )
         return RunResult(
             run_id=self.run_id,
             workflow=self.name,

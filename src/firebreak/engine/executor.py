@@ -60,7 +60,9 @@ _CONFLICT_ATTEMPTS = 10
 _jitter = random.Random()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# Not frozen, as StepOutcome: one of each is made per step, and a frozen dataclass's
+# __init__ costs three times as much (an object.__setattr__ call per field).
+@dataclass(slots=True, kw_only=True)
 class StepCall:
     """Everything needed to run one step of one run, wherever it runs."""
 
@@ -82,7 +84,7 @@ class StepCall:
     """The orchestrator's lease on the run: a remote worker commits under it (fenced)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class StepOutcome:
     """How a step ended in the executor (before the orchestrator commits it)."""
 

@@ -6,11 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from firebreak._fastinit import fast_init
 from firebreak.store import RunStatus
 
 __all__ = ["RunResult"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult:
     """The outcome of `run`: status, outputs per agent, and what is missing and why.

@@ -18,6 +18,8 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
 
+from firebreak._fastinit import fast_init
+
 __all__ = [
     "JSON",
     "STEP_TRANSITIONS",
@@ -85,6 +87,7 @@ STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
 """The only changes `update_step` accepts; every other committed step is final."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """One run of a workflow, as stored.
@@ -122,6 +125,7 @@ class RunRecord:
         object.__setattr__(self, "status", RunStatus(self.status))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepRecord:
     """The committed result of one agent in one run.
@@ -156,6 +160,7 @@ class StepRecord:
             raise ValueError(f"attempts must be >= 0, got {self.attempts}")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Lease:
     """The right to advance one run, proven on every write by its fencing token."""

@@ -1,0 +1,48 @@
+"""The records made on every step keep their dataclass behaviour under `fast_init`."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from firebreak._fastinit import fast_init
+from firebreak.engine.result import RunResult
+from firebreak.store import Lease, RunRecord, RunStatus, StepRecord, StepStatus
+
+
+def test_the_fast_init_keeps_the_signature_defaults_and_checks() -> None:
+    rec = StepRecord(run_id="r", agent="a", status="succeeded")
+    assert rec.status is StepStatus.SUCCEEDED  # __post_init__ still converts
+    assert (rec.output, rec.attempts, rec.seq) == (None, 1, 0)
+    with pytest.raises(ValueError, match="attempts"):
+        StepRecord(run_id="r", agent="a", status="failed", attempts=-1)
+    with pytest.raises(TypeError):
+        StepRecord("r", "a", "succeeded")  # type: ignore[misc]  # keyword-only, as before
+    with pytest.raises(TypeError):
+        StepRecord(run_id="r", agent="a")  # type: ignore[call-arg]  # required, as before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.output = 1  # type: ignore[misc]
+    assert list(inspect.signature(StepRecord).parameters) == [
+        f.name for f in dataclasses.fields(StepRecord)
+    ]
+
+
+def test_default_factories_give_each_record_its_own_value() -> None:
+    one = RunResult(run_id="a", workflow="w", status=RunStatus.SUCCEEDED)
+    two = RunResult(run_id="b", workflow="w", status=RunStatus.SUCCEEDED)
+    assert one.outputs == {}
+    assert one.outputs is not two.outputs
+    assert RunRecord(run_id="r", workflow="w").status is RunStatus.PENDING
+    lease = Lease(run_id="r", owner="o", token=1, expires_at=2.0)
+    assert lease == Lease(run_id="r", owner="o", token=1, expires_at=2.0)
+
+
+def test_fast_init_refuses_what_it_cannot_speed_up() -> None:
+    @dataclasses.dataclass(slots=True, kw_only=True)
+    class Mutable:
+        x: int
+
+    with pytest.raises(TypeError, match="frozen"):
+        fast_init(Mutable)
