@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,16 @@ async def make_bus(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator
         await _clean_redis(prefix)
     elif plugged is not None:
         await plugged.cleanup(prefix)
+
+
+@pytest.fixture
+async def redis_keys(redis_url: str, prefix: str) -> AsyncIterator[Any]:
+    """An async client of the test Redis; every key under this test's prefix goes afterwards."""
+    import redis.asyncio as aioredis  # noqa: PLC0415 - only the redis tests need it
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await _clean_redis(prefix)

@@ -1,12 +1,16 @@
 """`Worker`: runs the step tasks of a bus with each agent's full pipeline (`firebreak worker`).
 
-For every task: skip it if its step is already committed or its lease is no longer the
-run's (a redelivered duplicate, or a task of an orchestrator that was replaced); else run
-the agent through `LocalExecutor`, commit the record the orchestrator would commit, fenced
-by the lease the task carries (first commit wins), reply to the orchestrator, and only
-then ack. A crash anywhere before the ack redelivers the task; the commit makes the
-redelivery harmless. While a step runs its task is touched, so a slow step is not taken
-for abandoned.
+For every task: read the run and its steps (two reads in flight together) and drop the
+task, acked, if its step is already committed or its lease is no longer the run's (a
+redelivered duplicate or re-sent copy, or a task of an orchestrator that was replaced);
+else run the agent through `LocalExecutor`, commit the record the orchestrator would
+commit, fenced by the lease the task carries (first commit wins: the real guarantee; the
+check before only spares side effects), reply to the orchestrator, and only then ack. A
+crash anywhere before the ack redelivers the task; the commit makes the redelivery
+harmless. Copies of one step reaching one worker together run one after the other. While
+a step runs its task is touched, so a slow step is not taken for abandoned; a task taken
+late (past its ``held_after``) or touched also sends its orchestrator a ``held`` note, so
+it does not send the task again.
 
 `stop()` is the graceful end (SIGTERM): take no more work, let held steps finish for up to
 `drain` seconds, hand the rest back to the bus. Cancelling `run()` instead abandons what
@@ -41,7 +45,7 @@ from firebreak.engine.executor import LocalExecutor, StepCall, StepOutcome
 from firebreak.engine.orchestrator import validate_input
 from firebreak.errors import StaleLease, StoreError
 from firebreak.resilience import BreakerRegistry, breakers
-from firebreak.store import CheckpointStore, Lease
+from firebreak.store import CheckpointStore, Lease, RunRecord, StepRecord
 from firebreak.workflow import Workflow
 
 __all__ = ["Worker", "WorkerStats"]
@@ -142,6 +146,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._held: dict[asyncio.Task[None], Delivery] = {}
+        self._running: dict[tuple[str, str], asyncio.Event] = {}  # steps running, by run/agent
 
     def stop(self) -> None:
         """Stop taking work; `run` returns once held steps are finished or handed back."""
@@ -189,14 +194,25 @@ class Worker:
                 self.stats.released += 1
 
     async def _touching(
-        self, consumer: Consumer, delivery: Delivery, first: float | None = None
+        self,
+        consumer: Consumer,
+        delivery: Delivery,
+        first: float | None = None,
+        note: tuple[str, dict[str, Any], str] | None = None,
     ) -> None:
+        """Touch the task every third of the visibility timeout while its step runs.
+
+        With `note` (reply queue, body, key), each touch also tells the orchestrator the
+        task is held, so a step running past its budget is not sent again.
+        """
         every = self.bus.policy.visibility / 3
         while True:
             await asyncio.sleep(every if first is None else first)
             first = None
             try:
                 await consumer.touch(delivery)
+                if note is not None:
+                    await self.bus.publish(note[0], note[1], key=note[2])
             except Exception as exc:  # noqa: BLE001 - the next touch may work
                 log.warning("could not touch task %s: %s", delivery.id, exc)
 
@@ -214,12 +230,17 @@ class Worker:
         # The toucher starts only once a step has run for a touch interval: most steps end
         # sooner, and a timer costs far less than a task per step.
         toucher: list[asyncio.Task[None]] = []
+        note = None
+        if reply_to and delivery.body.get("held_after") is not None:
+            note = (reply_to, self._reply_body(call, delivery, {"kind": "held"}), call.run_id)
         timer = asyncio.get_running_loop().call_later(
             self.bus.policy.visibility / 3,
-            lambda: toucher.append(asyncio.create_task(self._touching(consumer, delivery, 0))),
+            lambda: toucher.append(
+                asyncio.create_task(self._touching(consumer, delivery, 0, note))
+            ),
         )
         try:
-            reply = await self._run_step(call, lease)
+            reply = await self._run_step(call, lease, delivery, reply_to)
         except (StoreError, OSError) as exc:
             # The store is out of reach: hand the task back (not counted as a delivery)
             # after a pause, so a short outage costs no dead letter and no busy loop.
@@ -250,18 +271,68 @@ class Worker:
         await self._reply(reply_to, call, delivery, reply)
         await consumer.ack(delivery)
 
-    async def _run_step(self, call: StepCall, lease: Lease) -> dict[str, Any]:
+    async def _run_step(
+        self, call: StepCall, lease: Lease, delivery: Delivery, reply_to: str | None
+    ) -> dict[str, Any]:
         """Run and commit one step; the reply for its orchestrator."""
         run_id, agent = call.run_id, call.spec.name
-        # One read: skip a step already committed (a redelivered duplicate). A stale lease
-        # (a replaced orchestrator) is refused by the fenced commit below.
-        stored = (await self.store.get_steps(run_id)).get(agent)
+        # Copies of one step's task (sent again by the orchestrator, or redelivered) that
+        # reach this worker together run one at a time: the later ones then find it committed.
+        key = (run_id, agent)
+        while (running := self._running.get(key)) is not None:
+            await running.wait()
+        done = self._running[key] = asyncio.Event()
+        try:
+            return await self._run_once(call, lease, delivery, reply_to)
+        finally:
+            del self._running[key]
+            done.set()
+
+    async def _run_once(
+        self, call: StepCall, lease: Lease, delivery: Delivery, reply_to: str | None
+    ) -> dict[str, Any]:
+        run_id, agent = call.run_id, call.spec.name
+        # Before anything runs: the step and the lease, read together (two reads in flight
+        # at once). A committed step is a redelivered duplicate or a copy the orchestrator
+        # sent again; a lease that is no longer the run's is a replaced orchestrator's task.
+        # The fenced commit below stays the guarantee; this only spares the side effects.
+        run, steps = await self._read(run_id)
+        stored = steps.get(agent)
         if stored is not None:
             self.stats.duplicates += 1
+            log.info(
+                "task %s: step %s/%s is already committed, dropped", delivery.id, run_id, agent
+            )
             return {"kind": "committed", "step": record_to_json(stored)}
+        if run is None or (run.lease_owner, run.lease_token) != (lease.owner, lease.token):
+            self.stats.stale += 1
+            log.info(
+                "task %s of %s/%s carries a stale lease (token %d; the run's: %s), dropped",
+                delivery.id,
+                run_id,
+                agent,
+                lease.token,
+                "gone" if run is None else f"{run.lease_owner} token {run.lease_token}",
+            )
+            return {"kind": "stale", "token": lease.token}
+        held_after = delivery.body.get("held_after")
+        if reply_to and held_after is not None and self.store.clock() >= float(held_after):
+            # Taken late: the orchestrator may be about to send it again; tell it we have it.
+            await self._reply(reply_to, call, delivery, {"kind": "held"})
         outcome = await self.executor.execute(call)
         self.stats.executed += 1
         return await self._commit(call, lease, outcome)
+
+    async def _read(self, run_id: str) -> tuple[RunRecord | None, dict[str, StepRecord]]:
+        """The run and its committed steps, both reads in flight at once."""
+        run, steps = await asyncio.gather(
+            self.store.get_run(run_id), self.store.get_steps(run_id), return_exceptions=True
+        )
+        if isinstance(run, BaseException):
+            raise run
+        if isinstance(steps, BaseException):
+            raise steps
+        return run, steps
 
     async def _commit(self, call: StepCall, lease: Lease, outcome: StepOutcome) -> dict[str, Any]:
         rec = record_for(call.spec, call.run_id, outcome)
