@@ -14,8 +14,10 @@ the step to be committed:
    (`outcome_for`); the orchestrator's commit of it is a duplicate, so it adopts the
    stored record.
 
-A step that stays uncommitted past the run's deadline (plus `grace`) fails with
-`DeadlineExceeded`, which the orchestrator commits itself (first commit wins, again).
+A task the broker accepted and then lost is sent again, a bounded number of times, unless
+a worker has said it holds it (see `BusExecutor`). A step that stays uncommitted past the
+run's deadline (plus `grace`) fails with `DeadlineExceeded`, which the orchestrator
+commits itself (first commit wins, again).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_
 from firebreak.engine.executor import StepCall, StepOutcome
 from firebreak.errors import DeadlineExceeded, FirebreakError, PoisonTask, StaleLease
 from firebreak.resilience.classify import RetryInfo, tag
+from firebreak.resilience.timeout import as_seconds
 from firebreak.store import CheckpointStore, Lease, StepRecord, StepStatus
 from firebreak.workflow import AgentSpec
 
@@ -46,6 +49,7 @@ __all__ = [
     "record_for",
     "record_from_json",
     "record_to_json",
+    "step_budget",
     "task_queue",
 ]
 
@@ -235,8 +239,46 @@ def _paused(spec: AgentSpec, data: Mapping[str, Any]) -> StepOutcome:
     )
 
 
+def step_budget(spec: AgentSpec) -> float:
+    """The longest a worker may take to run `spec`'s step once it holds the task (seconds).
+
+    Every attempt's timeout, the longest backoff before each retry (its cap), and one
+    timeout per fallback. Waits the pipeline does not bound (a bulkhead queue, a
+    ``Retry-After`` longer than the cap) are not counted: a worker holding a task that
+    overruns this says so (a ``held`` note), see `BusExecutor`.
+    """
+    retry = spec.retry
+    attempts = 1 if retry is None else retry.attempts
+    sleeps = 0.0
+    if retry is not None:
+        base, cap = as_seconds(retry.base), as_seconds(retry.cap)
+        sleeps = sum(min(cap, base * 2.0 ** (n - 1)) for n in range(1, attempts))
+    return spec.timeout * (attempts + len(spec.fallbacks)) + sleeps
+
+
+class _Waiting:
+    """One step waiting for its commit: its task id, the reply, the last ``held`` note."""
+
+    __slots__ = ("held_at", "reply", "task")
+
+    def __init__(self, task: str, reply: asyncio.Future[dict[str, Any]]) -> None:
+        self.task = task
+        self.reply = reply
+        self.held_at: float | None = None
+
+
 class BusExecutor:
     """An `Executor` that runs steps on `firebreak worker` processes through a bus.
+
+    A task the broker accepted and then lost (a broker killed before it wrote the message)
+    is sent again: when a step is not committed `resend_after(spec)` seconds after its task
+    was sent (`step_budget` plus the bus's visibility timeout), the executor checks its
+    lease is still the run's and publishes the same task again, at most `resend` times,
+    waiting twice as long after each copy. A worker that holds the task late, or longer
+    than a touch interval, sends a ``held`` note on the reply queue; a note postpones the
+    next copy by `resend_after` from its arrival, so a slow step or a long queue that has
+    reached the task is not duplicated. Copies are harmless: the first commit wins and a
+    worker drops a task whose step is committed (or whose lease is stale) without running it.
 
     Example:
         >>> async with open_bus("redis://localhost/0") as bus, BusExecutor(bus, store) as ex:
@@ -245,10 +287,11 @@ class BusExecutor:
     Args:
         bus: the task bus (set up by the caller).
         store: the run's store (set up by the caller); the same the workers commit to.
-        clock: the engine's monotonic clock (the step deadline is on it).
+        clock: the engine's monotonic clock (the step deadline, `poll` and re-sends are on it).
         poll: seconds between store reads while no reply comes (replies can be lost).
         grace: seconds past the run's deadline to wait for a worker's commit.
         name: this executor's id, naming its reply queue; default: random.
+        resend: copies of a task sent at most when its step stays uncommitted (0: never).
     """
 
     def __init__(
@@ -260,22 +303,27 @@ class BusExecutor:
         poll: float = 5.0,
         grace: float = 2.0,
         name: str | None = None,
+        resend: int = 3,
     ) -> None:
         if not poll > 0:
             raise ValueError(f"poll must be > 0, got {poll!r}")
+        if isinstance(resend, bool) or not isinstance(resend, int) or resend < 0:
+            raise ValueError(f"resend must be an int >= 0, got {resend!r}")
         self.bus = bus
         self.store = store
         self.clock = clock
         self.poll = poll
         self.grace = grace
+        self.resend = resend
         self.name = name or uuid.uuid4().hex[:12]
         self.reply_queue = f"replies.{self.name}"
-        # (run, agent) -> (task id, future of the reply)
-        self._waiters: dict[tuple[str, str], tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self._waiters: dict[tuple[str, str], _Waiting] = {}  # by (run, agent)
         self._replies: asyncio.Task[None] | None = None
         self._consumer: Consumer | None = None
         self.published = 0
-        """Tasks published."""
+        """Tasks published (copies included)."""
+        self.resent = 0
+        """Copies of tasks published because their step stayed uncommitted."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -292,7 +340,11 @@ class BusExecutor:
         """Stop reading replies and delete the reply queue; idempotent."""
         task, self._replies = self._replies, None
         if task is not None:
-            task.cancel()
+            # A cancel can be lost inside a client's blocking read (seen with redis-py 8 on
+            # Python 3.11: the read starts over); cancel again until the reader ends.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         consumer, self._consumer = self._consumer, None
@@ -330,11 +382,19 @@ class BusExecutor:
             if delivery.dead:
                 continue
             body = delivery.body
-            entry = self._waiters.get((str(body.get("run_id")), str(body.get("agent"))))
+            key = (str(body.get("run_id")), str(body.get("agent")))
+            waiting = self._waiters.get(key)
+            if waiting is None or waiting.reply.done():
+                continue
+            kind = body.get("kind")
             # A commit answers whichever task of the step waits; other replies only their own.
-            mine = body.get("kind") == "committed" or body.get("task") == (entry or ("",))[0]
-            if entry is not None and mine and not entry[1].done():
-                entry[1].set_result(body)
+            if kind != "committed" and body.get("task") != waiting.task:
+                continue
+            if kind == "held":
+                waiting.held_at = self.clock.now()
+                log.debug("task %s of step %s/%s is held by a worker", waiting.task, *key)
+            else:
+                waiting.reply.set_result(body)
 
     async def _lease(self, run_id: str) -> Lease:
         """The run's current lease: the one the orchestrator driving it holds."""
@@ -348,13 +408,28 @@ class BusExecutor:
             expires_at=record.lease_expires or 0.0,
         )
 
-    def encode_task(self, call: StepCall, lease: Lease, task_id: str) -> dict[str, Any]:
-        """The task message of `call` (JSON; see docs/distributed.md)."""
+    def _wall(self, when: float) -> float:
+        """`when` on `clock` as the store's wall-clock time (what the task message carries)."""
+        return self.store.clock() + (when - self.clock.now())
+
+    def resend_after(self, spec: AgentSpec) -> float:
+        """Seconds without a commit (or a ``held`` note) after which `spec`'s task is re-sent.
+
+        `step_budget` (the longest a worker may run the step) plus the bus's visibility
+        timeout (a worker that died holding the task hands it on after that).
+        """
+        return step_budget(spec) + self.bus.policy.visibility
+
+    def encode_task(
+        self, call: StepCall, lease: Lease, task_id: str, *, held_after: float | None = None
+    ) -> dict[str, Any]:
+        """The task message of `call` (JSON; see docs/distributed.md).
+
+        `held_after` (monotonic, on `clock`): a worker that takes the task after that time
+        sends a ``held`` note, so this executor does not send it again meanwhile.
+        """
         spec = call.spec
-        deadline = None
-        if call.deadline is not None:
-            deadline = self.store.clock() + (call.deadline - self.clock.now())
-        return {
+        body: dict[str, Any] = {
             "v": TASK_VERSION,
             "task": task_id,
             "workflow": call.workflow,
@@ -366,53 +441,121 @@ class BusExecutor:
                 for dep in spec.params
             },
             "degraded": dict(call.degraded),
-            "deadline": deadline,
+            "deadline": None if call.deadline is None else self._wall(call.deadline),
             "lease": {"owner": lease.owner, "token": lease.token, "expires_at": lease.expires_at},
             "reply_to": self.reply_queue,
         }
+        if held_after is not None:
+            body["held_after"] = self._wall(held_after)
+        return body
 
     async def execute(self, call: StepCall) -> StepOutcome:
         """Publish the step's task and wait for its commit; see the module docstring."""
         spec = call.spec
         self._start()
         lease = call.lease or await self._lease(call.run_id)
-        task_id = uuid.uuid4().hex
         key = (call.run_id, spec.name)
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        entry = (task_id, waiter)
-        self._waiters[key] = entry
+        waiting = _Waiting(uuid.uuid4().hex, asyncio.get_running_loop().create_future())
+        self._waiters[key] = waiting
         try:
-            body = self.encode_task(call, lease, task_id)
-            await self.bus.publish(task_queue(call.workflow, spec.name), body, key=call.run_id)
-            self.published += 1
-            return await self._wait(call, waiter)
+            return await self._send_and_wait(call, lease, waiting)
         finally:
-            if self._waiters.get(key) is entry:
+            if self._waiters.get(key) is waiting:
                 del self._waiters[key]
 
-    async def _wait(self, call: StepCall, waiter: asyncio.Future[dict[str, Any]]) -> StepOutcome:
+    async def _send_and_wait(self, call: StepCall, lease: Lease, waiting: _Waiting) -> StepOutcome:
         spec = call.spec
+        queue = task_queue(call.workflow, spec.name)
+        every = self.resend_after(spec)
+        budget = step_budget(spec)
+        due = self.clock.now() + every
+        held_after = due - budget if self.resend else None
+        await self.bus.publish(
+            queue,
+            self.encode_task(call, lease, waiting.task, held_after=held_after),
+            key=call.run_id,
+        )
+        self.published += 1
+        copies = 0
         while True:
+            now = self.clock.now()
             wait = self.poll
+            if copies < self.resend:
+                wait = min(wait, max(due - now, 0.0))
             if call.deadline is not None:
-                wait = min(wait, max(call.deadline + self.grace - self.clock.now(), 0.0))
-            try:
-                async with asyncio.timeout(wait):
-                    reply = await asyncio.shield(waiter)
-            except TimeoutError:
+                wait = min(wait, max(call.deadline + self.grace - now, 0.0))
+            if not await self._reply_within(waiting.reply, wait):
                 stored = (await self.store.get_steps(call.run_id)).get(spec.name)
                 if stored is not None:
                     return outcome_for(spec, stored)
-                if call.deadline is not None and self.clock.now() >= call.deadline + self.grace:
+                now = self.clock.now()
+                if call.deadline is not None and now >= call.deadline + self.grace:
                     error = DeadlineExceeded(
                         f"no worker committed step {spec.name!r} before the run's deadline",
                         timeout=0.0,
                     )
                     return StepOutcome(status="failed", error=error)
+                if waiting.held_at is not None:
+                    due = max(due, waiting.held_at + every)
+                if copies < self.resend and now >= due:
+                    await self._check_lease(lease)
+                    copies += 1
+                    due = now + every * 2**copies
+                    body = self.encode_task(call, lease, waiting.task, held_after=due - budget)
+                    if await self._resend(queue, body, call, copies):
+                        continue
+                    copies -= 1  # not sent: try again at the next poll
+                    due = now + min(self.poll, every)
                 continue
+            reply = waiting.reply.result()
             kind = reply.get("kind")
             if kind == "committed":
                 return outcome_for(spec, record_from_json(reply["step"]))
             if kind == "paused":
                 return _paused(spec, reply)
             raise StaleLease(call.run_id, token=int(reply.get("token") or 0))
+
+    async def _reply_within(self, reply: asyncio.Future[dict[str, Any]], seconds: float) -> bool:
+        """Wait up to `seconds` on `clock` for `reply`; whether it came. Never cancels it."""
+        if reply.done() or seconds <= 0:
+            return reply.done()
+        woke: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake(_: object = None) -> None:
+            if not woke.done():
+                woke.set_result(None)
+
+        timer = self.clock.call_at(self.clock.now() + seconds, wake)
+        reply.add_done_callback(wake)
+        try:
+            await woke
+        finally:
+            timer.cancel()
+            reply.remove_done_callback(wake)
+        return reply.done()
+
+    async def _check_lease(self, lease: Lease) -> None:
+        """Raise `StaleLease` if `lease` is no longer the run's: a copy could not commit."""
+        record = await self.store.get_run(lease.run_id)
+        if record is None or (record.lease_owner, record.lease_token) != (lease.owner, lease.token):
+            raise StaleLease(lease.run_id, token=lease.token)
+
+    async def _resend(self, queue: str, body: Mapping[str, Any], call: StepCall, copy: int) -> bool:
+        """Publish a copy of a task whose step stays uncommitted; whether it went out."""
+        log.warning(
+            "step %s/%s is not committed and no worker holds its task %s (the broker may "
+            "have lost it): sending it again, copy %d of at most %d",
+            call.run_id,
+            call.spec.name,
+            body["task"],
+            copy,
+            self.resend,
+        )
+        try:
+            await self.bus.publish(queue, body, key=call.run_id)
+        except Exception as exc:  # noqa: BLE001 - the next poll tries again
+            log.warning("could not send task %s again: %s", body["task"], exc)
+            return False
+        self.published += 1
+        self.resent += 1
+        return True
