@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from firebreak.errors import StaleLease, StoreCorrupt, StoreError
+from firebreak.errors import LeaseHeld, StaleLease, StoreCorrupt, StoreError
 from firebreak.store import CheckpointStore, StepRecord, StepStatus, open_store
 from firebreak.store import _pg_schema as schema_mod
 from firebreak.store.postgres import PostgresStore, from_url
@@ -158,6 +159,85 @@ async def test_a_refused_commit_in_a_batch_does_not_undo_the_others(
         assert outcomes[1:6] == [True] * 5
         assert outcomes[6] is False
         assert await store.get_steps("old") == {}
+
+
+async def test_begins_commits_and_finishes_of_many_runs_share_one_statement(
+    make_store: Make,
+) -> None:
+    """begin_run, commit_step and finish_run of 50 runs at once ride in a few batches."""
+    async with make_store() as store:
+        begun = await asyncio.gather(
+            *(store.begin_run(f"r{i}", "wf", {"i": i}, owner="orch", ttl=30) for i in range(50))
+        )
+        leases = [lease for _, created, lease in begun if created and lease is not None]
+        assert len(leases) == 50
+        assert all(run.status == "running" for run, _, _ in begun)
+        assert [run.input for run, _, _ in begun] == [{"i": i} for i in range(50)]
+        done = await asyncio.gather(
+            *(store.commit_step(lease, step(lease.run_id, "a", 1)) for lease in leases)
+        )
+        assert all(done)
+        finished = await asyncio.gather(
+            *(store.finish_run(lease, "succeeded", result=lease.run_id) for lease in leases)
+        )
+        assert [(r.status, r.result, r.lease_owner) for r in finished] == [
+            ("succeeded", f"r{i}", None) for i in range(50)
+        ]
+        committer = store._committer
+        assert committer is not None
+        assert committer.commits == 150
+        assert committer.batches < 30  # grouped: typically 2 per kind
+        log = await store.audit_log("r7")
+        assert [e["kind"] for e in log] == [
+            "run_created",
+            "lease_acquired",
+            "run_status",
+            "step_committed",
+            "run_status",
+            "lease_released",
+        ]
+
+
+async def test_a_refused_begin_or_finish_in_a_batch_does_not_undo_the_others(
+    make_store: Make,
+) -> None:
+    """A held lease, a stale finish and an unknown run are each their caller's own error."""
+    async with make_store() as store:
+        _, _, held = await store.begin_run("held", "wf", 0, owner="orch-1", ttl=30)
+        assert held is not None
+        _, _, mine = await store.begin_run("mine", "wf", 0, owner="orch-1", ttl=30)
+        assert mine is not None
+        outcomes = await asyncio.gather(
+            store.begin_run("held", "wf", 0, owner="orch-2", ttl=30),
+            store.begin_run("fresh", "wf", 0, owner="orch-2", ttl=30),
+            store.finish_run(replace(mine, token=mine.token + 1), "succeeded"),
+            store.finish_run(replace(mine, run_id="nobody"), "succeeded"),
+            store.finish_run(held, "failed", error={"message": "m"}),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], LeaseHeld)
+        assert not isinstance(outcomes[1], BaseException)
+        assert outcomes[1][1] is True
+        assert isinstance(outcomes[2], StaleLease)
+        assert isinstance(outcomes[3], KeyError)
+        assert not isinstance(outcomes[4], BaseException)
+        assert outcomes[4].status == "failed"
+        assert outcomes[4].error == {"message": "m"}
+        run = await store.get_run("mine")
+        assert run is not None
+        assert (run.status, run.lease_owner) == ("running", "orch-1")
+
+
+async def test_finished_run_is_not_begun_again(make_store: Make) -> None:
+    """begin_run of a finished run returns it as stored, with no lease (one statement)."""
+    async with make_store() as store:
+        _, _, lease = await store.begin_run("r1", "wf", 0, owner="o", ttl=30)
+        assert lease is not None
+        await store.finish_run(lease, "succeeded", result=42)
+        run, created, again = await store.begin_run("r1", "wf", 0, owner="o", ttl=30)
+        assert (run.status, run.result, created, again) == ("succeeded", 42, False, None)
+        run, created, other = await store.begin_run("r1", "other-wf", 0, owner="o", ttl=30)
+        assert (run.workflow, created, other) == ("wf", False, None)
 
 
 async def test_group_commit_can_be_turned_off(make_store: Make) -> None:

@@ -14,10 +14,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from firebreak.errors import StaleLease, StateConflict, StoreError
+from firebreak.errors import StateConflict, StoreError
 from firebreak.store import _rules
 from firebreak.store.base import (
-    TERMINAL,
     Lease,
     RunRecord,
     RunStatus,
@@ -43,35 +42,6 @@ LOCK_RUN = (
     "SELECT lease_owner, lease_token, lease_expires FROM runs WHERE run_id = %s FOR NO KEY UPDATE"
 )
 """The fence read: also serialises writers of one run until their transaction ends."""
-
-_COMMIT_FIELDS = (
-    "run_id",
-    "agent",
-    "status",
-    "output",
-    "attempts",
-    "error",
-    "reason",
-    "at",
-    "now",
-    "owner",
-    "token",
-)
-
-COMMIT_STEPS = (
-    "SELECT o_found, o_owner, o_token, o_seq FROM commit_steps("
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[],"
-    " %s::float8[], %s::float8[], %s::text[], %s::bigint[]) ORDER BY o_n"
-)
-"""Any number of step commits in one statement (so one transaction): see migration 2.
-
-Each commit locks its run's row, is fenced in SQL, first commit wins, audited, notified by
-trigger; one row per commit, in order, says what happened (`commit_outcome` judges it)."""
-
-
-def commit_batch_params(batch: list[dict[str, Any]]) -> list[list[Any]]:
-    """The arguments of `COMMIT_STEPS` for `commit_params` dicts, one array per field."""
-    return [[params[field] for params in batch] for field in _COMMIT_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,38 +309,6 @@ async def release_lease(conn: Conn, lease: Lease, now: float) -> None:
 # -- steps -------------------------------------------------------------------------------
 
 
-def commit_params(lease: Lease, step: StepRecord, now: float) -> dict[str, Any]:
-    """Encode a step for `COMMIT_STEPS` (raises `TypeError`/`ValueError` for non-JSON)."""
-    return {
-        "run_id": step.run_id,
-        "agent": step.agent,
-        "status": str(step.status),
-        "output": _rules.dumps(step.output),
-        "attempts": step.attempts,
-        "error": None if step.error is None else _rules.dumps(step.error),
-        "reason": step.degraded_reason,
-        "at": step.completed_at or now,
-        "now": now,
-        "owner": lease.owner,
-        "token": lease.token,
-    }
-
-
-def commit_outcome(lease: Lease, row: Any) -> bool:
-    """Judge one commit from its `COMMIT_STEPS` row: raise, or say if it was new."""
-    found, owner, token, seq = row
-    if not found:
-        raise KeyError(lease.run_id)
-    _rules.check_fence(lease, owner, int(token))
-    return seq is not None
-
-
-async def commit_step(conn: Conn, lease: Lease, params: dict[str, Any]) -> bool:
-    """One fenced commit in its own transaction (the path without group commit)."""
-    row = await one(conn, COMMIT_STEPS, commit_batch_params([params]))
-    return commit_outcome(lease, row)
-
-
 _UPDATE_STEP = f"""
 WITH upd AS (
     UPDATE steps SET status = %(status)s, error = %(error)s::json,
@@ -507,98 +445,3 @@ async def cas_state(conn: Conn, run_id: str, expected: int, data: str) -> int:
         if actual != expected:
             raise StateConflict(run_id, expected=expected, actual=actual)
     raise StoreError(f"run {run_id!r}: shared state kept changing under compare-and-set")
-
-
-# -- begin and finish a drive of a run (SupportsBeginFinish) --------------------------------
-
-_BEGIN = (
-    "SELECT * FROM begin_run(%(run_id)s::text, %(workflow)s::text, %(input)s::text,"
-    " %(now)s::float8, %(owner)s::text, %(expires)s::float8)"
-)
-"""Create, lock, lease and mark running (migration 2): the lease rule of
-`_rules.decide_lease` in SQL, on the locked row; every acquisition takes the next token."""
-
-
-async def begin_run(  # noqa: PLR0917 - positional, as _do passes them
-    conn: Conn, run_id: str, workflow: str, input_json: str, owner: str, now: float, ttl: float
-) -> tuple[RunRecord, bool, Lease | None]:
-    """Create, lock, lease and mark running in one statement (one transaction, one trip).
-
-    The conditional lease update applies `_rules.decide_lease` in SQL, so no answer needs
-    to come back in between. The locked row, as it was before the update, says why no
-    lease was taken.
-    """
-    params = {
-        "run_id": run_id,
-        "workflow": workflow,
-        "input": input_json,
-        "now": now,
-        "owner": owner,
-        "expires": now + ttl,
-    }
-    row = await one(conn, _BEGIN, params)
-    if row is None:  # neither inserted nor found: deleted under us
-        raise StoreError(f"run {run_id!r}: could not create or read it (concurrent writers)")
-    created, leased = bool(row[0]), bool(row[1])
-    run = run_from_row(row[2:])
-    if leased:
-        lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=now + ttl)
-        return run, created, lease
-    if run.status in TERMINAL or run.workflow != workflow:
-        return run, created, None
-    # Not leased, yet ours to run: another owner's live lease (decide_lease raises).
-    _rules.decide_lease(
-        run_id=run_id,
-        owner=owner,
-        current_owner=run.lease_owner,
-        current_token=run.lease_token,
-        current_expires=run.lease_expires,
-        now=now,
-        ttl=ttl,
-    )
-    raise StoreError(f"run {run_id!r}: lease neither taken nor held (concurrent writers)")
-
-
-_FINISH = f"""
-WITH upd AS (
-    UPDATE runs SET status = %(status)s, result = %(result)s::json, error = %(error)s::json,
-        resume_at = %(resume_at)s::float8, updated_at = %(now)s::float8,
-        lease_owner = NULL, lease_expires = NULL
-    WHERE run_id = %(run_id)s AND lease_owner = %(owner)s AND lease_token = %(token)s
-    RETURNING {RUN_COLS}
-), aud AS (
-    INSERT INTO audit (at, actor, run_id, kind, what)
-    SELECT %(now)s::float8, %(owner)s::text, upd.run_id, k.kind, k.what
-    FROM upd, LATERAL (VALUES
-        (1, 'run_status', jsonb_build_object('status', upd.status, 'resume_at', upd.resume_at,
-            'error', upd.error::jsonb, 'token', upd.lease_token)),
-        (2, 'lease_released', jsonb_build_object('token', upd.lease_token))
-    ) AS k(n, kind, what)
-    ORDER BY k.n
-)
-SELECT {RUN_COLS} FROM upd
-"""  # noqa: S608  -- constant column lists only
-
-
-async def finish_run(conn: Conn, lease: Lease, args: RunUpdate) -> RunRecord:
-    """Fenced final status and lease release: one statement (one transaction, one trip)."""
-    params = {
-        "status": str(args.status),
-        "result": args.result,
-        "error": args.error,
-        "resume_at": args.resume_at,
-        "now": args.now,
-        "run_id": lease.run_id,
-        "owner": lease.owner,
-        "token": lease.token,
-    }
-    row = await one(conn, _FINISH, params)
-    if row is not None:
-        return run_from_row(row)
-    found = await one(
-        conn, "SELECT lease_owner, lease_token FROM runs WHERE run_id = %s", (lease.run_id,)
-    )
-    if found is None:
-        raise KeyError(lease.run_id)
-    _rules.check_fence(lease, found[0], int(found[1]))
-    raise StaleLease(lease.run_id, token=lease.token)  # changed between the two reads

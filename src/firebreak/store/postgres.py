@@ -10,8 +10,9 @@ What it adds over SQLite:
 
 * **Versioned migrations** run by `setup` in one transaction under an advisory lock (two
   processes may set up at once); a schema from a newer firebreak is refused.
-* **Group commit**: concurrent `commit_step` calls share one transaction (see `_pg_batch`);
-  each commit's lease check runs in that transaction, on the run's locked row.
+* **Group commit**: concurrent `begin_run`, `commit_step` and `finish_run` calls, of any
+  runs, share one statement and one transaction (see `_pg_batch`); each write's lease check
+  runs in that transaction, on the run's locked row.
 * **An audit trail**: every transition (run created, status change, lease
   acquired/renewed/released, step committed/updated/reset, DLQ put/drop, review
   put/resolve) is appended to ``audit`` with who, when and what; `audit_log` reads it.
@@ -43,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from firebreak.errors import StoreError
+from firebreak.store import _pg_apply as apply
 from firebreak.store import _pg_ops as ops
 from firebreak.store import _pg_queues as queues
 from firebreak.store import _pg_schema, _rules
@@ -124,8 +126,8 @@ class PostgresStore:
         pool_size: most connections in the pool.
         timeout: seconds an operation waits for a connection (say, while the server
             restarts) before it fails with `StoreError`.
-        group_commit: batch concurrent `commit_step` calls into shared transactions;
-            ``False`` gives each its own transaction (for measurement).
+        group_commit: batch concurrent `begin_run`, `commit_step` and `finish_run` calls
+            into shared transactions; ``False`` gives each its own (for measurement).
     """
 
     def __init__(
@@ -272,6 +274,15 @@ class PostgresStore:
             raise StoreError("PostgresStore is not open: call setup() or use `async with`")
         return self._pool
 
+    async def _write(self, op: apply.Op) -> Any:
+        """Apply a hot write: in a group commit, or alone if `group_commit` is off."""
+        committer = self._committer
+        if committer is None:
+            self._require_pool()
+        if not self.group_commit or committer is None:
+            return await self._do(apply.apply_one, op)
+        return await committer.submit(op)
+
     async def _do(self, fn: Any, *args: Any) -> Any:
         pool = self._require_pool()
         try:
@@ -309,11 +320,10 @@ class PostgresStore:
         `SupportsBeginFinish`; pipelined, so one round trip. Audited like `create_run`,
         `acquire_lease` and `set_run_status`. `LeaseHeld` if another owner holds it.
         """
-        duration = seconds(ttl)
-        encoded = _rules.dumps(input)
-        begun: tuple[RunRecord, bool, Lease | None] = await self._do(
-            ops.begin_run, run_id, workflow, encoded, owner, self.clock(), duration
+        op = apply.begin(
+            run_id, workflow, _rules.dumps(input), owner=owner, now=self.clock(), ttl=seconds(ttl)
         )
+        begun: tuple[RunRecord, bool, Lease | None] = await self._write(op)
         return begun
 
     async def finish_run(
@@ -325,15 +335,19 @@ class PostgresStore:
         error: dict[str, Any] | None = None,
         resume_at: float | None = None,
     ) -> RunRecord:
-        """`set_run_status` and `release_lease` in one statement (fenced, audited)."""
-        args = ops.RunUpdate(
-            status=RunStatus(status),
+        """`set_run_status` and `release_lease` in one statement (fenced, audited).
+
+        Rides in a group commit with other runs' writes, like `commit_step`.
+        """
+        op = apply.finish(
+            lease,
+            RunStatus(status),
             result=None if result is None else _rules.dumps(result),
             error=None if error is None else _rules.dumps(error),
             resume_at=resume_at,
             now=self.clock(),
         )
-        run: RunRecord = await self._do(ops.finish_run, lease, args)
+        run: RunRecord = await self._write(op)
         return run
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -404,14 +418,8 @@ class PostgresStore:
             raise ValueError(
                 f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
             )
-        params = ops.commit_params(lease, step, self.clock())
-        committer = self._committer
-        if committer is None:
-            self._require_pool()
-        if not self.group_commit or committer is None:
-            done: bool = await self._do(ops.commit_step, lease, params)
-            return done
-        return await committer.submit(lease, params)
+        done: bool = await self._write(apply.commit(lease, step, self.clock()))
+        return done
 
     async def update_step(
         self,
