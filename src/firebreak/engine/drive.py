@@ -53,6 +53,7 @@ class Drive:
         self.engine = engine
         self.store = engine.store
         self.workflow = workflow
+        self.agents = workflow.agents  # one read-only view (the property makes one per use)
         self.name = workflow.name
         self.record = record
         self.run_id = record.run_id
@@ -93,7 +94,7 @@ class Drive:
             spec.name: sum(settled.get(dep) not in ok for dep in spec.after)
             if settled
             else len(spec.after)
-            for spec in self.workflow.agents.values()
+            for spec in self.agents.values()
             if spec.name not in settled
         }
         ready = [name for name, count in blocked.items() if count == 0]
@@ -121,11 +122,11 @@ class Drive:
                 if len(ready) == 1 and not running:
                     # One step and nothing else in flight (a chain): run it inline, no task.
                     name = ready.pop()
-                    spec = self.workflow.agents[name]
+                    spec = self.agents[name]
                     await settle(name, await executor.execute(self._call(spec, deadline)))
                     continue
                 while ready:
-                    spec = self.workflow.agents[ready.pop()]
+                    spec = self.agents[ready.pop()]
                     task = asyncio.create_task(
                         _named(spec.name, executor, self._call(spec, deadline))
                     )
@@ -149,7 +150,7 @@ class Drive:
         steps = await self.store.get_steps(self.run_id)
         resolved = await self._resolved_reviews(steps)
         for name, rec in steps.items():
-            if name not in self.workflow.agents:
+            if name not in self.agents:
                 continue
             if rec.status == StepStatus.NEEDS_REVIEW and name in resolved:
                 self._adopt(await self._apply_review(rec, resolved[name]))
@@ -159,7 +160,7 @@ class Drive:
     def _adopt(self, rec: StepRecord) -> None:
         """Take a committed step as this drive's own: its output, or why it is missing."""
         name = rec.agent
-        spec = self.workflow.agents[name]
+        spec = self.agents[name]
         status = rec.status
         if status == StepStatus.COMPENSATION_FAILED:  # its effect stands: so does its output
             status = StepStatus.SUCCEEDED
@@ -252,7 +253,7 @@ class Drive:
             )
 
     async def _settle(self, name: str, outcome: StepOutcome) -> None:
-        spec = self.workflow.agents[name]
+        spec = self.agents[name]
         if outcome.committed is not None:  # the executor's worker committed it already
             rec = outcome.committed
             self._adopt(rec)
@@ -357,7 +358,7 @@ class Drive:
             reason = f"waiting for {', '.join(sorted(self.waiting))}"
         elif any(s == StepStatus.NEEDS_REVIEW for s in self.settled.values()):
             status, reason = RunStatus.NEEDS_REVIEW, "waiting for review"
-        elif unsettled := [a for a in self.workflow.agents if a not in self.settled]:
+        elif unsettled := [a for a in self.agents if a not in self.settled]:
             raise RuntimeError(f"run {self.run_id!r}: agents {unsettled} could not start")
         else:
             status = RunStatus.DEGRADED if self.missing else RunStatus.SUCCEEDED
@@ -388,7 +389,7 @@ class Drive:
 
     async def _fail(self, agent: str, error: dict[str, Any]) -> RunResult:
         because = f"{agent} failed"
-        for name in self.workflow.agents:
+        for name in self.agents:
             if name not in self.settled:
                 rec = StepRecord(
                     run_id=self.run_id,
@@ -439,7 +440,7 @@ class Drive:
         )
         undone = []
         for rec in done:
-            spec = self.workflow.agents.get(rec.agent)
+            spec = self.agents.get(rec.agent)
             if spec is None or spec.compensate is None:
                 continue
             ctx = Context(

@@ -44,8 +44,26 @@ def _clone(value: JSON) -> JSON:
     """A deep copy of JSON data, refusing what JSON cannot hold (as `json.dumps` would).
 
     A direct walk instead of a dumps/loads round trip: the store copies on every write and
-    read, and step outputs are usually small.
+    read, and step outputs are usually small. Exact types first (a set lookup each), the
+    general checks only for what is left (subclasses, floats, keys to convert).
     """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                key = _key(key)  # noqa: PLW2901
+            out[key] = item if type(item) in _PLAIN else _clone(item)
+        return out
+    if kind is list or kind is tuple:
+        return [item if type(item) in _PLAIN else _clone(item) for item in value]
+    return _clone_other(value)
+
+
+def _clone_other(value: JSON) -> JSON:
+    """`_clone` of what is not exactly a str, int, bool, None, dict, list or tuple."""
     if isinstance(value, _ATOMS):
         return value
     if isinstance(value, float):
@@ -53,47 +71,58 @@ def _clone(value: JSON) -> JSON:
             raise ValueError(f"out of range float value {value!r} is not JSON compliant")
         return value
     if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):  # as json does: 1 -> "1", True -> "true"
-                if not isinstance(key, int | float | bool | type(None)):
-                    raise TypeError(f"keys must be str, int, float, bool or None, not {key!r}")
-                key = _rules.dumps(key)  # noqa: PLW2901
-            out[key] = _clone(item)
-        return out
+        return {_key(k) if type(k) is not str else k: _clone(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clone(item) for item in value]
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _key(key: object) -> str:
+    """A non-string dict key as json converts it: 1 -> "1", True -> "true"."""
+    if isinstance(key, str):
+        return str(key)
+    if not isinstance(key, int | float | bool | type(None)):
+        raise TypeError(f"keys must be str, int, float, bool or None, not {key!r}")
+    return _rules.dumps(key)
+
+
 _R = TypeVar("_R")
-_EVOLVERS: dict[type[Any], Callable[[Any, dict[str, Any]], Any]] = {}
+_REPLACERS: dict[tuple[type[Any], tuple[str, ...]], Callable[..., Any]] = {}
+
+
+def _replacer(cls: type[Any], changed: tuple[str, ...]) -> Callable[..., Any]:
+    """A compiled copier of `cls` records taking the `changed` fields as arguments.
+
+    Each field is set through its slot descriptor, bound once: a third of the cost of
+    ``object.__setattr__`` looked up and called per field (as frozen dataclasses do).
+    """
+    replace = _REPLACERS.get((cls, changed))
+    if replace is None:
+        names = [field.name for field in fields(cls)]
+        setters = "".join(f", _s{i}=_slot{i}" for i in range(len(names)))
+        lines = [f"def replace(r, {', '.join(changed)}, _new=_new, _cls=_cls{setters}):"]
+        lines.append("    new = _new(_cls)")
+        for i, name in enumerate(names):
+            lines.append(f"    _s{i}(new, {name if name in changed else 'r.' + name})")
+        lines.append("    return new")
+        scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+        scope.update({f"_slot{i}": cls.__dict__[name].__set__ for i, name in enumerate(names)})
+        exec("\n".join(lines), scope)  # noqa: S102 - our own code, from our own field names
+        replace = _REPLACERS[cls, changed] = scope["replace"]
+    return replace
 
 
 def _evolve(record: _R, **changes: Any) -> _R:
     """`dataclasses.replace` for our frozen records, without re-running validation.
 
     The store copies records on every read and write; `replace` inspects the class each
-    time and costs several microseconds. This uses a copier compiled once per class (as
-    dataclasses compile `__init__`). Changed values come from the store itself, already
-    validated and of the right type.
+    time and costs several microseconds. Changed values come from the store itself,
+    already validated and of the right type.
     """
-    cls = type(record)
-    evolve = _EVOLVERS.get(cls)
-    if evolve is None:
-        # Each field is set through its slot descriptor, bound once as a default argument:
-        # a third of the cost of ``object.__setattr__`` looked up and called per field.
-        names = [field.name for field in fields(cls)]  # type: ignore[arg-type]
-        setters = ", ".join(f"_s{i}=_slot{i}" for i in range(len(names)))
-        lines = [f"def evolve(r, c, _new=_new, _cls=_cls, {setters}):", "    new = _new(_cls)"]
-        for i, name in enumerate(names):
-            lines.append(f"    _s{i}(new, c[{name!r}] if {name!r} in c else r.{name})")
-        lines.append("    return new")
-        scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-        scope.update({f"_slot{i}": cls.__dict__[name].__set__ for i, name in enumerate(names)})
-        exec("\n".join(lines), scope)  # noqa: S102 - our own code, from our own field names
-        evolve = _EVOLVERS[cls] = scope["evolve"]
-    return evolve(record, changes)  # type: ignore[no-any-return]
+    return _replacer(type(record), tuple(changes))(record, *changes.values())  # type: ignore[no-any-return]
+
+
+_stamp_step = _replacer(StepRecord, ("output", "error", "seq", "completed_at"))
 
 
 # Records go out as copies, so a caller mutating what it got cannot change the store; a
@@ -187,13 +216,19 @@ class MemoryStore:
         now = self.clock()
         run = self._runs.get(run_id)
         created = run is None
-        if run is None:
+        if run is None:  # new: made running and leased at once
+            lease = _rules.decide_lease(
+                run_id=run_id, owner=owner, current_owner=None, current_token=0,
+                current_expires=None, now=now, ttl=seconds(ttl),
+            )  # fmt: skip
             run = RunRecord(
-                run_id=run_id, workflow=workflow, input=_clone(input), created_at=now,
-                updated_at=now,
+                run_id=run_id, workflow=workflow, input=_clone(input), status=RunStatus.RUNNING,
+                created_at=now, updated_at=now, lease_owner=owner, lease_token=lease.token,
+                lease_expires=lease.expires_at,
             )  # fmt: skip
             self._runs[run_id] = run
             self._run_order[run_id] = next(self._counter)
+            return _run_out(run), True, lease
         if run.status in TERMINAL or run.workflow != workflow:
             return _run_out(run), created, None
         lease = _rules.decide_lease(
@@ -224,8 +259,9 @@ class MemoryStore:
     ) -> RunRecord:
         """Set the final status and release the lease at once (`SupportsBeginFinish`)."""
         new_result, new_error = _clone(result), _clone(error)
+        new_status = status if type(status) is RunStatus else RunStatus(status)
         run = _evolve(
-            self._fenced(lease), status=RunStatus(status), result=new_result, error=new_error,
+            self._fenced(lease), status=new_status, result=new_result, error=new_error,
             resume_at=resume_at, updated_at=self.clock(), lease_owner=None, lease_expires=None,
         )  # fmt: skip
         self._runs[run.run_id] = run
@@ -346,19 +382,16 @@ class MemoryStore:
         run = self._runs.get(run_id)
         if run is None:
             raise KeyError(run_id)
-        _rules.check_fence(lease, run.lease_owner, run.lease_token)
+        if run.lease_token != lease.token or run.lease_owner != lease.owner:
+            _rules.check_fence(lease, run.lease_owner, run.lease_token)  # raises StaleLease
         steps = self._steps.get(run_id)
         if steps is None:
             steps = self._steps[run_id] = {}
         elif step.agent in steps:
             return False
-        steps[step.agent] = _evolve(
-            step,
-            output=output,
-            error=error,
-            seq=self._next_seq(steps),
-            completed_at=step.completed_at or self.clock(),
-        )
+        # Each run's steps are kept in seq order, so the last one holds the highest seq.
+        seq = next(reversed(steps.values())).seq + 1 if steps else 1
+        steps[step.agent] = _stamp_step(step, output, error, seq, step.completed_at or self.clock())
         return True
 
     async def reset_steps(self, lease: Lease, agents: Sequence[str]) -> int:
