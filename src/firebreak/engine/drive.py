@@ -356,15 +356,16 @@ class Drive:
         if self.pause_until is not None:
             status = RunStatus.PAUSED
             reason = f"waiting for {', '.join(sorted(self.waiting))}"
-        elif any(s == StepStatus.NEEDS_REVIEW for s in self.settled.values()):
+        elif StepStatus.NEEDS_REVIEW in self.settled.values():
             status, reason = RunStatus.NEEDS_REVIEW, "waiting for review"
-        elif unsettled := [a for a in self.agents if a not in self.settled]:
+        elif len(self.settled) < len(self.agents):  # settled holds only this workflow's agents
+            unsettled = [a for a in self.agents if a not in self.settled]
             raise RuntimeError(f"run {self.run_id!r}: agents {unsettled} could not start")
         else:
             status = RunStatus.DEGRADED if self.missing else RunStatus.SUCCEEDED
             reason = f"degraded: {', '.join(self.missing)}" if self.missing else ""
             # As committed: encoded once, when each step committed (or as loaded).
-            result["outputs"] = {name: self.stored[name] for name in self.outputs}
+            result["outputs"] = self.stored
         await self.engine._end(  # noqa: SLF001 - the engine's own helper
             self.lease, status, result=result, resume_at=self.pause_until
         )
@@ -379,8 +380,8 @@ class Drive:
             run_id=self.run_id,
             workflow=self.name,
             status=status,
-            outputs=dict(self.outputs),
-            missing=dict(self.missing),
+            outputs=self.outputs,  # not copied: the drive ends here
+            missing=self.missing,
             resume_at=self.pause_until,
             reviews=tuple(self.reviews),
             resumed=self.resumed,
