@@ -6,12 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
 from store_helpers import leased, step
 
-from firebreak.errors import StoreCorrupt, StoreError
+from firebreak.errors import LeaseHeld, StaleLease, StoreCorrupt, StoreError
 from firebreak.store import RunStatus, open_store
 from firebreak.store import redis as redis_module
 from firebreak.store.redis import SCHEMA_VERSION, RedisStore, from_url
@@ -160,3 +161,67 @@ async def test_a_step_commit_is_one_round_trip(store: RedisStore) -> None:
     commit = (time.perf_counter() - start) / n
     print(f"\nraw PING {ping * 1e6:.0f} us, commit_step {commit * 1e6:.0f} us")  # noqa: T201 - shown with -s
     assert commit < ping * 6 + 0.002
+
+
+async def test_concurrent_begins_commits_and_finishes_share_one_script_call(
+    store: RedisStore,
+) -> None:
+    """Hot writes of 50 runs at once leave as a few HOT_BATCH calls, each judged alone."""
+    begun = await asyncio.gather(
+        *(store.begin_run(f"r{i}", "wf", {"i": i}, owner="orch", ttl=30) for i in range(50))
+    )
+    leases = [lease for _, _, lease in begun if lease is not None]
+    assert len(leases) == 50
+    assert [run.input for run, _, _ in begun] == [{"i": i} for i in range(50)]
+    pipeline = store._pipeline
+    assert pipeline is not None
+    before = pipeline.pipelines
+    done = await asyncio.gather(
+        *(store.commit_step(lease, step(lease.run_id, "a", "ü\x00\n")) for lease in leases),
+        store.commit_step(leases[0], step("r0", "a", "duplicate")),
+    )
+    assert done == [True] * 50 + [False]
+    assert pipeline.pipelines - before < 5  # the first alone, then the rest together
+    assert (await store.get_steps("r3"))["a"].output == "ü\x00\n"
+    finished = await asyncio.gather(
+        *(store.finish_run(lease, "succeeded", result=lease.run_id) for lease in leases)
+    )
+    assert [(r.status, r.result, r.lease_owner) for r in finished] == [
+        ("succeeded", f"r{i}", None) for i in range(50)
+    ]
+
+
+async def test_a_refused_hot_write_in_a_batch_is_its_callers_alone(store: RedisStore) -> None:
+    """A held lease, a stale lease and an unknown run fail their callers, not the batch."""
+    _, _, held = await store.begin_run("held", "wf", 0, owner="orch-1", ttl=30)
+    _, _, mine = await store.begin_run("mine", "wf", 0, owner="orch-1", ttl=30)
+    assert held is not None
+    assert mine is not None
+    outcomes = await asyncio.gather(
+        store.begin_run("held", "wf", 0, owner="orch-2", ttl=30),
+        store.begin_run("fresh", "wf", 0, owner="orch-2", ttl=30),
+        store.commit_step(replace(mine, token=mine.token + 1), step("mine", "a")),
+        store.finish_run(replace(mine, run_id="nobody"), "succeeded"),
+        store.commit_step(mine, step("mine", "b", 2)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], LeaseHeld)
+    assert not isinstance(outcomes[1], BaseException)
+    assert outcomes[1][2] is not None
+    assert isinstance(outcomes[2], StaleLease)
+    assert isinstance(outcomes[3], KeyError)
+    assert outcomes[4] is True
+
+
+async def test_hot_writes_survive_a_script_flush(store: RedisStore) -> None:
+    """After SCRIPT FLUSH (as after a restart) the batch script is loaded again and resent."""
+    _, _, lease = await store.begin_run("r1", "wf", 0, owner="o", ttl=30)
+    assert lease is not None
+    await store._need().script_flush()
+    done = await asyncio.gather(
+        *(store.commit_step(lease, step("r1", f"a{i}", i)) for i in range(20))
+    )
+    assert all(done)
+    await store._need().script_flush()
+    run = await store.finish_run(lease, "succeeded", result=1)
+    assert run.status == "succeeded"

@@ -40,6 +40,7 @@ __all__ = [
     "DLQ_DROP",
     "DLQ_PUT",
     "FINISH_RUN",
+    "HOT_BATCH",
     "RELEASE",
     "RENEW",
     "RESET_STEPS",
@@ -173,10 +174,7 @@ return {'ok', redis.call('HGETALL', r)}
 """
 )
 
-FINISH_RUN = (
-    _COMMON
-    + _APPLY_STATUS
-    + r"""
+_FINISH_RUN_BODY = r"""
 -- SET_RUN_STATUS, then the lease released: one script, one round trip.
 -- ARGV: P, run_id, owner, token, status, result, error, resume_at ('' = none), now,
 --       ttl_ms ('' = keep forever)
@@ -189,12 +187,11 @@ redis.call('HDEL', r, 'lease_owner', 'lease_expires')
 sweep()
 return {'ok', run_json(r)}
 """
-)
 
-BEGIN_RUN = (
-    _COMMON
-    + _APPLY_STATUS
-    + r"""
+FINISH_RUN = _COMMON + _APPLY_STATUS + _FINISH_RUN_BODY
+
+
+_BEGIN_RUN_BODY = r"""
 -- CREATE_RUN, then (unless finished or foreign) ACQUIRE and SET_RUN_STATUS running.
 -- ARGV: P, run_id, workflow, input, now, owner, expires_at
 -- Reply: {created (1/0), 'ok', token, run} | {created, 'none', run} | {created, 'held', owner,
@@ -225,7 +222,9 @@ apply_status(r, id, 'running', 'null', 'null', '', now, '')
 sweep()
 return {created, 'ok', token, run_json(r)}
 """
-)
+
+BEGIN_RUN = _COMMON + _APPLY_STATUS + _BEGIN_RUN_BODY
+
 
 ACQUIRE = r"""
 -- ARGV: P, run_id, owner, now, expires_at
@@ -285,10 +284,7 @@ local function follow_ttl(r, keys)
 end
 """
 
-COMMIT_STEP = (
-    _COMMON
-    + _STEP_FIELDS
-    + r"""
+_COMMIT_STEP_BODY = r"""
 -- ARGV: P, run_id, owner, token, agent, status, output, attempts, error, reason, completed_at
 local id, agent = ARGV[2], ARGV[5]
 local r, steps, seqs = P .. ':run:' .. id, P .. ':steps:' .. id, P .. ':seqs:' .. id
@@ -302,7 +298,9 @@ redis.call('ZADD', seqs, next_seq(seqs), agent)
 follow_ttl(r, {steps, seqs})
 return {'ok'}
 """
-)
+
+COMMIT_STEP = _COMMON + _STEP_FIELDS + _COMMIT_STEP_BODY
+
 
 UPDATE_STEP = (
     _COMMON
@@ -475,3 +473,37 @@ while limit < 0 or #out < limit do
 end
 return out
 """
+
+HOT_BATCH = (
+    _COMMON
+    + _APPLY_STATUS
+    + _STEP_FIELDS
+    + "\nlocal function begin_run(ARGV)\n"
+    + _BEGIN_RUN_BODY
+    + "end\n\nlocal function commit_step(ARGV)\n"
+    + _COMMIT_STEP_BODY
+    + "end\n\nlocal function finish_run(ARGV)\n"
+    + _FINISH_RUN_BODY
+    + r"""end
+
+-- The hot writes of many runs in one call: BEGIN_RUN, COMMIT_STEP and FINISH_RUN, each
+-- run as its own script would run it (so as a unit of its own, in the order given).
+-- ARGV: P, a JSON array of operations [kind, arguments after P...], every argument a
+--       string; kind 'b' (BEGIN_RUN), 'c' (COMMIT_STEP) or 'f' (FINISH_RUN).
+-- Reply: each operation's reply, in order; {'err', message} for one whose script raised
+-- (the others still apply, as in a pipeline of the separate scripts).
+local scripts = {b = begin_run, c = commit_step, f = finish_run}
+local out = {}
+for i, op in ipairs(cjson.decode(ARGV[2])) do
+  local fn = scripts[op[1]]
+  op[1] = P
+  local ok, reply = pcall(fn, op)
+  if not ok then
+    if type(reply) == 'table' then reply = reply.err end
+    reply = {'err', tostring(reply)}
+  end
+  out[i] = reply
+end
+return out
+"""
+)

@@ -2,9 +2,10 @@
 
 Every write that changes more than one key, and every fenced write, is one Lua script run
 by the server as a unit, so fencing tokens and first-commit-wins hold across processes; a
-step commit is one ``EVALSHA``, one round trip, which concurrent callers share: script calls
-made while one is in flight leave together as one pipeline (`_redis_pipeline`). Reads are
-one round trip too (a script or a ``MULTI`` pipeline).
+step commit is one script run, one round trip, which concurrent callers share: script calls
+made while one is in flight leave together as one pipeline, and the begins, step commits
+and finishes among them as one call of a script that runs each in turn
+(`_redis_pipeline`). Reads are one round trip too (a script or a ``MULTI`` pipeline).
 
 A Redis store is only as durable as the server's persistence: with ``appendonly yes`` and
 ``appendfsync always`` an acknowledged commit survives a crash of the server; with no
@@ -63,6 +64,8 @@ log = logging.getLogger("firebreak.store.redis")
 _warned: set[str] = set()
 _OPTIONS = frozenset({"prefix", "finished_ttl", "failed_ttl"})
 _STEP_KEYS = ("s", "o", "a", "e", "d", "c")
+_HOT = {"BEGIN_RUN": "b", "COMMIT_STEP": "c", "FINISH_RUN": "f"}
+"""Scripts whose calls run as operations of ``HOT_BATCH`` (`AutoPipeline.hot`)."""
 T = TypeVar("T")
 
 
@@ -192,9 +195,11 @@ class RedisStore:
                 await client.aclose()
                 raise
             self._client = client
-            self._pipeline = AutoPipeline(client, self._error)
             for name in lua.__all__:
                 self._scripts[name] = client.register_script(getattr(lua, name))
+            self._pipeline = AutoPipeline(
+                client, self._error, hot=self._scripts["HOT_BATCH"], prefix=self.prefix
+            )
 
     async def _check(self, client: aioredis.Redis) -> None:
         key = f"{self.prefix}:schema"
@@ -289,7 +294,11 @@ class RedisStore:
         self._need()
         pipeline = self._pipeline
         assert pipeline is not None  # noqa: S101  -- set together with the client
-        # Concurrent calls share round trips (see `_redis_pipeline`).
+        # Concurrent calls share round trips (see `_redis_pipeline`); the hot writes of a
+        # run also share one script call.
+        kind = _HOT.get(name)
+        if kind is not None:
+            return await pipeline.hot([kind, *map(str, args)])
         return await pipeline.call(self._scripts[name], [self.prefix, *args])
 
     def _fence_args(self, lease: Lease) -> tuple[str, str, str]:
@@ -488,8 +497,8 @@ class RedisStore:
             str(step.status),
             _rules.dumps(step.output),
             str(step.attempts),
-            _rules.dumps(step.error),
-            _rules.dumps(step.degraded_reason),
+            "null" if step.error is None else _rules.dumps(step.error),
+            "null" if step.degraded_reason is None else _rules.dumps(step.degraded_reason),
             repr(float(step.completed_at or self.clock())),
         )
         self._fenced(lease, reply)
