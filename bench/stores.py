@@ -3,8 +3,10 @@
 The 10-step linear workflow of ``bench/workflow.py`` (no-op async agents), run one after
 another and 50 at a time, by:
 
-* firebreak on PostgreSQL (`PostgresStore`: group commit, one-trip begin/finish, audit),
-* firebreak on Redis (`RedisStore`: one Lua script per write),
+* firebreak on PostgreSQL (`PostgresStore`: begins, step commits and finishes of concurrent
+  runs grouped into one statement and one transaction per batch, audit),
+* firebreak on Redis (`RedisStore`: one Lua script per write; concurrent begins, commits and
+  finishes in one script call),
 * LangGraph with its ``AsyncPostgresSaver`` (on a psycopg pool, as its docs set it up),
 * DBOS (durable workflows on Postgres; one ``@DBOS.step`` per step);
 
