@@ -13,7 +13,10 @@ no-op agents, and the bench process orchestrates with ``Engine(store, bus=URL)``
   floor;
 * **CPU**: each process's CPU time during the throughput window (orchestrator = this
   process, the workers, and the broker when it runs on this machine), to see which one is
-  the limit.
+  the limit, also as CPU microseconds per step (steadier than steps/s on a shared machine);
+* **round trips**: for the Redis bus, the server's commands and socket reads (its
+  ``total_commands_processed``, ``total_reads_processed``) per step during the window,
+  store and bus together (the store is on the same server).
 
 The store is Redis (``RedisStore`` under a prefix of its own, deleted at the end) for
 every bus. Buses: ``inproc`` (workers as tasks here: 1, 2, 4 `Worker` tasks), ``redis``
@@ -35,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -51,7 +55,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,6 +300,7 @@ class Config:
     sps: float = 0.0
     latency: float | None = None  # seconds per step, one run at a time
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per role
+    per_step: dict[str, float] = field(default_factory=dict)  # Redis commands, reads per step
     error: str = ""
 
 
@@ -305,6 +310,22 @@ class Probe:
 
     workers: Callable[[], float] = lambda: 0.0
     broker: Callable[[], float] | None = None
+    counters: Callable[[], Awaitable[dict[str, float]]] | None = None
+
+
+async def redis_counters(url: str) -> dict[str, float]:
+    """The Redis server's commands and socket reads processed so far."""
+    import redis.asyncio as aioredis  # noqa: PLC0415
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        info = await client.info("stats")
+    finally:
+        await client.aclose()
+    return {
+        "commands": float(info["total_commands_processed"]),
+        "reads": float(info["total_reads_processed"]),
+    }
 
 
 async def measure(
@@ -317,6 +338,7 @@ async def measure(
         out.latency /= STEPS
     profiler = cProfile.Profile() if profile else None
     for r in range(sizes.rounds):
+        n0 = await probe.counters() if probe.counters else {}
         c0 = (time.process_time(), probe.workers(), probe.broker() if probe.broker else 0.0)
         if profiler is not None:
             profiler.enable()
@@ -324,6 +346,7 @@ async def measure(
         if profiler is not None:
             profiler.disable()
         c1 = (time.process_time(), probe.workers(), probe.broker() if probe.broker else 0.0)
+        n1 = await probe.counters() if probe.counters else {}
         sps = sizes.runs * STEPS / elapsed
         if sps > out.sps:
             out.sps = sps
@@ -331,6 +354,7 @@ async def measure(
             out.cpu["workers"] = (c1[1] - c0[1]) / elapsed
             if probe.broker is not None:
                 out.cpu["broker"] = (c1[2] - c0[2]) / elapsed
+            out.per_step = {k: (n1[k] - n0[k]) / (sizes.runs * STEPS) for k in n0}
     if profiler is not None:
         print_profile("orchestrator (bench process, measured window)", pstats.Stats(profiler))
     return out
@@ -402,6 +426,8 @@ async def bench_processes(
             await workers.ready()
             async with Engine(store, bus=url) as engine:
                 probe = Probe(workers=workers.cpu, broker=broker)
+                if kind == "redis":
+                    probe.counters = functools.partial(redis_counters, args.redis_url)
                 figures[n] = await asyncio.wait_for(
                     measure(engine, f"{kind}{n}", sizes, probe, latency=n == args.workers[0]),
                     args.timeout,
@@ -496,7 +522,9 @@ def describe(c: Config) -> str:
         return f"error: {c.error}"
     cpu = ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.cpu.items())
     lat = f", {c.latency * 1e6:,.0f} µs/step 1-at-a-time" if c.latency is not None else ""
-    return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu})"
+    per = ", ".join(f"{k} {v * 1e6 / c.sps:,.0f}" for k, v in c.cpu.items())
+    redis = "".join(f", {v:.1f} redis {k}" for k, v in c.per_step.items())
+    return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu}; µs/step: {per}{redis})"
 
 
 def report(
