@@ -6,6 +6,12 @@ is taken over with ``XAUTOCLAIM`` once it has been idle for the visibility timeo
 message whose delivery count passes the maximum is moved to the dead-letter stream. An
 acked message is deleted (``XACK`` + ``XDEL``), so a stream holds only unfinished work.
 
+Publishes, acks and replies made while one of them is in flight leave together as one
+pipeline once it returns (`_Batcher`): under load many of them cost one socket write and
+one server wake-up, which is most of what a small command costs; with nothing in flight a
+command goes out at once, so a lone one waits for nothing. Blocking reads
+(``XREADGROUP``) never join a batch.
+
 URL: ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&visibility_timeout=..&max_deliveries=..]``;
 other query options go to redis-py unchanged.
 """
@@ -13,16 +19,17 @@ other query options go to redis-py unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
@@ -57,6 +64,20 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
+# Ack and delete several messages of one stream. KEYS[1] stream; ARGV group, ids.
+_ACK_MANY = """
+for i = 2, #ARGV do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return #ARGV - 1
+"""
+
+_MAX_BATCH = 512
+"""Most commands in one pipeline: bounds what a backlog adds to each one's wait."""
+
+_Command = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
+
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
     """Build (not connect) a bus from a ``redis://`` URL; see the module docstring."""
@@ -81,6 +102,103 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class _Batcher:
+    """One command at once when none is in flight; else queued for the next pipeline.
+
+    Each command keeps its own reply or error (a script's error is its caller's alone); a
+    connection error reaches every caller of the batch. A caller cancelled while queued
+    does not unsend its command: a publish may still happen, an ack may still land, both
+    of which at-least-once delivery allows.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client: Any = client  # redis-py's execute_command is untyped
+        self._queue: deque[_Command] = deque()
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+        self.pipelines = 0
+        """Pipelines sent so far (for measurement and tests)."""
+
+    async def call(self, *args: Any, script: str | None = None) -> Any:
+        """Run the command `args` (an ``EVALSHA`` of `script`'s source, if given)."""
+        if not self._busy:
+            self._busy = True
+            try:
+                try:
+                    return await self._client.execute_command(*args)
+                except NoScriptError:
+                    if script is None:
+                        raise
+                    await self._client.script_load(script)  # the server lost its scripts
+                    return await self._client.execute_command(*args)
+            finally:
+                self._next()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((args, script, future))
+        return await future
+
+    async def close(self) -> None:
+        """Wait for the commands already queued."""
+        task = self._task
+        if task is not None and not task.done():
+            await task
+
+    def _next(self) -> None:
+        if self._queue:
+            self._task = asyncio.create_task(self._drain(), name="firebreak-redis-bus-batch")
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                count = min(_MAX_BATCH, len(self._queue))
+                await self._send([self._queue.popleft() for _ in range(count)])
+        finally:
+            self._busy = False
+            if self._queue:  # only if cancelled: nobody would ever answer these
+                _fail(self._queue, ConnectionError("redis bus batch cancelled"))
+                self._queue.clear()
+
+    async def _send(self, batch: list[_Command], *, reload: bool = True) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for args, _, _ in batch:
+            pipe.execute_command(*args)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.pipelines += 1
+        missing: list[_Command] = []
+        for command, reply in zip(batch, replies, strict=True):
+            future = command[2]
+            if isinstance(reply, NoScriptError) and reload and command[1] is not None:
+                missing.append(command)  # the server lost its scripts (a restart)
+            elif future.done():  # its caller was cancelled
+                continue
+            elif isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+        if missing:
+            try:
+                for source in {command[1] for command in missing if command[1] is not None}:
+                    await self._client.script_load(source)
+            except Exception as exc:  # noqa: BLE001 - each caller gets the error
+                _fail(missing, exc)
+                return
+            await self._send(missing, reload=False)
+
+
+def _fail(batch: Iterable[_Command], error: BaseException) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
 class RedisBus:
     """A `TaskBus` on Redis Streams; build with ``open_bus("redis://…")``.
 
@@ -99,8 +217,8 @@ class RedisBus:
         self.prefix = prefix
         self.policy = policy or BusPolicy()
         self._client: aioredis.Redis | None = None
-        self._claim_own: Any = None
-        self._ack: Any = None
+        self._batch: _Batcher | None = None
+        self._sha: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"RedisBus(prefix={self.prefix!r})"
@@ -123,14 +241,30 @@ class RedisBus:
             await client.aclose()
             raise
         self._client = client
-        self._claim_own = client.register_script(_CLAIM_OWN)
-        self._ack = client.register_script(_ACK)
+        self._batch = _Batcher(client)
+        self._sha = {src: client.register_script(src).sha for src in (_CLAIM_OWN, _ACK, _ACK_MANY)}
 
     async def close(self) -> None:
-        """Close the connection pool; idempotent."""
+        """Close the connection pool (after the commands already queued); idempotent."""
         client, self._client = self._client, None
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            with contextlib.suppress(Exception):
+                await batch.close()
         if client is not None:
             await client.aclose()
+
+    @property
+    def batch(self) -> _Batcher:
+        """Where this bus's short commands go (after `setup`)."""
+        if self._batch is None:
+            raise RuntimeError("RedisBus used before setup(); use `async with` or await setup()")
+        return self._batch
+
+    async def _script(self, source: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
+        """Run a script (``EVALSHA``; loaded again if the server lost it) in the batch."""
+        sha = self._sha.get(source, "")
+        return await self.batch.call("EVALSHA", sha, len(keys), *keys, *args, script=source)
 
     async def __aenter__(self) -> Self:
         await self.setup()
@@ -155,7 +289,7 @@ class RedisBus:
     async def publish(self, queue: str, body: Mapping[str, Any], *, key: str) -> str:
         """``XADD`` the message to the queue's stream."""
         text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-        message_id = await self.client.xadd(self.stream(queue), {"b": text, "k": key})
+        message_id = await self.batch.call("XADD", self.stream(queue), "*", "b", text, "k", key)
         return _text(message_id)
 
     def consumer(
@@ -209,19 +343,21 @@ class RedisBus:
         reply: tuple[str, Mapping[str, Any], str] | None = None,
     ) -> None:
         """Ack and delete a message in one script; first ``XADD`` `reply` (queue, body, key)."""
-        self.client  # noqa: B018 - raises before setup
         keys = [self.stream(queue)]
         args = [group, message_id]
         if reply is not None:
             to, body, key = reply
             keys.append(self.stream(to))
             args += [json.dumps(body, separators=(",", ":"), allow_nan=False), key]
-        await self._ack(keys=keys, args=args)
+        await self._script(_ACK, keys, args)
+
+    async def settle_many(self, queue: str, group: str, message_ids: Sequence[str]) -> None:
+        """Ack and delete several messages of one queue in one script."""
+        await self._script(_ACK_MANY, [self.stream(queue)], [group, *message_ids])
 
     async def claim_own(self, queue: str, group: str, name: str, args: Sequence[Any]) -> int:
         """Run the ownership-checked ``XCLAIM`` script (touch or release)."""
-        result = await self._claim_own(keys=[self.stream(queue)], args=[group, name, *args])
-        return int(result)
+        return int(await self._script(_CLAIM_OWN, [self.stream(queue)], [group, name, *args]))
 
 
 class RedisConsumer:
@@ -376,6 +512,17 @@ class RedisConsumer:
         """``XACK`` and ``XDEL`` atomically (one script, one round trip)."""
         await self.bus.settle(delivery.queue, self.group, delivery.id)
         self._free(delivery)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """`ack` several deliveries at once: one script per queue, in one round trip."""
+        ids: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            ids.setdefault(delivery.queue, []).append(delivery.id)
+        await asyncio.gather(
+            *(self.bus.settle_many(queue, self.group, batch) for queue, batch in ids.items())
+        )
+        for delivery in deliveries:
+            self._free(delivery)
 
     async def reply_and_ack(
         self, delivery: Delivery, queue: str, body: Mapping[str, Any], *, key: str

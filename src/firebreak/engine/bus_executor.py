@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from firebreak.bus import Consumer, TaskBus
+from firebreak.bus import Consumer, Delivery, TaskBus
 from firebreak.clock import Clock, system_clock
 from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
 from firebreak.engine.executor import StepCall, StepOutcome
@@ -320,6 +320,8 @@ class BusExecutor:
         self._waiters: dict[tuple[str, str], _Waiting] = {}  # by (run, agent)
         self._replies: asyncio.Task[None] | None = None
         self._consumer: Consumer | None = None
+        self._unacked: list[Delivery] = []  # replies read, their acks not yet sent
+        self._acking: asyncio.Task[None] | None = None
         self.published = 0
         """Tasks published (copies included)."""
         self.resent = 0
@@ -347,6 +349,12 @@ class BusExecutor:
                 await asyncio.wait({task}, timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        acking, self._acking = self._acking, None
+        if acking is not None:
+            acking.cancel()  # the reply queue goes below: its acks do not matter
+            with contextlib.suppress(asyncio.CancelledError):
+                await acking
+        self._unacked.clear()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.close()
@@ -372,29 +380,52 @@ class BusExecutor:
                 delivery = await consumer.get(1.0)
                 if delivery is None:
                     continue
-                await consumer.ack(delivery)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the store poll covers lost replies
                 log.warning("reading replies failed: %s", exc)
                 await self.clock.sleep(0.5)
                 continue
-            if delivery.dead:
-                continue
-            body = delivery.body
-            key = (str(body.get("run_id")), str(body.get("agent")))
-            waiting = self._waiters.get(key)
-            if waiting is None or waiting.reply.done():
-                continue
-            kind = body.get("kind")
-            # A commit answers whichever task of the step waits; other replies only their own.
-            if kind != "committed" and body.get("task") != waiting.task:
-                continue
-            if kind == "held":
-                waiting.held_at = self.clock.now()
-                log.debug("task %s of step %s/%s is held by a worker", waiting.task, *key)
-            else:
-                waiting.reply.set_result(body)
+            # Acked in the background, many at once: the reply wakes its step first. A
+            # reply whose ack is lost comes back after the visibility timeout, harmlessly.
+            self._unacked.append(delivery)
+            if self._acking is None:
+                self._acking = asyncio.get_running_loop().create_task(self._ack_replies(consumer))
+            if not delivery.dead:
+                self._dispatch(delivery.body)
+
+    async def _ack_replies(self, consumer: Consumer) -> None:
+        """Ack the replies read, a batch at a time (in one round trip where the bus can)."""
+        ack_many = getattr(consumer, "ack_many", None)
+        try:
+            while self._unacked:
+                batch, self._unacked = self._unacked, []
+                try:
+                    if ack_many is not None:
+                        await ack_many(batch)
+                    else:
+                        for delivery in batch:
+                            await consumer.ack(delivery)
+                except Exception as exc:  # noqa: BLE001 - they come back, and are dropped
+                    log.warning("acking %d replies failed: %s", len(batch), exc)
+        finally:
+            self._acking = None
+
+    def _dispatch(self, body: dict[str, Any]) -> None:
+        """Hand a reply to the step waiting for it, if any still is."""
+        key = (str(body.get("run_id")), str(body.get("agent")))
+        waiting = self._waiters.get(key)
+        if waiting is None or waiting.reply.done():
+            return
+        kind = body.get("kind")
+        # A commit answers whichever task of the step waits; other replies only their own.
+        if kind != "committed" and body.get("task") != waiting.task:
+            return
+        if kind == "held":
+            waiting.held_at = self.clock.now()
+            log.debug("task %s of step %s/%s is held by a worker", waiting.task, *key)
+        else:
+            waiting.reply.set_result(body)
 
     async def _lease(self, run_id: str) -> Lease:
         """The run's current lease: the one the orchestrator driving it holds."""

@@ -1,0 +1,114 @@
+"""The Redis bus sends commands made while one is in flight as one pipeline (real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.exceptions import ResponseError
+
+from firebreak.bus import BusPolicy
+from firebreak.bus.redis import _ACK_MANY, RedisBus
+
+
+@pytest.fixture
+async def bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBus]:
+    async with RedisBus(redis_url, prefix=prefix, policy=BusPolicy(visibility_timeout=5)) as bus:
+        try:
+            yield bus
+        finally:
+            keys = [key async for key in bus.client.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await bus.client.delete(*keys)
+
+
+async def test_concurrent_publishes_share_pipelines_and_keep_their_order(bus: RedisBus) -> None:
+    """50 publishes at once: fewer round trips than publishes, the queue in publish order."""
+    await asyncio.gather(*(bus.publish("q", {"n": n}, key="k") for n in range(50)))
+    assert bus.batch.pipelines >= 1
+    consumer = bus.consumer(["q"], group="g", name="c", max_in_flight=100)
+    got = []
+    while (delivery := await consumer.get(0.1)) is not None:
+        got.append(delivery)
+    assert [d.body["n"] for d in got] == list(range(50))
+    await consumer.close()
+
+
+async def test_a_failing_command_fails_only_its_own_caller(bus: RedisBus) -> None:
+    """A command the server refuses (a queue key of the wrong type) raises for its caller;
+    the others of its pipeline go through."""
+    await bus.client.set(bus.stream("bad"), "not a stream")
+    results = await asyncio.gather(
+        *(bus.publish("bad" if n % 3 == 1 else "good", {"n": n}, key="k") for n in range(9)),
+        return_exceptions=True,
+    )
+    assert [isinstance(r, ResponseError) for r in results] == [n % 3 == 1 for n in range(9)]
+    assert await bus.client.xlen(bus.stream("good")) == 6
+
+
+def _unknown_script(bus: RedisBus) -> str:
+    """`_ACK_MANY` with a comment of its own: a script the server has surely never seen."""
+    source = f"{_ACK_MANY}\n-- {uuid.uuid4().hex}"
+    bus._sha[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324
+    return source
+
+
+async def test_a_script_the_server_lost_is_loaded_again_alone_and_in_a_batch(
+    bus: RedisBus,
+) -> None:
+    """A script missing on the server (after a restart) is loaded and run, whether it went
+    out alone or in a pipeline."""
+    ids = [await bus.publish("q", {"n": n}, key="k") for n in range(3)]
+    consumer = bus.consumer(["q"], group="g", name="c", max_in_flight=10)
+    for _ in ids:
+        assert await consumer.get(0.5) is not None
+    stream = [bus.stream("q")]
+    assert await bus._script(_unknown_script(bus), stream, ["g", ids[0]]) == 1
+    before = bus.batch.pipelines
+    both = await asyncio.gather(  # the second waits for the first, then goes in a pipeline
+        bus._script(_unknown_script(bus), stream, ["g", ids[1]]),
+        bus._script(_unknown_script(bus), stream, ["g", ids[2]]),
+    )
+    assert both == [1, 1]
+    assert bus.batch.pipelines > before
+    assert await bus.client.xlen(bus.stream("q")) == 0
+    await consumer.close()
+
+
+async def test_ack_many_acks_and_deletes_every_delivery(bus: RedisBus) -> None:
+    """`ack_many` settles several deliveries of several queues in one go."""
+    for n in range(6):
+        await bus.publish("a" if n % 2 else "b", {"n": n}, key="k")
+    consumer = bus.consumer(["a", "b"], group="g", name="c", max_in_flight=10)
+    got = []
+    while (delivery := await consumer.get(0.1)) is not None:
+        got.append(delivery)
+    assert len(got) == 6
+    assert consumer.in_flight == 6
+    await consumer.ack_many(got)
+    assert consumer.in_flight == 0
+    for queue in ("a", "b"):
+        assert await bus.client.xlen(bus.stream(queue)) == 0
+        assert (await bus.client.xpending(bus.stream(queue), "g"))["pending"] == 0
+    await consumer.close()
+
+
+async def test_acked_messages_are_not_delivered_again(bus: RedisBus) -> None:
+    """Acks sent together in a pipeline are acks: nothing comes back after the timeout."""
+    await asyncio.gather(*(bus.publish("q", {"n": n}, key="k") for n in range(20)))
+    policy = BusPolicy(visibility_timeout=0.2)
+    async with RedisBus(bus.url, prefix=bus.prefix, policy=policy) as short:
+        consumer = short.consumer(["q"], group="g", name="c", max_in_flight=20)
+        got = []
+        while (delivery := await consumer.get(0.1)) is not None:
+            got.append(delivery)
+        await asyncio.gather(*(consumer.ack(d) for d in got))
+        assert short.batch.pipelines >= 1
+        await asyncio.sleep(0.3)
+        other = short.consumer(["q"], group="g", name="d", max_in_flight=20)
+        assert await other.get(0.3) is None
+        await consumer.close()
+        await other.close()
