@@ -34,23 +34,30 @@ Consumers and offsets:
   no-op: the copy is another consumer's now. `touch` restarts that timer; it sends
   nothing to the broker, because liveness is the group heartbeat (aiokafka sends it in
   the background), not the message.
-- **A rebalance** (a member joins or leaves) waits, in the revoking member, for its held
-  messages of the revoked partitions to be settled — or to pass their visibility timeout
-  and be abandoned — before it commits and lets go (``rebalance_timeout`` bounds the wait;
-  what is still held then is left uncommitted and re-consumed by the new owner).
-  Messages fetched but not yet handed out are dropped and re-consumed by the new owner.
+- **A rebalance** (a member joins or leaves) does not move a message that is being worked
+  on: a member reports at the join the partitions of which it holds unsettled messages
+  (`holding`), and the assignor gives each back to it (it is alive: it rejoined). So a live holder
+  keeps its messages until it settles them or its visibility timer abandons them (to the
+  retry topic, which may now be another member's), and `touch` keeps them for as long as
+  it is called. The revoking member commits and drops its fetched-but-not-handed-out
+  records; a kept partition resumes after its last hand-out. Should a held partition go
+  to another member all the same (the holder was dropped from the group), its held
+  messages are orphaned: the new owner re-consumes them and a late `ack` is a no-op.
+- The other partitions go round-robin to the members waiting in `get` at the time of the
+  join when there are any (a member at ``max_in_flight``, or one that no longer polls,
+  takes none); otherwise to all members.
 - `release` re-publishes to the retry topic with the count unchanged and settles the
-  original; `close` abandons what is still held (counted) and leaves the group.
-- Partitions are assigned only to members waiting in `get` at the time of the join when
-  there are any (a member at ``max_in_flight``, or one that no longer polls, takes none);
-  otherwise round-robin over all members.
+  original; `close` abandons what is still held (counted, due back after the visibility
+  timeout) and leaves the group.
 
 Where this differs from Redis Streams (and RabbitMQ):
 
 - **Joining a group is slow**: every join or rebalance takes the broker's join delay
-  (Tansu: about one second; Apache Kafka: ``group.initial.rebalance.delay.ms``), and all
-  members pause meanwhile. The first `get` of a consumer therefore waits for its join
-  (up to ``join_timeout`` seconds) before its own ``wait`` starts.
+  (Tansu: a second per JoinGroup, and a second more for a member whose SyncGroup comes
+  before the leader's, so about two seconds to join a group that has members; Apache
+  Kafka: ``group.initial.rebalance.delay.ms``), and all members pause meanwhile. The
+  first `get` of a consumer therefore waits for its join (up to ``join_timeout``
+  seconds) before its own ``wait`` starts.
 - A dead *process* is noticed after the **session timeout**, not the visibility timeout.
 - A released or abandoned message goes to the **back** of the retry topic: it keeps
   no order relative to newer messages of its key (firebreak publishes a run's next
@@ -161,7 +168,7 @@ class KafkaBus:
         partitions: partitions of each topic this bus creates.
         session_timeout: seconds without a heartbeat after which a member is dead.
         heartbeat_interval: seconds between heartbeats (default: a fifth of the session).
-        rebalance_timeout: seconds a rebalance may wait for held messages.
+        rebalance_timeout: seconds the broker waits for members to rejoin in a rebalance.
         join_timeout: seconds the first `get` of a consumer waits for its group join.
     """
 
@@ -375,10 +382,17 @@ class _Partition:
     next: int | None = None  # the offset after the last one taken from it
     handouts: dict[int, int] = field(default_factory=dict)  # from commit metadata
     committed: tuple[int, str] | None = None
+    owned: bool = True  # False between a revocation and the assignment that returns it
 
 
 class _ActiveAssignor:
-    """Round-robin over the members waiting in `get` at the join (all, if none is)."""
+    """Holders keep their partitions; the rest round-robin over the members waiting in `get`.
+
+    A member that holds unsettled messages of a partition keeps it (it is alive: it
+    rejoined), so a rebalance never hands a message that is still being worked on to
+    another member; its visibility timer is what abandons it. Other partitions go
+    round-robin to the members waiting in `get` at the join (to all, if none is).
+    """
 
     name = "firebreak-active"
     version = 0
@@ -387,21 +401,23 @@ class _ActiveAssignor:
         self.consumer = consumer
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        active = self.consumer.waiting
+        data = {"active": self.consumer.waiting, "holding": self.consumer.holding()}
         return ConsumerProtocolMemberMetadata(
-            self.version, sorted(topics), json.dumps({"active": active}).encode()
+            self.version, sorted(topics), json.dumps(data).encode()
         )
 
     def assign(
         self, cluster: Any, members: Mapping[str, ConsumerProtocolMemberMetadata]
     ) -> dict[str, ConsumerProtocolMemberAssignment]:
-        def active(meta: ConsumerProtocolMemberMetadata) -> bool:
-            try:
-                return bool(json.loads(meta.user_data or b"{}").get("active"))
-            except (ValueError, AttributeError):
-                return False
+        def data(meta: ConsumerProtocolMemberMetadata) -> dict[str, Any]:
+            return _json_object(getattr(meta, "user_data", b"")) or {}
 
-        eligible = sorted(m for m, meta in members.items() if active(meta)) or sorted(members)
+        eligible = sorted(m for m, meta in members.items() if data(meta).get("active"))
+        eligible = eligible or sorted(members)
+        holder: dict[tuple[str, int], str] = {}
+        for member in sorted(members):
+            for topic, partition in data(members[member]).get("holding") or ():
+                holder.setdefault((str(topic), int(partition)), member)
         topics = sorted({t for meta in members.values() for t in meta.subscription})
         chosen: dict[str, dict[str, list[int]]] = {m: {} for m in members}
         turn = 0
@@ -410,6 +426,9 @@ class _ActiveAssignor:
                 m for m in sorted(members) if topic in members[m].subscription
             ]
             for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+                if (owner := holder.get((topic, partition))) is not None:
+                    chosen[owner].setdefault(topic, []).append(partition)
+                    continue
                 member = takers[turn % len(takers)]
                 turn += 1
                 chosen[member].setdefault(topic, []).append(partition)
@@ -472,6 +491,16 @@ class KafkaConsumer:
         """Messages handed out and not yet settled."""
         return len(self._held)
 
+    def holding(self) -> list[tuple[str, int]]:
+        """The partitions this member keeps at a join: those it holds messages of.
+
+        Also those it held messages of when they were revoked and has settled since: their
+        commit waits for the assignment, so another owner would start before the settling.
+        """
+        tps = {h.tp for h in self._held.values() if not h.orphaned}
+        tps.update(tp for tp, part in self._parts.items() if not part.owned)
+        return sorted((tp.topic, tp.partition) for tp in tps)
+
     async def _start(self) -> None:
         bus = self.bus
         await bus.ensure(self.queues)
@@ -503,42 +532,60 @@ class KafkaConsumer:
     # -- rebalance ------------------------------------------------------------------
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
-        """Let go of `revoked`: wait for held messages to settle or expire, then commit."""
+        """Commit `revoked` and stop taking from them; keep the state of those still held.
+
+        A partition of which messages are still held is reported as held at the join
+        (`holding`), so the assignor gives it back to this member; its held messages stay
+        live meanwhile. The rest is forgotten: a new owner starts at the committed offset.
+        """
         self._revoking = True
         try:
             self._buffer = deque(r for r in self._buffer if self._tp(r) not in revoked)
             for tp in revoked:
                 self._paused.pop(tp, None)
-            end = time.monotonic() + self.bus.rebalance_timeout * 0.8
-            while True:
-                self._expire()
-                await self._flush_abandoned()
-                left = [h for h in self._held.values() if h.tp in revoked and not h.orphaned]
-                if not left or time.monotonic() >= end:
-                    break
-                soonest = min(h.expires for h in left) - time.monotonic()
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(min(soonest, end - time.monotonic()), 0.01)):
-                        await self._changed.wait()
+            held = {h.tp for h in self._held.values() if not h.orphaned}
             await self._commit(*[tp for tp in revoked if tp in self._parts])
-            for held in list(self._held.values()):
-                if held.tp in revoked:
-                    held.orphaned = True  # the new owner re-consumes it
+            held.update(h.tp for h in self._held.values() if not h.orphaned)
             for tp in revoked:
-                self._parts.pop(tp, None)
+                part = self._parts.get(tp)
+                if part is None:
+                    continue
+                if tp in held:
+                    part.owned = False
+                else:
+                    del self._parts[tp]
         finally:
             self._revoking = False
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
-        """Take `assigned` over, with the hand-out counts its last owner committed."""
-        for tp in assigned:
-            self._parts[tp] = _Partition()
+        """Take `assigned` over: resume a partition kept, start a new one at its commit.
+
+        Messages held of a partition that went to another member are orphaned (the new
+        owner re-consumes them; a late `ack` is a no-op). A new partition gets the
+        hand-out counts its last owner committed, where the broker keeps them.
+        """
         kafka = self._kafka
+        for tp in [tp for tp in self._parts if tp not in assigned]:
+            for held in self._parts.pop(tp).held.values():
+                held.orphaned = True
+        self._buffer = deque(r for r in self._buffer if self._tp(r) in assigned)
+        kept: list[TopicPartition] = []
+        new: list[TopicPartition] = []
+        for tp in sorted(assigned):
+            part = self._parts.get(tp)
+            if part is None:
+                self._parts[tp] = _Partition()
+                new.append(tp)
+                continue
+            part.owned = True
+            part.committed = None  # commit it again under this generation
+            kept.append(tp)
+            if part.next is not None and kafka is not None:
+                kafka.seek(tp, part.next)  # not from the commit: those are held or done
         coordinator = getattr(kafka, "_coordinator", None)
-        if assigned and coordinator is not None:
+        if new and coordinator is not None:
             try:
-                committed = await coordinator.fetch_committed_offsets(list(assigned))
+                committed = await coordinator.fetch_committed_offsets(new)
             except (KafkaError, OSError) as exc:  # counts are best effort
                 log.debug("could not read commit metadata: %s", exc)
                 committed = {}
@@ -547,6 +594,7 @@ class KafkaConsumer:
                 part = self._parts.get(tp)
                 if part is not None:
                     part.handouts = {int(k): int(v) for k, v in counts.items()}
+        await self._commit(*kept)
         self._joined.set()
         self._changed.set()
 
@@ -569,8 +617,10 @@ class KafkaConsumer:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp in tps:
             part = self._parts.get(tp)
-            position = None if part is None else self._position(part)
-            if part is None or position is None or position == part.committed:
+            if part is None or not part.owned:
+                continue  # committed again when it is assigned back
+            position = self._position(part)
+            if position is None or position == part.committed:
                 continue
             offsets[tp] = OffsetAndMetadata(position[0], position[1])
             part.committed = position
@@ -579,7 +629,7 @@ class KafkaConsumer:
         try:
             await kafka.commit(offsets)
         except (KafkaError, OSError) as exc:
-            # A rebalance is under way: the revoking side commits the same state.
+            # A rebalance is under way: a partition kept commits again when assigned back.
             log.debug("commit failed (%s); left to the rebalance", exc)
             for tp in offsets:
                 if (part := self._parts.get(tp)) is not None:
@@ -620,7 +670,7 @@ class KafkaConsumer:
                     timeout_ms=max(int(min(left, 0.25) * 1000), 1), max_records=free
                 )
                 for tp in sorted(batch):
-                    if tp in self._parts:
+                    if (part := self._parts.get(tp)) is not None and part.owned:
                         self._buffer.extend(batch[tp])
             return None
         finally:
@@ -660,8 +710,8 @@ class KafkaConsumer:
         """Turn a fetched record into a delivery (or a dead letter); None if stale."""
         tp = self._tp(record)
         part = self._parts.get(tp)
-        if part is None or (part.next is not None and record.offset < part.next):
-            return None  # revoked meanwhile, or fetched twice
+        if part is None or not part.owned or (part.next is not None and record.offset < part.next):
+            return None  # revoked meanwhile (fetched again if it comes back), or fetched twice
         queue = self._queue_of[record.topic]
         message_id = _header(record.headers, _ID) or f"{tp.topic}:{tp.partition}:{record.offset}"
         key = (record.key or b"").decode(errors="replace")
