@@ -441,6 +441,28 @@ class _ActiveAssignor:
         """Nothing to remember."""
 
 
+def _leave_at_generation_zero(kafka: AIOKafkaConsumer) -> None:
+    """Make `kafka` leave its group on `stop` in generation 0 too.
+
+    aiokafka sends LeaveGroup only when the generation is above 0, the first one on
+    Apache Kafka; Tansu numbers generations from 0, so the first member of a group never
+    left it, and the next rebalance waited out its session timeout. The coordinator
+    calls this once its heartbeat and coordination have stopped, so raising the number
+    it no longer uses is harmless; the request itself carries only the member id.
+    """
+    coordinator = getattr(kafka, "_coordinator", None)
+    leave = getattr(coordinator, "_maybe_leave_group", None)
+    if coordinator is None or leave is None:  # pragma: no cover - another aiokafka
+        return
+
+    async def leave_any_generation() -> None:
+        if coordinator.generation == 0 and coordinator.member_id:
+            coordinator.generation = 1
+        await leave()
+
+    coordinator._maybe_leave_group = leave_any_generation  # noqa: SLF001 - see above
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
@@ -517,6 +539,7 @@ class KafkaConsumer:
             retry_backoff_ms=20,
         )
         await kafka.start()
+        _leave_at_generation_zero(kafka)
         self._kafka = kafka
         kafka.subscribe(sorted(self._queue_of), listener=_Listener(self))
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
