@@ -1,7 +1,7 @@
 """`Worker`: runs the step tasks of a bus with each agent's full pipeline (`firebreak worker`).
 
 For every task: read the run's lease and the step (one read where the store offers
-`get_lease_and_step`, else the run and its steps, two reads in flight together) and drop
+`SupportsLeaseAndStep`, else the run and its steps, two reads in flight together) and drop
 the task, acked, if its step is already committed or its lease is no longer the run's (a
 redelivered duplicate or re-sent copy, or a task of an orchestrator that was replaced);
 else run the agent through `LocalExecutor`, commit the record the orchestrator would
@@ -29,7 +29,7 @@ import socket
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from firebreak.bus import Consumer, Delivery, TaskBus
 from firebreak.clock import Clock, system_clock
@@ -46,7 +46,7 @@ from firebreak.engine.executor import LocalExecutor, StepCall, StepOutcome
 from firebreak.engine.orchestrator import validate_input
 from firebreak.errors import StaleLease, StoreError
 from firebreak.resilience import BreakerRegistry, breakers
-from firebreak.store import CheckpointStore, Lease, StepRecord
+from firebreak.store import CheckpointStore, Lease, StepRecord, SupportsLeaseAndStep
 from firebreak.workflow import Workflow
 
 __all__ = ["Worker", "WorkerStats"]
@@ -72,27 +72,6 @@ class WorkerStats:
     """Tasks that went to the dead letters (poison or unreadable)."""
     released: int = 0
     """Tasks handed back unfinished at shutdown."""
-
-
-@runtime_checkable
-class _ReadsLeaseAndStep(Protocol):
-    """A store that reads a run's lease and one of its steps together (an optional ability).
-
-    The check a worker makes before every task, in one round trip (which concurrent callers
-    may share) instead of `get_run` and `get_steps`: with a Redis store those two reads
-    are most of a worker's CPU per step. (Its place is beside the store's other optional
-    abilities, in `firebreak.store.base`, once a store offers it.)
-    """
-
-    async def get_lease_and_step(
-        self, run_id: str, agent: str
-    ) -> tuple[Lease | None, StepRecord | None]:
-        """The run's current lease and the agent's committed step, in one read.
-
-        The lease is ``None`` when the run is gone or its lease released; the step is
-        ``None`` when it is not committed.
-        """
-        ...
 
 
 class _BadTask(ValueError):
@@ -169,7 +148,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._held: dict[asyncio.Task[None], Delivery] = {}
         self._running: dict[tuple[str, str], asyncio.Event] = {}  # steps running, by run/agent
-        self._check = store.get_lease_and_step if isinstance(store, _ReadsLeaseAndStep) else None
+        self._check = store.get_lease_and_step if isinstance(store, SupportsLeaseAndStep) else None
 
     def stop(self) -> None:
         """Stop taking work; `run` returns once held steps are finished or handed back."""

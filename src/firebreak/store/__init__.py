@@ -30,6 +30,7 @@ from firebreak.store.base import (
     StepRecord,
     StepStatus,
     SupportsBeginFinish,
+    SupportsLeaseAndStep,
     WallClock,
     default_clock,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SupportsBeginFinish",
+    "SupportsLeaseAndStep",
     "open_store",
 ]
 

@@ -34,6 +34,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SupportsBeginFinish",
+    "SupportsLeaseAndStep",
     "WallClock",
 ]
 
@@ -485,4 +486,29 @@ class SupportsBeginFinish(Protocol):
         resume_at: float | None = None,
     ) -> RunRecord:
         """`set_run_status` and `release_lease` in one write (fenced)."""
+        ...
+
+
+@runtime_checkable
+class SupportsLeaseAndStep(Protocol):
+    """Optional: read a run's current lease and one of its steps together, in one read.
+
+    The check a bus worker makes before every task (is the step already committed? is the
+    task's lease still the run's?) in one round trip, which concurrent callers may share,
+    instead of `get_run` and `get_steps` (with a Redis store those two reads were most of
+    a worker's CPU per step). Without it the worker composes the same answer from them.
+
+    Example:
+        >>> lease, step = await store.get_lease_and_step("inv-42", "extract")
+    """
+
+    async def get_lease_and_step(
+        self, run_id: str, agent: str
+    ) -> tuple[Lease | None, StepRecord | None]:
+        """The run's current lease and the agent's committed step, read together.
+
+        The lease is ``None`` when the run is gone or its lease released (else its owner,
+        token and expiry as `get_run` shows them); the step is ``None`` when it is not
+        committed (else equal to its record in `get_steps`).
+        """
         ...
