@@ -225,3 +225,33 @@ async def test_hot_writes_survive_a_script_flush(store: RedisStore) -> None:
     await store._need().script_flush()
     run = await store.finish_run(lease, "succeeded", result=1)
     assert run.status == "succeeded"
+
+
+async def test_concurrent_lease_and_step_checks_share_round_trips(store: RedisStore) -> None:
+    """Workers' checks made at once leave as a few pipelines, each answered for its run."""
+    leases = [await leased(store, f"r{i}") for i in range(40)]
+    for lease in leases[::2]:
+        assert await store.commit_step(lease, step(lease.run_id, "a", {"n": lease.run_id}))
+    pipeline = store._pipeline
+    assert pipeline is not None
+    before = pipeline.pipelines
+    checks = await asyncio.gather(*(store.get_lease_and_step(f"r{i}", "a") for i in range(40)))
+    assert pipeline.pipelines - before < 5  # the first alone, then the rest together
+    for i, (current, record) in enumerate(checks):
+        assert current == leases[i]
+        if i % 2:
+            assert record is None
+        else:
+            assert record == (await store.get_steps(f"r{i}"))["a"]
+
+
+async def test_lease_and_step_checks_survive_a_script_flush(store: RedisStore) -> None:
+    """After SCRIPT FLUSH the check's script is loaded again, alone or in a pipeline."""
+    lease = await leased(store)
+    assert await store.commit_step(lease, step("r1", "a", 1))
+    await store._need().script_flush()
+    current, record = await store.get_lease_and_step("r1", "a")
+    assert (current, record is not None) == (lease, True)
+    await store._need().script_flush()
+    checks = await asyncio.gather(*(store.get_lease_and_step("r1", a) for a in ("a", "b") * 10))
+    assert [(c, r is None) for c, r in checks] == [(lease, False), (lease, True)] * 10

@@ -41,6 +41,7 @@ __all__ = [
     "DLQ_PUT",
     "FINISH_RUN",
     "HOT_BATCH",
+    "LEASE_AND_STEP",
     "RELEASE",
     "RENEW",
     "RESET_STEPS",
@@ -283,6 +284,20 @@ local function follow_ttl(r, keys)
   end
 end
 """
+
+LEASE_AND_STEP = (
+    _STEP_FIELDS
+    + r"""
+-- A worker's check before a task: the run's lease and one step, read as one unit.
+-- ARGV: P, run_id, agent
+-- Reply: lease_owner, lease_token, lease_expires, the step's fields (s o a e d c), its seq;
+-- nil where missing (no owner: the run is gone or its lease released; no seq: not committed)
+local P, id = ARGV[1], ARGV[2]
+local f = redis.call('HMGET', P .. ':run:' .. id, 'lease_owner', 'lease_token', 'lease_expires')
+local v = step_fields(P .. ':steps:' .. id, P .. ':seqs:' .. id, ARGV[3])
+return {f[1], f[2], f[3], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}
+"""
+)
 
 _COMMIT_STEP_BODY = r"""
 -- ARGV: P, run_id, owner, token, agent, status, output, attempts, error, reason, completed_at

@@ -5,7 +5,9 @@ by the server as a unit, so fencing tokens and first-commit-wins hold across pro
 step commit is one script run, one round trip, which concurrent callers share: script calls
 made while one is in flight leave together as one pipeline, and the begins, step commits
 and finishes among them as one call of a script that runs each in turn
-(`_redis_pipeline`). Reads are one round trip too (a script or a ``MULTI`` pipeline).
+(`_redis_pipeline`). Reads are one round trip too (a script or a ``MULTI`` pipeline); a
+bus worker's check before each task (`get_lease_and_step`) is a script call like the writes,
+so concurrent checks share round trips as well.
 
 A Redis store is only as durable as the server's persistence: with ``appendonly yes`` and
 ``appendfsync always`` an acknowledged commit survives a crash of the server; with no
@@ -564,6 +566,27 @@ class RedisStore:
             values = [fields.get(f"{k}:{agent}") for k in _STEP_KEYS]
             steps[agent] = codec.step(run_id, agent, values, seq)
         return steps
+
+    async def get_lease_and_step(
+        self, run_id: str, agent: str
+    ) -> tuple[Lease | None, StepRecord | None]:
+        """The run's current lease and the agent's committed step (`SupportsLeaseAndStep`).
+
+        One script, so one round trip that concurrent callers share (a worker's check
+        before each task); ``None`` for a run gone or released, a step not committed.
+        """
+        reply = await self._eval("LEASE_AND_STEP", run_id, agent)
+        owner, token, expires, values, seq = reply[0], reply[1], reply[2], reply[3:9], reply[9]
+        lease = None
+        if owner is not None and token is not None:
+            lease = Lease(
+                run_id=run_id,
+                owner=str(owner),
+                token=int(token),
+                expires_at=float(expires) if expires else 0.0,
+            )
+        step = None if seq is None else codec.step(run_id, agent, values, float(seq))
+        return lease, step
 
     # -- shared state -------------------------------------------------------------------
 
