@@ -9,14 +9,15 @@ Use it for a backend of your own the way firebreak's tests use it for theirs::
 
 A factory takes a `BusPolicy` and returns an async context manager yielding a set-up bus;
 each check uses its own queue names and deletes them at the end. The checks use short
-visibility timeouts (a fraction of a second) and real time.
+visibility timeouts (a fraction of a second) and real time; a factory whose backend is
+slow to join consumers may carry a ``time_scale`` (see `_timing`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TypeAlias
 
@@ -37,15 +38,22 @@ def _queue() -> str:
     return f"conf-{uuid.uuid4().hex[:10]}"
 
 
-def _timing(make: BusFactory) -> tuple[float, float, BusPolicy]:
-    """Visibility timeout, quiet period and policy for a backend.
+def _timing(make: BusFactory, check: str) -> tuple[float, float, BusPolicy]:
+    """Visibility timeout, quiet period and policy for a backend, in `check`.
 
     A factory may carry a ``time_scale`` attribute: a backend whose consumers need longer
-    to join (Kafka's group rebalance takes about a second) runs every check on a longer
-    clock, with the same proportions, instead of the checks being loosened.
+    to join (a Kafka group join takes one to two seconds) runs the checks on a longer
+    clock, with the same proportions, instead of the checks being loosened. It is a
+    number for every check, or a mapping from check names to numbers, ``"*"`` for the
+    rest: a join costs some checks more of their clock than others.
     """
-    scale = float(getattr(make, "time_scale", 1.0))
-    visibility, quiet = VISIBILITY * scale, _QUIET * scale
+    scale = getattr(make, "time_scale", 1.0)
+    if isinstance(scale, Mapping):
+        unknown = set(scale) - {c.__name__ for c in CHECKS} - {"*"}
+        if unknown:
+            raise ValueError(f"time_scale names no such check: {', '.join(sorted(unknown))}")
+        scale = scale.get(check, scale.get("*", 1.0))
+    visibility, quiet = VISIBILITY * float(scale), _QUIET * float(scale)
     return visibility, quiet, BusPolicy(visibility_timeout=visibility, max_deliveries=3)
 
 
@@ -60,7 +68,7 @@ async def _drain(
 
 async def order_per_key(make: BusFactory) -> None:
     """One consumer receives a queue's messages in publish order, so per run (key) too."""
-    _visibility, quiet, policy = _timing(make)
+    _visibility, quiet, policy = _timing(make, "order_per_key")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -80,7 +88,7 @@ async def order_per_key(make: BusFactory) -> None:
 
 async def at_least_once(make: BusFactory) -> None:
     """Competing consumers together receive every message once when all ack; none after."""
-    visibility, quiet, policy = _timing(make)
+    visibility, quiet, policy = _timing(make, "at_least_once")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -111,7 +119,7 @@ async def at_least_once(make: BusFactory) -> None:
 
 async def redelivery_after_death(make: BusFactory) -> None:
     """What a consumer held without acking goes to another after the visibility timeout."""
-    visibility, _quiet, policy = _timing(make)
+    visibility, _quiet, policy = _timing(make, "redelivery_after_death")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -134,7 +142,7 @@ async def redelivery_after_death(make: BusFactory) -> None:
 
 async def touch_keeps_it(make: BusFactory) -> None:
     """A consumer still working touches its message; nobody else gets it meanwhile."""
-    visibility, _quiet, policy = _timing(make)
+    visibility, _quiet, policy = _timing(make, "touch_keeps_it")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -155,7 +163,7 @@ async def touch_keeps_it(make: BusFactory) -> None:
 
 async def release_hands_back(make: BusFactory) -> None:
     """A released message goes to another consumer soon, and the delivery is not counted."""
-    visibility, _quiet, policy = _timing(make)
+    visibility, _quiet, policy = _timing(make, "release_hands_back")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -178,7 +186,7 @@ async def release_hands_back(make: BusFactory) -> None:
 
 async def poison_to_dead_letters(make: BusFactory) -> None:
     """A message delivered max_deliveries times without an ack ends in the dead letters."""
-    visibility, _quiet, policy = _timing(make)
+    visibility, _quiet, policy = _timing(make, "poison_to_dead_letters")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -217,7 +225,7 @@ async def poison_to_dead_letters(make: BusFactory) -> None:
 
 async def reject_dead_letters(make: BusFactory) -> None:
     """`reject` moves a message to the dead letters at once, with its reason."""
-    visibility, _quiet, policy = _timing(make)
+    visibility, _quiet, policy = _timing(make, "reject_dead_letters")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -237,7 +245,7 @@ async def reject_dead_letters(make: BusFactory) -> None:
 
 async def backpressure(make: BusFactory) -> None:
     """A consumer never holds more than max_in_flight unacked messages."""
-    _visibility, quiet, policy = _timing(make)
+    _visibility, quiet, policy = _timing(make, "backpressure")
     async with make(policy) as bus:
         queue = _queue()
         try:
@@ -268,7 +276,7 @@ async def backpressure(make: BusFactory) -> None:
 
 async def several_queues(make: BusFactory) -> None:
     """One consumer reads several queues (a worker serving several agents)."""
-    _visibility, quiet, policy = _timing(make)
+    _visibility, quiet, policy = _timing(make, "several_queues")
     async with make(policy) as bus:
         queues = [_queue(), _queue()]
         try:
