@@ -69,7 +69,9 @@ Where this differs from Redis Streams (and RabbitMQ):
 
 This backend was developed and tested against **Tansu**, a Kafka-compatible broker; it
 is not Apache Kafka. Tansu's known gaps: the idempotent producer fails (this backend
-does not use it), offset-commit metadata is not stored (see above).
+does not use it), offset-commit metadata is not stored (see above), and generations
+are numbered from 0, in which aiokafka would not leave the group on close (this
+backend makes it leave).
 
 URL: ``kafka://host:port[,host:port...][?prefix=..&visibility_timeout=..&max_deliveries=..
 &partitions=..&session_timeout=..&heartbeat_interval=..&rebalance_timeout=..
