@@ -16,7 +16,7 @@ from firebreak.engine.bus_executor import BusExecutor
 from firebreak.engine.executor import StepCall
 from firebreak.engine.worker import Worker
 from firebreak.errors import StaleLease
-from firebreak.store import Lease, StepRecord, StepStatus
+from firebreak.store import Lease, RunRecord, StepRecord, StepStatus
 
 CALLS: list[str] = []
 
@@ -42,26 +42,27 @@ class CheckingStore(MemoryStore):
         super().__init__()
         self.checks = 0
         self.step_reads = 0
+        self.run_reads = 0
 
     async def get_lease_and_step(
         self, run_id: str, agent: str
     ) -> tuple[Lease | None, StepRecord | None]:
         self.checks += 1
-        run = await self.get_run(run_id)
-        step = (await super().get_steps(run_id)).get(agent)
-        if run is None or run.lease_owner is None:
-            return None, step
-        lease = Lease(
-            run_id=run_id,
-            owner=run.lease_owner,
-            token=run.lease_token,
-            expires_at=run.lease_expires or 0.0,
-        )
-        return lease, step
+        return await super().get_lease_and_step(run_id, agent)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        self.run_reads += 1
+        return await super().get_run(run_id)
 
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         self.step_reads += 1
         return await super().get_steps(run_id)
+
+
+class PlainStore(CheckingStore):
+    """A store without the one-read check (`SupportsLeaseAndStep` opted out)."""
+
+    get_lease_and_step = None  # type: ignore[assignment]  # a None method fails isinstance
 
 
 @pytest.fixture
@@ -142,3 +143,25 @@ async def test_a_committed_step_is_dropped_through_the_check(
     assert (outcome.status, outcome.output) == ("succeeded", 7)
     assert CALLS == []
     assert (worker.stats.duplicates, worker.stats.executed, store.checks) == (1, 0, 1)
+
+
+async def test_without_the_ability_the_worker_reads_the_run_and_its_steps(
+    bus: InprocBus,
+) -> None:
+    """A store without `SupportsLeaseAndStep`: the same outcomes from `get_run` and `get_steps`."""
+    async with PlainStore() as plain:
+        await plain.create_run("r-stale", wf.name, {"n": 4})
+        current = await plain.acquire_lease("r-stale", "orch-2", ttl=10)
+        old = Lease(run_id="r-stale", owner="orch-1", token=current.token - 1, expires_at=0.0)
+        worker, serving = await serve(bus, plain)
+        async with BusExecutor(bus, plain, poll=1.0) as executor:
+            with pytest.raises(StaleLease):
+                await asyncio.wait_for(executor.execute(step_call("r-stale", old)), 10)
+            reads = (plain.run_reads, plain.step_reads)
+            result = await fb.Engine(plain, executor=executor).run(wf, {"n": 4}, run_id="r1")
+        worker.stop()
+        await serving
+    assert min(reads) >= 1  # the worker's check read the run and its steps
+    assert result.outputs["receipt"] == 41
+    assert (worker.stats.stale, worker.stats.executed, worker.stats.committed) == (1, 2, 2)
+    assert plain.checks == 0

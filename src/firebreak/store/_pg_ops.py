@@ -31,6 +31,8 @@ RUN_COLS = (
     " lease_owner, lease_token, lease_expires"
 )
 STEP_COLS = "run_id, agent, status, output, attempts, error, degraded_reason, seq, completed_at"
+STEP_COLS_S = ", ".join(f"s.{c}" for c in STEP_COLS.split(", "))
+"""`STEP_COLS` of the table aliased ``s``."""
 DLQ_COLS = "id, run_id, workflow, reason, error, input, steps, created_at"
 REVIEW_COLS = (
     "id, run_id, workflow, agent, reason, suggestions, context, status, value,"
@@ -401,6 +403,21 @@ async def get_steps(conn: Conn, run_id: str) -> dict[str, StepRecord]:
         (run_id,),
     )
     return {r[1]: step_from_row(r) for r in rows}
+
+
+async def get_lease_and_step(
+    conn: Conn, run_id: str, agent: str
+) -> tuple[Lease | None, StepRecord | None]:
+    """A run's lease and one of its steps, in one statement (so one snapshot)."""
+    row = await one(
+        conn,
+        f"SELECT r.lease_owner, r.lease_token, r.lease_expires, {STEP_COLS_S}"  # noqa: S608
+        " FROM (SELECT 1) AS one LEFT JOIN runs r ON r.run_id = %s"
+        " LEFT JOIN steps s ON s.run_id = %s AND s.agent = %s",
+        (run_id, run_id, agent),
+    )
+    lease = None if row[1] is None else _rules.current_lease(run_id, row[0], int(row[1]), row[2])
+    return lease, None if row[4] is None else step_from_row(row[3:])
 
 
 async def get_step(conn: Conn, run_id: str, agent: str) -> StepRecord | None:

@@ -18,7 +18,7 @@ from firebreak.store.base import (
     seconds,
 )
 
-__all__ = ["dead", "member_id", "pairs", "review", "run", "step", "strs", "ttl_ms"]
+__all__ = ["dead", "member_id", "num", "pairs", "review", "run", "step", "strs", "ttl_ms"]
 
 
 def strs(h: Mapping[Any, Any]) -> dict[str, str]:
@@ -31,7 +31,8 @@ def pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _num(value: str | None) -> float | None:
+def num(value: str | None) -> float | None:
+    """A stored number, or ``None`` for a missing or empty field."""
     return None if value is None or value == "" else float(value)
 
 
@@ -49,12 +50,12 @@ def run(h: Mapping[str, str], run_id: str) -> RunRecord:
         input=_rules.loads(h["input"]),
         created_at=float(h["created_at"]),
         updated_at=float(h["updated_at"]),
-        resume_at=_num(h.get("resume_at")),
+        resume_at=num(h.get("resume_at")),
         result=_rules.loads(h["result"]),
         error=_rules.loads(h["error"]),
         lease_owner=h.get("lease_owner"),
         lease_token=int(h["lease_token"]),
-        lease_expires=_num(h.get("lease_expires")),
+        lease_expires=num(h.get("lease_expires")),
     )
 
 
@@ -102,7 +103,7 @@ def review(h: Mapping[str, str]) -> ReviewItem:
         status=ReviewStatus(h["status"]),
         value=_rules.loads(h["value"]),
         created_at=float(h["created_at"]),
-        resolved_at=_num(h.get("resolved_at")),
+        resolved_at=num(h.get("resolved_at")),
     )
 
 

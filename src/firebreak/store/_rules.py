@@ -19,6 +19,7 @@ from firebreak.store.base import (
 __all__ = [
     "check_fence",
     "check_transition",
+    "current_lease",
     "decide_lease",
     "dumps",
     "loads",
@@ -81,6 +82,15 @@ def check_fence(lease: Lease, current_owner: str | None, current_token: int) -> 
     """
     if current_token != lease.token or current_owner != lease.owner:
         raise StaleLease(lease.run_id, token=lease.token)
+
+
+def current_lease(
+    run_id: str, owner: str | None, token: int, expires: float | None
+) -> Lease | None:
+    """The run's lease as its record holds it; ``None`` when released (no owner)."""
+    if owner is None:
+        return None
+    return Lease(run_id=run_id, owner=owner, token=token, expires_at=expires or 0.0)
 
 
 def check_transition(run_id: str, agent: str, old: StepStatus, new: StepStatus) -> None:

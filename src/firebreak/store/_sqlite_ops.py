@@ -29,6 +29,7 @@ _RUN_COLS = (
     " lease_owner, lease_token, lease_expires"
 )
 _STEP_COLS = "run_id, agent, status, output, attempts, error, degraded_reason, seq, completed_at"
+_STEP_COLS_S = ", ".join(f"s.{c}" for c in _STEP_COLS.split(", "))
 _DLQ_COLS = "id, run_id, workflow, reason, error, input, steps, created_at"
 _REVIEW_COLS = (
     "id, run_id, workflow, agent, reason, suggestions, context, status, value,"
@@ -418,6 +419,21 @@ def get_steps(run_id: str, conn: sqlite3.Connection) -> dict[str, StepRecord]:
         (run_id,),
     ).fetchall()
     return {r[1]: _step(r) for r in rows}
+
+
+def get_lease_and_step(
+    run_id: str, agent: str, conn: sqlite3.Connection
+) -> tuple[Lease | None, StepRecord | None]:
+    """A run's lease and one of its steps, in one statement (so one snapshot)."""
+    row = _one(
+        conn,
+        f"SELECT r.lease_owner, r.lease_token, r.lease_expires, {_STEP_COLS_S}"  # noqa: S608
+        " FROM (SELECT 1) LEFT JOIN runs r ON r.run_id = ?"
+        " LEFT JOIN steps s ON s.run_id = ? AND s.agent = ?",
+        (run_id, run_id, agent),
+    )
+    lease = None if row[1] is None else _rules.current_lease(run_id, row[0], row[1], row[2])
+    return lease, None if row[4] is None else _step(row[3:])
 
 
 def get_state(run_id: str, conn: sqlite3.Connection) -> tuple[int, dict[str, Any]]:

@@ -447,6 +447,19 @@ class MemoryStore:
         """Return the run's committed steps by agent name, in commit order."""
         return {s.agent: _step_out(s) for s in self._steps.get(run_id, {}).values()}
 
+    async def get_lease_and_step(
+        self, run_id: str, agent: str
+    ) -> tuple[Lease | None, StepRecord | None]:
+        """The run's current lease and the agent's committed step (`SupportsLeaseAndStep`)."""
+        run = self._runs.get(run_id)
+        step = self._steps.get(run_id, {}).get(agent)
+        lease = None
+        if run is not None:
+            lease = _rules.current_lease(
+                run_id, run.lease_owner, run.lease_token, run.lease_expires
+            )
+        return lease, None if step is None else _step_out(step)
+
     # -- shared state -------------------------------------------------------------------
 
     async def get_state(self, run_id: str) -> tuple[int, dict[str, JSON]]:

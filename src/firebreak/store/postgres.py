@@ -459,6 +459,18 @@ class PostgresStore:
         steps: dict[str, StepRecord] = await self._do(ops.get_steps, run_id)
         return steps
 
+    async def get_lease_and_step(
+        self, run_id: str, agent: str
+    ) -> tuple[Lease | None, StepRecord | None]:
+        """The run's current lease and the agent's committed step (`SupportsLeaseAndStep`).
+
+        One statement, so one connection checkout and one round trip instead of two.
+        """
+        found: tuple[Lease | None, StepRecord | None] = await self._do(
+            ops.get_lease_and_step, run_id, agent
+        )
+        return found
+
     # -- notifications ------------------------------------------------------------------
 
     def _require_listener(self) -> Listener:

@@ -578,13 +578,8 @@ class RedisStore:
         reply = await self._eval("LEASE_AND_STEP", run_id, agent)
         owner, token, expires, values, seq = reply[0], reply[1], reply[2], reply[3:9], reply[9]
         lease = None
-        if owner is not None and token is not None:
-            lease = Lease(
-                run_id=run_id,
-                owner=str(owner),
-                token=int(token),
-                expires_at=float(expires) if expires else 0.0,
-            )
+        if token is not None:  # else the run is gone
+            lease = _rules.current_lease(run_id, owner, int(token), codec.num(expires))
         step = None if seq is None else codec.step(run_id, agent, values, float(seq))
         return lease, step
 
