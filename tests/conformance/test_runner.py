@@ -49,7 +49,7 @@ def test_public_names_are_exactly_these() -> None:
 
 def test_checks_have_stable_unique_documented_names() -> None:
     names = [check.__name__ for check in CHECKS]
-    assert len(names) == len(set(names)) == 36
+    assert len(names) == len(set(names)) == 37
     assert all(name.startswith("check_") for name in names)
     assert all(check.__doc__ for check in CHECKS)
     assert {"check_commit_is_idempotent", "check_stale_owner_commit_is_refused"} <= set(names)
@@ -120,6 +120,37 @@ async def test_a_broken_store_is_reported_not_raised() -> None:
         "check_concurrent_duplicate_commits_exactly_one_wins",
     }
     assert isinstance(results["check_commit_is_idempotent"], AssertionError)
+
+
+class _NoLeaseAndStep(MemoryStore):
+    """A store without the optional `SupportsLeaseAndStep`."""
+
+    get_lease_and_step = None  # type: ignore[assignment]  # a None method fails isinstance
+
+
+class _StaleLeaseAndStep(MemoryStore):
+    """Offers `get_lease_and_step` but keeps answering with the first lease it saw."""
+
+    seen: Lease | None = None
+
+    async def get_lease_and_step(
+        self, run_id: str, agent: str
+    ) -> tuple[Lease | None, StepRecord | None]:
+        lease, step = await super().get_lease_and_step(run_id, agent)
+        self.seen = self.seen or lease
+        return self.seen, step
+
+
+async def test_an_optional_ability_is_checked_only_where_offered() -> None:
+    """No `get_lease_and_step`: its check skips; a wrong one (a stale lease) fails it."""
+    name = "check_lease_and_step_agree_with_run_and_steps"
+    absent = dict(await run_conformance(lambda clock: _NoLeaseAndStep(clock=clock)))
+    assert isinstance(absent[name], CheckSkipped)
+    wrong = dict(await run_conformance(lambda clock: _StaleLeaseAndStep(clock=clock)))
+    assert isinstance(wrong[name], AssertionError)
+    assert [n for n, e in wrong.items() if e is not None and not isinstance(e, CheckSkipped)] == [
+        name
+    ]
 
 
 async def test_a_store_on_another_clock_is_refused() -> None:

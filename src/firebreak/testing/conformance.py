@@ -43,7 +43,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeAlias
 
 from firebreak.store.base import CheckpointStore, WallClock
-from firebreak.testing._checks import instances, leases, queues, runs, state, steps
+from firebreak.testing._checks import abilities, instances, leases, queues, runs, state, steps
 from firebreak.testing._harness import (
     CheckSkipped,
     ConformanceEnv,
@@ -84,6 +84,7 @@ CHECKS: tuple[Check, ...] = (
     *state.CHECKS,
     *queues.CHECKS,
     *instances.CHECKS,
+    *abilities.CHECKS,
 )
 """Every contract check, in a stable order, each under a stable ``check_...`` name."""
 
