@@ -1,4 +1,5 @@
-"""The Redis bus sends commands made while one is in flight as one pipeline (real Redis)."""
+"""The Redis bus sends the commands of one loop turn, or made while a batch is in flight, as
+one ``MULTI``/``EXEC`` pipeline (real Redis)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ async def test_a_script_the_server_lost_is_loaded_again_alone_and_in_a_batch(
     stream = [bus.stream("q")]
     assert await bus._script(_unknown_script(bus), stream, ["g", ids[0]]) == 1
     before = bus.batch.pipelines
-    both = await asyncio.gather(  # the second waits for the first, then goes in a pipeline
+    both = await asyncio.gather(  # made in one turn of the loop: one pipeline
         bus._script(_unknown_script(bus), stream, ["g", ids[1]]),
         bus._script(_unknown_script(bus), stream, ["g", ids[2]]),
     )
@@ -112,3 +113,26 @@ async def test_acked_messages_are_not_delivered_again(bus: RedisBus) -> None:
         assert await other.get(0.3) is None
         await consumer.close()
         await other.close()
+
+
+async def test_commands_of_one_loop_turn_leave_as_one_pipeline(bus: RedisBus) -> None:
+    """Commands issued in one turn of the event loop cost one round trip, the first too."""
+    before = bus.batch.pipelines
+    await asyncio.gather(*(bus.publish("q", {"n": n}, key="k") for n in range(20)))
+    assert bus.batch.pipelines == before + 1
+    await bus.publish("q", {"n": 20}, key="k")  # a lone one goes out alone
+    assert bus.batch.pipelines == before + 2
+
+
+async def test_a_blocked_consumer_is_woken_with_the_whole_batch(bus: RedisBus) -> None:
+    """Publishes leaving together reach a consumer blocked on the queue in one read, not
+    the first alone (the batch is applied as a unit before blocked readers are served)."""
+    consumer = bus.consumer(["q"], group="g", name="c", max_in_flight=100)
+    assert await consumer.get(0.05) is None  # the group exists; the next get blocks
+    reading = asyncio.ensure_future(consumer.get(5.0))
+    await asyncio.sleep(0.1)  # the XREADGROUP is blocked on the server
+    await asyncio.gather(*(bus.publish("q", {"n": n}, key="k") for n in range(30)))
+    first = await reading
+    assert first is not None
+    assert len(consumer._buffer) == 29  # the rest came in the same read
+    await consumer.close()

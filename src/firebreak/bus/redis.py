@@ -6,11 +6,14 @@ is taken over with ``XAUTOCLAIM`` once it has been idle for the visibility timeo
 message whose delivery count passes the maximum is moved to the dead-letter stream. An
 acked message is deleted (``XACK`` + ``XDEL``), so a stream holds only unfinished work.
 
-Publishes, acks and replies made while one of them is in flight leave together as one
-pipeline once it returns (`_Batcher`): under load many of them cost one socket write and
-one server wake-up, which is most of what a small command costs; with nothing in flight a
-command goes out at once, so a lone one waits for nothing. Blocking reads
-(``XREADGROUP``) never join a batch.
+Publishes, acks and replies leave in batches (`_Batcher`): those made in one turn of the
+event loop, or while a batch is in flight, go together as one ``MULTI``/``EXEC`` pipeline:
+under load many of them cost one socket write and one server wake-up, which is most of
+what a small command costs, and a consumer blocked on the streams is woken once with the
+whole batch, not with its first message (a blocked ``XREADGROUP`` is served after each
+command, so a plain pipeline of ``XADD``s would wake it after the first, and it would come
+back for the rest). A lone command waits only for the end of the current turn of the
+loop. Blocking reads (``XREADGROUP``) never join a batch.
 
 URL: ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&visibility_timeout=..&max_deliveries=..]``;
 other query options go to redis-py unchanged.
@@ -103,9 +106,11 @@ def _text(value: Any) -> str:
 
 
 class _Batcher:
-    """One command at once when none is in flight; else queued for the next pipeline.
+    """Commands of one turn of the loop, or queued while a batch is in flight, sent together.
 
-    Each command keeps its own reply or error (a script's error is its caller's alone); a
+    A batch of several commands is a ``MULTI``/``EXEC`` pipeline, so the server applies it
+    before serving blocked readers (see the module docstring); each command still keeps
+    its own reply or error (a script's error is its caller's alone); a
     connection error reaches every caller of the batch. A caller cancelled while queued
     does not unsend its command: a publish may still happen, an ack may still land, both
     of which at-least-once delivery allows.
@@ -121,20 +126,13 @@ class _Batcher:
 
     async def call(self, *args: Any, script: str | None = None) -> Any:
         """Run the command `args` (an ``EVALSHA`` of `script`'s source, if given)."""
-        if not self._busy:
-            self._busy = True
-            try:
-                try:
-                    return await self._client.execute_command(*args)
-                except NoScriptError:
-                    if script is None:
-                        raise
-                    await self._client.script_load(script)  # the server lost its scripts
-                    return await self._client.execute_command(*args)
-            finally:
-                self._next()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((args, script, future))
+        if not self._busy:
+            # Sent from a task of its own, which first runs after every callback already
+            # due in this turn of the loop: the commands those issue leave with this one.
+            self._busy = True
+            self._task = asyncio.create_task(self._drain(), name="firebreak-redis-bus-batch")
         return await future
 
     async def close(self) -> None:
@@ -142,12 +140,6 @@ class _Batcher:
         task = self._task
         if task is not None and not task.done():
             await task
-
-    def _next(self) -> None:
-        if self._queue:
-            self._task = asyncio.create_task(self._drain(), name="firebreak-redis-bus-batch")
-        else:
-            self._busy = False
 
     async def _drain(self) -> None:
         try:
@@ -161,11 +153,8 @@ class _Batcher:
                 self._queue.clear()
 
     async def _send(self, batch: list[_Command], *, reload: bool = True) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for args, _, _ in batch:
-            pipe.execute_command(*args)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._execute([command[0] for command in batch])
         except BaseException as exc:
             _fail(batch, exc)
             if not isinstance(exc, Exception):
@@ -191,6 +180,18 @@ class _Batcher:
                 _fail(missing, exc)
                 return
             await self._send(missing, reload=False)
+
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Each command's reply or its own error; a connection error is raised."""
+        if len(commands) == 1:
+            try:
+                return [await self._client.execute_command(*commands[0])]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self._client.pipeline(transaction=True)
+        for args in commands:
+            pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 def _fail(batch: Iterable[_Command], error: BaseException) -> None:
