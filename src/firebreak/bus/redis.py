@@ -5,6 +5,9 @@ One stream per queue (``<prefix>:q:<queue>``) and one per dead-letter destinatio
 is taken over with ``XAUTOCLAIM`` once it has been idle for the visibility timeout, and a
 message whose delivery count passes the maximum is moved to the dead-letter stream. An
 acked message is deleted (``XACK`` + ``XDEL``), so a stream holds only unfinished work.
+A consumer never holds more than its ``max_in_flight``: ``XREADGROUP``'s COUNT is per
+stream, so what one read of several streams brings past that goes back to the group at
+once (marked idle, for the next ``XAUTOCLAIM``).
 
 Publishes, acks and replies leave in batches (`_Batcher`): those made in one turn of the
 event loop, or while a batch is in flight, go together as one ``MULTI``/``EXEC`` pipeline:
@@ -421,7 +424,8 @@ class RedisConsumer:
                 continue
             if time.monotonic() >= self._next_claim:
                 self._next_claim = time.monotonic() + self._claim_every
-                await self._claim(free)
+                if await self._claim(free):  # it filled the room: more may be waiting
+                    self._next_claim = 0.0
                 if self._buffer:
                     continue
                 free = self.limit - len(self._held)
@@ -433,23 +437,43 @@ class RedisConsumer:
                 return None
 
     async def _read(self, count: int, block: float) -> None:
+        """Up to `count` new messages, waiting up to `block` seconds for the first."""
         streams = {self.bus.stream(q): ">" for q in self.queues}
         reply = await self.bus.client.xreadgroup(
             self.group, self.name, streams, count=count, block=max(int(block * 1000), 1)
         )
         by_stream = {self.bus.stream(q): q for q in self.queues}
+        got = 0
+        extra: list[tuple[str, str]] = []
         for stream, entries in reply or []:
             queue = by_stream[_text(stream)]
             for message_id, fields in entries:
-                await self._accept(queue, _text(message_id), fields, 1)
+                if got >= count:  # COUNT is per stream: several streams gave more in all
+                    extra.append((queue, _text(message_id)))
+                elif await self._accept(queue, _text(message_id), fields, 1):
+                    got += 1
+        if extra:
+            # Handed back at once, as if idle past the visibility timeout (their count
+            # back to none): the next ``XAUTOCLAIM`` takes them, ours as soon as a slot frees.
+            idle = int(self.bus.policy.visibility * 1000) + 1000
+            await asyncio.gather(
+                *(
+                    self.bus.claim_own(queue, self.group, self.name, [i, "release", idle, 0])
+                    for queue, i in extra
+                )
+            )
+            self._next_claim = 0.0
 
-    async def _claim(self, count: int) -> None:
-        """Take over messages idle past the visibility timeout (``XAUTOCLAIM``)."""
+    async def _claim(self, count: int) -> bool:
+        """Take over at most `count` messages idle past the visibility timeout; whether it did.
+
+        One ``XAUTOCLAIM`` per queue, from where the last one of that queue stopped.
+        """
         client = self.bus.client
         idle = int(self.bus.policy.visibility * 1000)
         for queue in self.queues:
             if count <= 0:
-                return
+                return True
             stream = self.bus.stream(queue)
             reply = await client.xautoclaim(
                 stream, self.group, self.name, idle, start_id=self._cursors[queue], count=count
@@ -461,6 +485,7 @@ class RedisConsumer:
                 deliveries = int(info[0]["times_delivered"]) if info else 1
                 if await self._accept(queue, message_id, fields, deliveries):
                     count -= 1
+        return count <= 0
 
     async def _accept(
         self, queue: str, message_id: str, raw: Mapping[Any, Any] | None, deliveries: int

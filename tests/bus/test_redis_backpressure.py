@@ -1,0 +1,55 @@
+"""A Redis consumer of several queues never holds more than its ``max_in_flight`` (real Redis).
+
+``XREADGROUP``'s COUNT is per stream, so one read of several streams can bring more than
+the consumer has room for; the rest must go back to the group, not be handed out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from firebreak.bus import BusPolicy
+from firebreak.bus.redis import RedisBus
+
+
+@pytest.fixture
+async def bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBus]:
+    async with RedisBus(redis_url, prefix=prefix, policy=BusPolicy(visibility_timeout=5)) as bus:
+        try:
+            yield bus
+        finally:
+            keys = [key async for key in bus.client.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await bus.client.delete(*keys)
+
+
+async def test_one_read_of_several_queues_hands_out_no_more_than_max_in_flight(
+    bus: RedisBus,
+) -> None:
+    """Two messages in each of three queues, room for two: two are held, the other four go
+    back to the group and come, each once, as the held ones are acked."""
+    queues = ["a", "b", "c"]
+    consumer = bus.consumer(queues, group="g", name="c", max_in_flight=2)
+    assert await consumer.get(0.05) is None  # the groups exist before the publishes
+    for queue in queues:
+        for n in range(2):
+            await bus.publish(queue, {"q": queue, "n": n}, key=queue)
+    first = [await consumer.get(1.0), await consumer.get(1.0)]
+    assert all(d is not None for d in first)
+    assert consumer.in_flight == 2
+    assert await consumer.get(0.2) is None, "a third message while two are held"
+    seen = [d for d in first if d is not None]
+    pending = list(seen)
+    while pending:
+        await consumer.ack(pending.pop())
+        while consumer.in_flight < 2 and (delivery := await consumer.get(0.3)) is not None:
+            assert delivery.deliveries == 1  # handed back, not counted as a failed delivery
+            seen.append(delivery)
+            pending.append(delivery)
+        assert consumer.in_flight <= 2
+    assert sorted((d.body["q"], d.body["n"]) for d in seen) == [
+        (q, n) for q in queues for n in range(2)
+    ]
+    await consumer.close()
