@@ -18,9 +18,10 @@ How the protocol maps to RabbitMQ:
   ``max_in_flight`` messages: the backpressure is exact over any number of queues, and a
   message is never buffered by a consumer that is not working on it (a ``basic.consume``
   prefetch is per queue on quorum queues, so a worker over 4 queues would hold up to 4x
-  its limit, and what it buffered would be counted as delivered when it dies). An idle
-  ``get`` polls with a backoff of 10 ms up to 200 ms; a publish in the same process wakes
-  it at once.
+  its limit, and what it buffered would be counted as delivered when it dies). An empty
+  ``get`` polls again after 1 ms, doubling up to 200 ms while nothing comes (the interval is
+  the consumer's, kept across ``get`` calls, and back to 1 ms after each message); a
+  publish in the same process wakes it at once.
 - **delivery count** = ``fb-n`` (deliveries carried over by a release, see below) +
   ``x-delivery-count`` + 1. A delivery past ``max_deliveries`` is moved to the dead letters
   (publish with confirm, then ack) and handed out once with ``dead=True``, as on Redis.
@@ -96,7 +97,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,  # ConnectionError, TimeoutError
 )
 """What a lost connection or channel raises; the operation may work again later."""
-_POLL_MIN = 0.01
+_POLL_MIN = 0.001
 _POLL_MAX = 0.2
 _RECONNECT_PAUSE = 0.5
 _CLOSE_TIMEOUT = 5.0  # closing a channel or connection the broker no longer answers
@@ -479,6 +480,10 @@ class RabbitConsumer:
         self._channel: AbstractChannel | None = None
         self._amqp: dict[str, AbstractQueue] = {}
         self._next = 0  # round robin over queues
+        # The poll interval, kept across `get` calls: back to _POLL_MIN when a message came,
+        # doubling up to _POLL_MAX while none does. A busy consumer looks again within
+        # milliseconds; an idle one costs the broker five gets a second.
+        self._pause = _POLL_MIN
         self._slot = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
@@ -515,7 +520,6 @@ class RabbitConsumer:
     async def get(self, wait: float) -> Delivery | None:
         """The next message of any of the queues, or ``None`` after `wait` seconds."""
         end = time.monotonic() + wait
-        pause = _POLL_MIN
         task = asyncio.current_task()
         base = task.cancelling() if task is not None else 0
         while not self._closed:
@@ -535,18 +539,19 @@ class RabbitConsumer:
             except _TRANSIENT as exc:
                 log.warning("consumer %s: broker unreachable, waiting: %s", self.name, exc)
                 self._drop_channel()
-                delivery, pause = None, _POLL_MAX * 2
+                delivery, self._pause = None, _POLL_MAX * 2
             _cancelled(task, base)  # what it took stays held: back after the timeout
             if delivery is not None:
+                self._pause = _POLL_MIN
                 return delivery
             left = end - time.monotonic()
             if left <= 0:
                 return None
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(pause, left)):
+                async with asyncio.timeout(min(self._pause, left)):
                     await changed.wait()
-                    pause = _POLL_MIN / 2
-            pause = min(pause * 2, _POLL_MAX)
+                    self._pause = _POLL_MIN / 2
+            self._pause = min(self._pause * 2, _POLL_MAX)
         return None
 
     async def _take(self) -> Delivery | None:
