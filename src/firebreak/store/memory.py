@@ -212,39 +212,34 @@ class MemoryStore:
         ttl: float,
     ) -> tuple[RunRecord, bool, Lease | None]:
         """Get or create the run, take its lease and mark it running (`SupportsBeginFinish`)."""
-        # One record update and one copy out: this runs at the start of every run.
+        # One record written and one copy out: this runs at the start of every run.
         now = self.clock()
         run = self._runs.get(run_id)
+        if run is not None and (run.status in TERMINAL or run.workflow != workflow):
+            return _run_out(run), False, None
+        lease = _rules.decide_lease(
+            run_id=run_id,
+            owner=owner,
+            current_owner=None if run is None else run.lease_owner,
+            current_token=0 if run is None else run.lease_token,
+            current_expires=None if run is None else run.lease_expires,
+            now=now,
+            ttl=seconds(ttl),
+        )
         created = run is None
-        if run is None:  # new: made running and leased at once
-            lease = _rules.decide_lease(
-                run_id=run_id, owner=owner, current_owner=None, current_token=0,
-                current_expires=None, now=now, ttl=seconds(ttl),
-            )  # fmt: skip
+        if run is None:  # new: made running and leased in one record
             run = RunRecord(
                 run_id=run_id, workflow=workflow, input=_clone(input), status=RunStatus.RUNNING,
                 created_at=now, updated_at=now, lease_owner=owner, lease_token=lease.token,
                 lease_expires=lease.expires_at,
             )  # fmt: skip
-            self._runs[run_id] = run
             self._run_order[run_id] = next(self._counter)
-            return _run_out(run), True, lease
-        if run.status in TERMINAL or run.workflow != workflow:
-            return _run_out(run), created, None
-        lease = _rules.decide_lease(
-            run_id=run_id,
-            owner=owner,
-            current_owner=run.lease_owner,
-            current_token=run.lease_token,
-            current_expires=run.lease_expires,
-            now=now,
-            ttl=seconds(ttl),
-        )
-        run = _evolve(
-            run, status=RunStatus.RUNNING, result=None, error=None, resume_at=None,
-            updated_at=now, lease_owner=lease.owner, lease_token=lease.token,
-            lease_expires=lease.expires_at,
-        )  # fmt: skip
+        else:
+            run = _evolve(
+                run, status=RunStatus.RUNNING, result=None, error=None, resume_at=None,
+                updated_at=now, lease_owner=lease.owner, lease_token=lease.token,
+                lease_expires=lease.expires_at,
+            )  # fmt: skip
         self._runs[run_id] = run
         return _run_out(run), created, lease
 
