@@ -32,7 +32,13 @@ from typing import Any, Literal, Self
 
 from firebreak.bus import Consumer, Delivery, TaskBus
 from firebreak.clock import Clock, system_clock
-from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
+from firebreak.engine.codec import (
+    NotStorable,
+    decode_output,
+    encode,
+    encode_output,
+    error_to_dict,
+)
 from firebreak.engine.executor import StepCall, StepOutcome
 from firebreak.errors import DeadlineExceeded, FirebreakError, PoisonTask, StaleLease
 from firebreak.resilience.classify import RetryInfo, tag
@@ -168,7 +174,7 @@ def record_for(spec: AgentSpec, run_id: str, outcome: StepOutcome) -> StepRecord
     """
     if outcome.status == "succeeded":
         try:
-            stored = encode(outcome.output, what=f"output of agent {spec.name!r}")
+            stored = encode_output(spec.name, outcome.output)
         except NotStorable as exc:
             outcome = StepOutcome(status="failed", attempts=outcome.attempts, error=exc)
         else:
@@ -196,7 +202,7 @@ def record_for(spec: AgentSpec, run_id: str, outcome: StepOutcome) -> StepRecord
             run_id=run_id,
             agent=spec.name,
             status=StepStatus.DEGRADED,
-            output=encode(spec.default, what=f"default of agent {spec.name!r}"),
+            output=encode_output(spec.name, spec.default, "default"),
             attempts=outcome.attempts,
             error=error_dict,
             degraded_reason=_reason(error),
@@ -467,10 +473,7 @@ class BusExecutor:
             "agent": spec.name,
             "run_id": call.run_id,
             "run_input": encode(call.run_input, what="run input"),
-            "outputs": {
-                dep: encode(call.inputs[dep], what=f"output of agent {dep!r}")
-                for dep in spec.params
-            },
+            "outputs": {dep: encode_output(dep, call.inputs[dep]) for dep in spec.params},
             "degraded": dict(call.degraded),
             "deadline": None if call.deadline is None else self._wall(call.deadline),
             "lease": {"owner": lease.owner, "token": lease.token, "expires_at": lease.expires_at},
