@@ -23,13 +23,22 @@ POLICY = BreakerPolicy(
 )
 
 
+# A probe answers slowly: the other processes' calls of the same instant arrive while both
+# probes are in flight (a process that starts late on a busy machine would otherwise find
+# the breaker closed again by fast probes, and pass).
+PROBE_TIME = 0.5
+
+
 async def main(url: str, prefix: str) -> None:
     service = aioredis.Redis.from_url(url)
+    slow = False
 
     async def call() -> str:
         await service.incr(f"{prefix}:svc:calls")
         if await service.get(f"{prefix}:svc:healthy") != b"1":
             raise ConnectionError("service down")
+        if slow:
+            await asyncio.sleep(PROBE_TIME)
         return "ok"
 
     async def attempt() -> str:
@@ -54,7 +63,9 @@ async def main(url: str, prefix: str) -> None:
         print("tripped", flush=True)  # noqa: T201  -- stdout is the protocol
         at = float(await line())  # phase 2: one call each, all at the same instant
         await asyncio.sleep(max(0.0, at - time.time()))
+        slow = True
         print(f"probe {await attempt()}", flush=True)  # noqa: T201
+        slow = False
         await line()  # phase 3: closed again, every call goes through
         outcomes = [await attempt() for _ in range(5)]
         print("after " + ",".join(outcomes), flush=True)  # noqa: T201
