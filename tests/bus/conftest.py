@@ -106,3 +106,14 @@ async def redis_keys(redis_url: str, prefix: str) -> AsyncIterator[Any]:
     finally:
         await client.aclose()
         await _clean_redis(prefix)
+
+
+@pytest.fixture
+async def redis_bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBus]:
+    """A set-up Redis bus under this test's prefix (visibility 5 s); its keys go afterwards."""
+    policy = BusPolicy(visibility_timeout=5)
+    try:
+        async with RedisBus(redis_url, prefix=prefix, policy=policy) as bus:
+            yield bus
+    finally:
+        await _clean_redis(prefix)

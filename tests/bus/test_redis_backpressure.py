@@ -6,23 +6,15 @@ the consumer has room for; the rest must go back to the group, not be handed out
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from firebreak.bus import BusPolicy
 from firebreak.bus.redis import RedisBus
 
 
 @pytest.fixture
-async def bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBus]:
-    async with RedisBus(redis_url, prefix=prefix, policy=BusPolicy(visibility_timeout=5)) as bus:
-        try:
-            yield bus
-        finally:
-            keys = [key async for key in bus.client.scan_iter(match=f"{prefix}:*")]
-            if keys:
-                await bus.client.delete(*keys)
+def bus(redis_bus: RedisBus) -> RedisBus:
+    """The test Redis bus of conftest (keys removed afterwards)."""
+    return redis_bus
 
 
 async def test_one_read_of_several_queues_hands_out_no_more_than_max_in_flight(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import ResponseError
@@ -16,14 +15,9 @@ from firebreak.bus.redis import _ACK_MANY, RedisBus
 
 
 @pytest.fixture
-async def bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBus]:
-    async with RedisBus(redis_url, prefix=prefix, policy=BusPolicy(visibility_timeout=5)) as bus:
-        try:
-            yield bus
-        finally:
-            keys = [key async for key in bus.client.scan_iter(match=f"{prefix}:*")]
-            if keys:
-                await bus.client.delete(*keys)
+def bus(redis_bus: RedisBus) -> RedisBus:
+    """The test Redis bus of conftest (keys removed afterwards)."""
+    return redis_bus
 
 
 async def test_concurrent_publishes_share_pipelines_and_keep_their_order(bus: RedisBus) -> None:
