@@ -15,9 +15,9 @@ import json
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from firebreak._lifecycle import SetupClose
 from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 from firebreak.clock import Clock, system_clock
 
@@ -71,7 +71,7 @@ class _Queue:
         self.dead: list[Delivery] = []
 
 
-class InprocBus:
+class InprocBus(SetupClose):
     """A `TaskBus` inside this process; see the module docstring.
 
     Args:
@@ -105,18 +105,6 @@ class InprocBus:
 
     async def close(self) -> None:
         """Nothing to release: the queues live as long as the process."""
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _queue(self, name: str) -> _Queue:
         queue = self._queues.get(name)

@@ -96,8 +96,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
@@ -109,6 +108,7 @@ from aiokafka.coordinator.protocol import (  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[import-untyped]
 
+from firebreak._lifecycle import SetupClose
 from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["KafkaBus", "KafkaConsumer", "from_url"]
@@ -168,7 +168,7 @@ def _json_object(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class KafkaBus:
+class KafkaBus(SetupClose):
     """A `TaskBus` on a Kafka-protocol broker; build with ``open_bus("kafka://…")``.
 
     Example:
@@ -262,18 +262,6 @@ class KafkaBus:
             await producer.stop()
         if admin is not None:
             await admin.close()
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def topic(self, queue: str, kind: str = "") -> str:
         """The topic of `queue` (`kind`: ``""``, ``"retry"`` or ``"dead"``)."""

@@ -59,8 +59,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import nats
@@ -82,6 +81,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from firebreak._lifecycle import SetupClose
 from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["NatsBus", "NatsConsumer", "from_url"]
@@ -184,7 +184,7 @@ class _Held:
     releases: int  # hand-backs recorded for it (cleared when it is settled)
 
 
-class NatsBus:
+class NatsBus(SetupClose):
     """A `TaskBus` on NATS JetStream; build with ``open_bus("nats://…")``.
 
     Example:
@@ -298,18 +298,6 @@ class NatsBus:
         self._streams.clear()
         if nc is not None and not nc.is_closed:
             await nc.close()
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- names ------------------------------------------------------------------------
 

@@ -70,8 +70,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
@@ -84,6 +83,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from firebreak._lifecycle import SetupClose
 from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["RabbitBus", "RabbitConsumer", "from_url"]
@@ -159,7 +159,7 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class RabbitBus:
+class RabbitBus(SetupClose):
     """A `TaskBus` on RabbitMQ; build with ``open_bus("amqp://…")``.
 
     Example:
@@ -219,18 +219,6 @@ class RabbitBus:
             with contextlib.suppress(*_TRANSIENT):  # TimeoutError included
                 async with asyncio.timeout(_CLOSE_TIMEOUT):
                     await connection.close()
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _connect(self) -> AbstractConnection:
         """The open connection, reconnecting if it was lost."""

@@ -30,13 +30,13 @@ import json
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
+from firebreak._lifecycle import SetupClose
 from firebreak.bus.base import BusPolicy, Delivery, check_consumer
 
 __all__ = ["RedisBus", "RedisConsumer", "from_url"]
@@ -203,7 +203,7 @@ def _fail(batch: Iterable[_Command], error: BaseException) -> None:
             future.set_exception(error)
 
 
-class RedisBus:
+class RedisBus(SetupClose):
     """A `TaskBus` on Redis Streams; build with ``open_bus("redis://…")``.
 
     Example:
@@ -269,18 +269,6 @@ class RedisBus:
         """Run a script (``EVALSHA``; loaded again if the server lost it) in the batch."""
         sha = self._sha.get(source, "")
         return await self.batch.call("EVALSHA", sha, len(keys), *keys, *args, script=source)
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def stream(self, queue: str) -> str:
         """The stream key of `queue`."""

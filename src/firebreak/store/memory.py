@@ -12,9 +12,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
+from firebreak._lifecycle import SetupClose
 from firebreak.errors import StateConflict, StoreError
 from firebreak.store import _rules
 from firebreak.store.base import (
@@ -141,7 +141,7 @@ def _step_out(step: StepRecord) -> StepRecord:
     return _evolve(step, output=_clone(step.output), error=_clone(step.error))
 
 
-class MemoryStore:
+class MemoryStore(SetupClose):
     """A `CheckpointStore` held in memory: fast, isolated, gone with the process.
 
     Example:
@@ -170,18 +170,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         """Nothing to release; the data stays readable until the object is dropped."""
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- runs ---------------------------------------------------------------------------
 

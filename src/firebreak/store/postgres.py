@@ -34,8 +34,7 @@ import select
 import socket
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -43,6 +42,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from firebreak._lifecycle import SetupClose
 from firebreak.errors import StoreError
 from firebreak.store import _pg_apply as apply
 from firebreak.store import _pg_ops as ops
@@ -110,7 +110,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-class PostgresStore:
+class PostgresStore(SetupClose):
     """A `CheckpointStore` in a PostgreSQL schema (pooled psycopg 3, group commit, audit).
 
     Nothing connects until `setup` (or ``async with``).
@@ -238,18 +238,6 @@ class PostgresStore:
                 )
         except psycopg.Error as exc:
             raise self._error(exc) from exc
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- plumbing -----------------------------------------------------------------------
 

@@ -26,8 +26,7 @@ import json
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -36,6 +35,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
+from firebreak._lifecycle import SetupClose
 from firebreak.errors import LeaseHeld, StaleLease, StateConflict, StoreCorrupt, StoreError
 from firebreak.store import _redis_codec as codec
 from firebreak.store import _redis_scripts as lua
@@ -111,7 +111,7 @@ _ALLOWED_FROM = {
 }
 
 
-class RedisStore:
+class RedisStore(SetupClose):
     """A `CheckpointStore` in Redis (redis-py asyncio); build with ``open_store("redis://…")``.
 
     Example:
@@ -262,18 +262,6 @@ class RedisStore:
                 await client.unlink(*batch)
         except RedisError as exc:
             raise self._error(exc) from None
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- plumbing -----------------------------------------------------------------------
 

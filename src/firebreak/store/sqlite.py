@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
+from firebreak._lifecycle import SetupClose
 from firebreak.errors import StoreCorrupt, StoreError
 from firebreak.store import _rules
 from firebreak.store import _sqlite_ops as ops
@@ -47,7 +47,7 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 
-class SQLiteStore:
+class SQLiteStore(SetupClose):
     """A `CheckpointStore` in one SQLite file (WAL, one writer, group commit).
 
     Example:
@@ -153,18 +153,6 @@ class SQLiteStore:
         if reader is not None:
             reader.close()
         self._writer, self._reader, self._read_pool = None, None, None
-
-    async def __aenter__(self) -> Self:
-        await self.setup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- plumbing -----------------------------------------------------------------------
 
