@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,9 @@ from firebreak.bus.inproc import InprocBus
 from firebreak.bus.redis import RedisBus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from processes import HERE, Procs
+
+import redis
 from servers import require_server
 
 REDIS_URL = os.environ.get("FIREBREAK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -117,3 +120,28 @@ async def redis_bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBus]:
             yield bus
     finally:
         await _clean_redis(prefix)
+
+
+@pytest.fixture
+def sink(redis_url: str, prefix: str) -> Iterator[redis.Redis]:
+    """The Redis holding the store and the effects sink; this test's keys go afterwards."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        found = list(client.scan_iter(match=f"{prefix}*"))
+        if found:
+            client.delete(*found)
+        client.close()
+
+
+@pytest.fixture
+def procs(tmp_path: Path, redis_url: str, prefix: str) -> Iterator[Procs]:
+    """This test's child processes (effects go to the sink); all killed at the end."""
+    env = dict(os.environ, FBTEST_SINK=f"{redis_url}|{prefix}-sink", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    running = Procs(tmp_path, env)
+    try:
+        yield running
+    finally:
+        running.stop_all()

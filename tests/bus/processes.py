@@ -56,12 +56,28 @@ class Procs:
                 raise AssertionError(f"{name}: no {text!r} after {timeout}s:\n{self.log(name)}")
             time.sleep(0.02)
 
-    def stop_workers(self, names: list[str]) -> None:
-        """SIGTERM (a graceful stop) and check each stopped cleanly."""
+    def kill_worker_and_orchestrator(
+        self, store: str, bus: str, runs: list[str], *, timeout: float = 15.0
+    ) -> int:
+        """Drive `runs` with orchestrator o1 over the started workers; SIGKILL worker w0
+        after 3 runs finished and o1 after 8; orchestrator o2 finishes the batch. Returns
+        how many runs o1 finished (`timeout`: for each of o1's first waits)."""
+        self.start("o1", "orchestrator_main.py", store, bus, "1.5", *runs)
+        self.wait_for("o1", "done", count=3, timeout=timeout)
+        self.procs["w0"].send_signal(signal.SIGKILL)  # dies holding tasks
+        self.wait_for("o1", "done", count=8, timeout=timeout)
+        self.procs["o1"].send_signal(signal.SIGKILL)  # dies mid-batch, leases held
+        finished_first = self.log("o1").count("done ")
+        self.start("o2", "orchestrator_main.py", store, bus, "1.5", *runs)
+        self.wait_for("o2", "done", count=len(runs), timeout=40)
+        return finished_first
+
+    def stop_workers(self, names: list[str], timeout: float = 15.0) -> None:
+        """SIGTERM (a graceful stop) and check each stopped cleanly within `timeout`."""
         for name in names:
             self.procs[name].send_signal(signal.SIGTERM)
         for name in names:
-            assert self.procs[name].wait(15) == 0, self.log(name)
+            assert self.procs[name].wait(timeout) == 0, self.log(name)
             assert "worker stopped:" in self.log(name)
 
     def stop_all(self) -> None:

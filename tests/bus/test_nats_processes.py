@@ -8,7 +8,6 @@ side-effect sink are on Redis.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import socket
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import bus_backend_nats
 import pytest
-from processes import HERE, Procs, check_runs
+from processes import Procs, check_runs
 
 import redis
 from firebreak.bus.nats import NatsBus
@@ -32,30 +31,6 @@ AGENTS = "abcd"
 def nats_url() -> str:
     bus_backend_nats.require()
     return bus_backend_nats.NATS_URL
-
-
-@pytest.fixture
-def sink(redis_url: str, prefix: str) -> Iterator[redis.Redis]:
-    """The Redis holding the store and the effects sink; this test's keys go afterwards."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        found = list(client.scan_iter(match=f"{prefix}*"))
-        if found:
-            client.delete(*found)
-        client.close()
-
-
-@pytest.fixture
-def procs(tmp_path: Path, redis_url: str, prefix: str) -> Iterator[Procs]:
-    env = dict(os.environ, FBTEST_SINK=f"{redis_url}|{prefix}-sink", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    running = Procs(tmp_path, env)
-    try:
-        yield running
-    finally:
-        running.stop_all()
 
 
 def check_batch(
@@ -124,14 +99,7 @@ def test_batch_survives_a_killed_worker_and_a_killed_orchestrator(
     bus = f"{nats_url}?prefix={nats_prefix}&visibility_timeout=1&max_deliveries=10"
     runs = [f"r{i}" for i in range(24)]
     procs.start_workers(3, bus, store)
-    procs.start("o1", "orchestrator_main.py", store, bus, "1.5", *runs)
-    procs.wait_for("o1", "done", count=3)
-    procs.procs["w0"].send_signal(signal.SIGKILL)  # dies holding tasks
-    procs.wait_for("o1", "done", count=8)
-    procs.procs["o1"].send_signal(signal.SIGKILL)  # dies mid-batch, leases held
-    finished_first = procs.log("o1").count("done ")
-    procs.start("o2", "orchestrator_main.py", store, bus, "1.5", *runs)
-    procs.wait_for("o2", "done", count=len(runs), timeout=40)
+    finished_first = procs.kill_worker_and_orchestrator(store, bus, runs)
     wait_settled(nats_url, prefix)
     procs.stop_workers(["w1", "w2"])
     assert finished_first < len(runs), "the orchestrator finished before it was killed"

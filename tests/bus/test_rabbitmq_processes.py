@@ -8,20 +8,18 @@ only the bus is RabbitMQ, so both servers are needed.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq.exceptions
 import pytest
 from bus_backend_rabbitmq import AMQP_URL, cleanup, require
-from processes import HERE, Procs, check_runs
+from processes import Procs, check_runs
 
 import redis
 
@@ -35,39 +33,17 @@ def amqp_url() -> str:
 
 
 @pytest.fixture
-def keys(redis_url: str, amqp_url: str, prefix: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def keys(sink: redis.Redis, amqp_url: str, prefix: str) -> Iterator[redis.Redis]:
+    """The sink; this test's queues go afterwards too."""
     try:
-        yield client
+        yield sink
     finally:
-        found = list(client.scan_iter(match=f"{prefix}*"))
-        if found:
-            client.delete(*found)
-        client.close()
         asyncio.run(cleanup(prefix))
-
-
-@pytest.fixture
-def procs(tmp_path: Path, redis_url: str, prefix: str) -> Iterator[Procs]:
-    env = dict(os.environ, FBTEST_SINK=f"{redis_url}|{prefix}-sink", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    running = Procs(tmp_path, env)
-    try:
-        yield running
-    finally:
-        running.stop_all()
 
 
 def _bus_url(amqp_url: str, prefix: str) -> str:
     sep = "&" if "?" in amqp_url else "?"
     return f"{amqp_url}{sep}prefix={prefix}-bus&visibility_timeout=1&max_deliveries=10"
-
-
-def _worker(procs: Procs, name: str, bus: str, store: str) -> None:
-    procs.start(
-        name, "worker_main.py", "worker", "flows:batch", "--bus", bus, "--store", store,
-        "--concurrency", "4", "--name", name, "--drain", "5",
-    )  # fmt: skip
 
 
 async def _queue_depths(amqp_url: str, names: list[str]) -> dict[str, int]:
@@ -111,23 +87,9 @@ def test_batch_survives_a_killed_worker_and_a_killed_orchestrator(
     store = f"{redis_url}?prefix={prefix}-store"
     bus = _bus_url(amqp_url, prefix)
     runs = [f"r{i}" for i in range(24)]
-    for i in range(3):
-        _worker(procs, f"w{i}", bus, store)
-    for i in range(3):
-        procs.wait_for(f"w{i}", "ready")
-    procs.start("o1", "orchestrator_main.py", store, bus, "1.5", *runs)
-    procs.wait_for("o1", "done", count=3)
-    procs.procs["w0"].send_signal(signal.SIGKILL)  # dies holding tasks
-    procs.wait_for("o1", "done", count=8)
-    procs.procs["o1"].send_signal(signal.SIGKILL)  # dies mid-batch, leases held
-    finished_first = procs.log("o1").count("done ")
-    procs.start("o2", "orchestrator_main.py", store, bus, "1.5", *runs)
-    procs.wait_for("o2", "done", count=len(runs), timeout=40)
-    for i in (1, 2):
-        procs.procs[f"w{i}"].send_signal(signal.SIGTERM)
-    for i in (1, 2):
-        assert procs.procs[f"w{i}"].wait(10) == 0, procs.log(f"w{i}")
-        assert "worker stopped:" in procs.log(f"w{i}")
+    procs.start_workers(3, bus, store)
+    finished_first = procs.kill_worker_and_orchestrator(store, bus, runs)
+    procs.stop_workers(["w1", "w2"], timeout=10)
     assert finished_first < len(runs), "the orchestrator finished before it was killed"
     _check_batch(keys, redis_url, amqp_url, prefix, runs)
 
@@ -153,10 +115,7 @@ def test_batch_survives_a_broker_restart(
     store = f"{redis_url}?prefix={prefix}-store"
     bus = _bus_url(amqp_url, prefix)
     runs = [f"r{i}" for i in range(48)]
-    for i in range(2):
-        _worker(procs, f"w{i}", bus, store)
-    for i in range(2):
-        procs.wait_for(f"w{i}", "ready")
+    procs.start_workers(2, bus, store)
     procs.start("o1", "orchestrator_main.py", store, bus, "1.5", *runs)
     end = time.monotonic() + 20
     while sum(map(int, keys.hvals(f"{prefix}-sink:calls"))) < 8:  # a few steps ran
