@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -105,3 +107,83 @@ async def test_decorator_form(clock: FakeClock) -> None:
 def test_timeouts_must_be_finite_and_positive(bad: float) -> None:
     with pytest.raises(ValueError, match="seconds"):
         fb.Timeout(bad)
+
+
+class _CountingClock(FakeClock):
+    """A fake clock that counts the timers armed on it."""
+
+    armed = 0
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Any:
+        self.armed += 1
+        return super().call_at(when, callback)
+
+
+async def test_a_call_that_never_waits_arms_no_timer() -> None:
+    clock = _CountingClock()
+    seen: list[float | None] = []
+
+    async def cached() -> str:
+        seen.append(fb.current_deadline())  # the limit is published all the same
+        return "hit"
+
+    async def failing() -> None:
+        raise ValueError("bad input")
+
+    timeout = fb.Timeout(10, clock=clock)
+    assert await timeout.call(cached) == "hit"
+    with pytest.raises(ValueError, match="bad input"):
+        await timeout.call(failing)
+    assert seen == [10]
+    assert clock.armed == 0
+    assert fb.current_deadline() is None
+
+
+async def test_a_call_that_waits_after_its_first_suspension_still_times_out(
+    clock: FakeClock,
+) -> None:
+    async def slow() -> None:
+        await asyncio.sleep(0)  # a bare yield first, then a long wait
+        await clock.sleep(30)
+
+    with pytest.raises(fb.StepTimeout):
+        await fb.Timeout(10, clock=clock).call(slow)
+    assert clock.now() == 10
+
+
+async def test_results_and_errors_reach_a_resumed_call(clock: FakeClock) -> None:
+    loop = asyncio.get_running_loop()
+    value: asyncio.Future[int] = loop.create_future()
+    failure: asyncio.Future[int] = loop.create_future()
+    loop.call_soon(value.set_result, 41)
+    loop.call_soon(failure.set_exception, KeyError("gone"))
+
+    async def agent() -> int:
+        got = await value
+        try:
+            await failure
+        except KeyError:
+            got += 1
+        return got
+
+    assert await fb.Timeout(10, clock=clock).call(agent) == 42
+
+
+async def test_a_cancel_from_outside_reaches_the_call_and_is_not_a_timeout(
+    clock: FakeClock,
+) -> None:
+    cleaned = asyncio.Event()
+
+    async def agent() -> None:
+        try:
+            await clock.sleep(30)
+        finally:
+            cleaned.set()
+
+    task = asyncio.create_task(fb.Timeout(10, clock=clock).call(agent))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned.is_set()
+    assert clock.now() < 10

@@ -128,7 +128,7 @@ def _outcome_name(exc: BaseException) -> Literal["error", "invalid", "timeout", 
 class _Plan:
     """What every step of one agent shares: its policies, built once per executor."""
 
-    __slots__ = ("breaker", "bulkhead", "retry", "spec", "timeout")
+    __slots__ = ("bare", "breaker", "bulkhead", "retry", "spec", "timeout")
 
     def __init__(self, executor: LocalExecutor, workflow: str, spec: AgentSpec) -> None:
         self.spec = spec
@@ -143,6 +143,10 @@ class _Plan:
             None
             if spec.bulkhead is None
             else Bulkhead(f"{workflow}/{spec.name}", limit=spec.bulkhead, clock=clock)
+        )
+        # Only the attempt timeout: no partials to build around it for each step.
+        self.bare = (
+            self.breaker is None and retry is None and self.bulkhead is None and not spec.fallbacks
         )
 
 
@@ -168,18 +172,35 @@ class LocalExecutor:
 
     async def execute(self, call: StepCall) -> StepOutcome:
         """Run the step; every failure becomes a `StepOutcome`, never an exception."""
-        token = _current_step.set(call)
-        try:
-            return await self._execute(call)
-        finally:
-            _current_step.reset(token)
-
-    async def _execute(self, call: StepCall) -> StepOutcome:
         spec = call.spec
         plan = self._plans.get(id(spec))
         if plan is None or plan.spec is not spec:
             plan = self._plans[id(spec)] = _Plan(self, call.workflow, spec)
         run = _StepRun(call, self.store, self.clock, plan.timeout)
+        token = _current_step.set(call)
+        try:
+            if plan.bare and call.deadline is None:  # nothing around the attempt: call it
+                step: Callable[[], Awaitable[Any]] = functools.partial(
+                    plan.timeout.call, run.attempt, spec.fn
+                )
+            else:
+                step = self._pipeline(plan, run, call)
+            output = await step()
+        except NeedsHuman as exc:
+            return StepOutcome(status="needs_human", attempts=run.attempts, error=exc)
+        except Exception as exc:  # noqa: BLE001 - every agent failure becomes an outcome
+            return _failed(exc, run.attempts)
+        finally:
+            _current_step.reset(token)
+        return StepOutcome(
+            status="succeeded",
+            output=output,
+            attempts=run.attempts,
+            fallback_used=run.used_fallback,
+        )
+
+    def _pipeline(self, plan: _Plan, run: _StepRun, call: StepCall) -> Callable[[], Awaitable[Any]]:
+        spec = call.spec
         primary = run.guarded(spec.fn)
         if plan.breaker is not None:
             primary = functools.partial(plan.breaker.call, primary)
@@ -193,22 +214,11 @@ class LocalExecutor:
             # bulkhead queue), so publishing the deadline bounds the step without a timer.
             left = call.deadline - self.clock.now()
             if left <= 0:
-                return _failed(DeadlineExceeded("the run's deadline has passed", timeout=0.0), 0)
+                raise DeadlineExceeded("the run's deadline has passed", timeout=0.0)
             step = functools.partial(DeadlineMark(left, clock=self.clock).call, step)
         if plan.bulkhead is not None:
             step = functools.partial(plan.bulkhead.call, step)
-        try:
-            output = await step()
-        except NeedsHuman as exc:
-            return StepOutcome(status="needs_human", attempts=run.attempts, error=exc)
-        except Exception as exc:  # noqa: BLE001 - every agent failure becomes an outcome
-            return _failed(exc, run.attempts)
-        return StepOutcome(
-            status="succeeded",
-            output=output,
-            attempts=run.attempts,
-            fallback_used=run.used_fallback,
-        )
+        return step
 
 
 class _StepRun:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar, Token
 from datetime import timedelta
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from firebreak.clock import Cancellable, Clock, system_clock
@@ -91,6 +92,27 @@ class _Expiry:
         return self.task.uncancel() <= self.cancelling and isinstance(exc, asyncio.CancelledError)
 
 
+@types.coroutine
+def _resume(coro: CoroutineType[Any, Any, T], signal: Any) -> Generator[Any, Any, T]:
+    """Await `coro` from where it suspended, having yielded `signal` (what `await` does)."""
+    while True:
+        try:
+            sent = yield signal
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - thrown in by the task: pass it on
+            try:
+                signal = coro.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                signal = coro.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+
 class Timeout:
     """Bound a call or block to `seconds`, and to whatever deadline encloses it.
 
@@ -124,9 +146,9 @@ class Timeout:
             return DeadlineExceeded(f"deadline exceeded{what}", timeout=self.seconds)
         return self._own_error(f"timed out{what} after {self.seconds:g}s", timeout=self.seconds)
 
-    def _open(self) -> tuple[Token[float | None], _Expiry, bool]:
-        clock = self._clock
-        now = clock.now()
+    def _end(self) -> tuple[float, bool]:
+        """When this scope ends, and whether an enclosing deadline decides it."""
+        now = self._clock.now()
         when = now + self.seconds
         inherited = _deadline.get()
         by_parent = inherited is not None and inherited <= when
@@ -134,25 +156,50 @@ class Timeout:
             when = inherited  # type: ignore[assignment]
         if when <= now:
             raise self._error(inherited=by_parent)
+        return when, by_parent
+
+    def _arm(self, when: float) -> _Expiry:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a timeout needs a running asyncio task")
         expiry = _Expiry(task)
-        expiry.handle = clock.call_at(when, expiry)
-        return _deadline.set(when), expiry, by_parent
+        expiry.handle = self._clock.call_at(when, expiry)
+        return expiry
+
+    def _open(self) -> tuple[Token[float | None], _Expiry, bool]:
+        when, by_parent = self._end()
+        return _deadline.set(when), self._arm(when), by_parent
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` within the limit."""
-        token, expiry, inherited = self._open()
-        # The error path is shared with `__aexit__`; the success path stays inline.
+        when, inherited = self._end()
+        token = _deadline.set(when)
+        expiry: _Expiry | None = None
         try:
-            result = await fn(*args, **kwargs)
+            aw = fn(*args, **kwargs)
+            if type(aw) is CoroutineType:
+                # Run it up to its first suspension before arming the timer: a call that
+                # never suspends cannot be interrupted anyway, so it needs no timer (the
+                # timer is most of a timeout's cost). Python 3.12's eager tasks do the same.
+                try:
+                    first = aw.send(None)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                try:
+                    expiry = self._arm(when)
+                except BaseException:
+                    aw.close()
+                    raise
+                result: T = await _resume(aw, first)
+            else:
+                expiry = self._arm(when)
+                result = await aw
         except BaseException as exc:
-            _deadline.reset(token)
-            if expiry.close(exc):
+            if expiry is not None and expiry.close(exc):
                 raise self._error(inherited=inherited) from None
             raise
-        _deadline.reset(token)
+        finally:
+            _deadline.reset(token)
         expiry.close(None)
         return result
 
