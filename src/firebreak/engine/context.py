@@ -81,12 +81,13 @@ class Context:
         "_clock",
         "_deadline",
         "_log",
+        "_state",
+        "_store",
         "agent",
         "attempt",
         "degraded",
         "input",
         "run_id",
-        "state",
         "workflow",
     )
 
@@ -100,7 +101,7 @@ class Context:
         run_input: Any,
         degraded: Mapping[str, str],
         deadline: float | None,
-        state: SharedState,
+        store: CheckpointStore,
         clock: Clock,
     ) -> None:
         self.workflow = workflow
@@ -109,7 +110,8 @@ class Context:
         self.attempt = attempt
         self.input = run_input
         self.degraded = degraded
-        self.state = state
+        self._store = store
+        self._state: SharedState | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._deadline = deadline
         self._clock = clock
@@ -121,6 +123,13 @@ class Context:
             extra = {"workflow": self.workflow, "run_id": self.run_id, "agent": self.agent}
             self._log = logging.LoggerAdapter(_log, extra)
         return self._log
+
+    @property
+    def state(self) -> SharedState:
+        """The run's versioned shared state."""
+        if self._state is None:  # built on first use: most agents never share state
+            self._state = SharedState(self._store, self.run_id)
+        return self._state
 
     @property
     def idempotency_key(self) -> str:

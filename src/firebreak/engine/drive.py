@@ -19,7 +19,7 @@ from firebreak.engine.codec import (
     encode_output,
     error_to_dict,
 )
-from firebreak.engine.context import Context, SharedState
+from firebreak.engine.context import Context
 from firebreak.engine.executor import Executor, StepCall, StepOutcome
 from firebreak.engine.result import RunResult
 from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit, hub
@@ -452,7 +452,7 @@ class Drive:
                 run_input=self.run_input,
                 degraded={},
                 deadline=None,
-                state=SharedState(self.store, self.run_id),
+                store=self.store,
                 clock=self.engine.clock,
             )
             output = self.outputs.get(spec.name, decode_output(spec, rec.output))

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from firebreak.clock import Clock, system_clock
 from firebreak.engine.codec import validate_output
-from firebreak.engine.context import Context, SharedState
+from firebreak.engine.context import Context
 from firebreak.errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -180,12 +180,9 @@ class LocalExecutor:
         token = _current_step.set(call)
         try:
             if plan.bare and call.deadline is None:  # nothing around the attempt: call it
-                step: Callable[[], Awaitable[Any]] = functools.partial(
-                    plan.timeout.call, run.attempt, spec.fn
-                )
+                output = await plan.timeout.call(run.attempt, spec.fn)
             else:
-                step = self._pipeline(plan, run, call)
-            output = await step()
+                output = await self._pipeline(plan, run, call)()
         except NeedsHuman as exc:
             return StepOutcome(status="needs_human", attempts=run.attempts, error=exc)
         except Exception as exc:  # noqa: BLE001 - every agent failure becomes an outcome
@@ -224,13 +221,13 @@ class LocalExecutor:
 class _StepRun:
     """The attempts of one step: numbering, contexts, attempt events, the fallback chain."""
 
-    __slots__ = ("attempts", "call", "clock", "state", "timeout", "used_fallback")
+    __slots__ = ("attempts", "call", "clock", "store", "timeout", "used_fallback")
 
     def __init__(
         self, call: StepCall, store: CheckpointStore, clock: Clock, timeout: Timeout
     ) -> None:
         self.call = call
-        self.state = SharedState(store, call.run_id)
+        self.store = store
         self.clock = clock
         self.timeout = timeout
         self.attempts = 0
@@ -253,7 +250,7 @@ class _StepRun:
                 run_input=call.run_input,
                 degraded=call.degraded,
                 deadline=call.deadline,
-                state=self.state,
+                store=self.store,
                 clock=clock,
             )
             start = clock.now()

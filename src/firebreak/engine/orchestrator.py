@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from firebreak._eager import await_rest
 from firebreak.clock import Cancellable, Clock, system_clock
 from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
 from firebreak.engine.drive import Drive
@@ -306,12 +307,21 @@ class Engine:
     async def _drive(
         self, workflow: Workflow, record: RunRecord, lease: Lease, run_input: Any, *, created: bool
     ) -> RunResult:
-        keeper = _LeaseKeeper(self, lease)
         run = Drive(self, workflow, record, lease, run_input, resumed=not created)
+        keeper = None
         try:
-            return await run.drive(load=not created)
+            driving = run.drive(load=not created)
+            # The lease needs renewing only if the run waits: a run that ends before its
+            # first suspension (agents that answer at once) arms no renewal timer.
+            try:
+                first = driving.send(None)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            keeper = _LeaseKeeper(self, lease)
+            return await await_rest(driving, first)
         finally:
-            keeper.stop()
+            if keeper is not None:
+                keeper.stop()
             if not run.ended:  # cancelled or the store failed: free the run for a resume
                 # A lease we cannot release expires by itself; never hide the run's error.
                 with contextlib.suppress(StoreError, KeyError):

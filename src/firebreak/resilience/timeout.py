@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from datetime import timedelta
 from types import CoroutineType, TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from firebreak._eager import await_rest
 from firebreak.clock import Cancellable, Clock, system_clock
 from firebreak.errors import ConfigError, DeadlineExceeded, StepTimeout
 from firebreak.resilience._scopes import TaskScopes
@@ -92,27 +92,6 @@ class _Expiry:
         return self.task.uncancel() <= self.cancelling and isinstance(exc, asyncio.CancelledError)
 
 
-@types.coroutine
-def _resume(coro: CoroutineType[Any, Any, T], signal: Any) -> Generator[Any, Any, T]:
-    """Await `coro` from where it suspended, having yielded `signal` (what `await` does)."""
-    while True:
-        try:
-            sent = yield signal
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # noqa: BLE001 - thrown in by the task: pass it on
-            try:
-                signal = coro.throw(exc)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-        else:
-            try:
-                signal = coro.send(sent)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
-
 class Timeout:
     """Bound a call or block to `seconds`, and to whatever deadline encloses it.
 
@@ -178,9 +157,8 @@ class Timeout:
         try:
             aw = fn(*args, **kwargs)
             if type(aw) is CoroutineType:
-                # Run it up to its first suspension before arming the timer: a call that
-                # never suspends cannot be interrupted anyway, so it needs no timer (the
-                # timer is most of a timeout's cost). Python 3.12's eager tasks do the same.
+                # Up to its first suspension before arming the timer: a call that never
+                # suspends cannot be interrupted anyway (the timer is most of the cost).
                 try:
                     first = aw.send(None)
                 except StopIteration as done:
@@ -190,7 +168,7 @@ class Timeout:
                 except BaseException:
                     aw.close()
                     raise
-                result: T = await _resume(aw, first)
+                result: T = await await_rest(aw, first)
             else:
                 expiry = self._arm(when)
                 result = await aw
