@@ -15,8 +15,8 @@ import pytest
 
 import firebreak as fb
 from firebreak.bus import BusPolicy
-from firebreak.bus.redis import RedisBus
-from firebreak.engine.bus_executor import BusExecutor, task_queue
+from firebreak.bus.redis import RedisBus, RedisConsumer
+from firebreak.engine.bus_executor import WORKER_GROUP, BusExecutor, task_queue
 from firebreak.engine.executor import StepCall
 from firebreak.engine.worker import Worker
 from firebreak.errors import StaleLease
@@ -172,3 +172,58 @@ async def test_a_takeover_while_the_agent_runs_is_still_refused_at_commit(
     await serving
     assert (worker.stats.stale, worker.stats.executed, worker.stats.committed) == (1, 1, 0)
     assert await store.get_steps("r-race") == {}
+
+
+async def test_a_first_commit_replies_and_acks_in_the_same_write(
+    bus: RedisBus, store: RedisStore, redis_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Store and bus on one server: the commit carries the reply and the ack (one script),
+    so the bus sends neither; the orchestrator gets the reply and the task is gone."""
+    separate: list[str] = []
+    for name in ("reply_and_ack", "ack"):
+        original = getattr(RedisConsumer, name)
+
+        async def spy(self: RedisConsumer, *args: Any, _f: Any = original, **kw: Any) -> None:
+            separate.append(self.group)
+            await _f(self, *args, **kw)
+
+        monkeypatch.setattr(RedisConsumer, name, spy)
+    lease = await leased(store, "r-one")
+    async with BusExecutor(bus, store, poll=1.0) as executor:
+        worker = Worker([wf], bus=bus, store=store, name="w-one", drain=1.0)
+        serving = asyncio.create_task(worker.run())
+        outcome = await asyncio.wait_for(executor.execute(step_call("r-one", lease)), 10)
+    worker.stop()
+    await serving
+    assert (outcome.status, outcome.output) == ("succeeded", 40)
+    assert (worker.stats.executed, worker.stats.committed) == (1, 1)
+    assert WORKER_GROUP not in separate  # the worker acked nothing through the bus
+    assert await redis_keys.xlen(bus.stream(QUEUE)) == 0
+
+
+async def test_a_commit_that_finds_the_step_committed_replies_with_the_stored_record(
+    bus: RedisBus, store: RedisStore, redis_keys: Any
+) -> None:
+    """A rival commits the step while the agent runs: the worker's commit (with its reply
+    and ack) is a duplicate, so nothing of it is sent; it replies with the stored record
+    through the bus and acks, and the orchestrator adopts that record."""
+    lease = await leased(store, "r-dup")
+    GATE["r-dup"] = gate = asyncio.Event()
+    async with BusExecutor(bus, store, poll=1.0) as executor:
+        worker = Worker([wf], bus=bus, store=store, name="w-dup", drain=1.0)
+        serving = asyncio.create_task(worker.run())
+        waiting = asyncio.create_task(executor.execute(step_call("r-dup", lease)))
+        for _ in range(1000):
+            if CALLS:
+                break
+            await asyncio.sleep(0.01)
+        rival = StepRecord(run_id="r-dup", agent="charge", status=StepStatus.SUCCEEDED, output=7)
+        assert await store.commit_step(lease, rival)
+        gate.set()
+        outcome = await asyncio.wait_for(waiting, 10)
+    worker.stop()
+    await serving
+    assert (outcome.status, outcome.output) == ("succeeded", 7)
+    assert (worker.stats.executed, worker.stats.duplicates, worker.stats.committed) == (1, 1, 0)
+    assert (await store.get_steps("r-dup"))["charge"].output == 7
+    assert await redis_keys.xlen(bus.stream(QUEUE)) == 0  # acked

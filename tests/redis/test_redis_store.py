@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from store_helpers import leased, step
 
 from firebreak.errors import LeaseHeld, StaleLease, StoreCorrupt, StoreError
-from firebreak.store import RunStatus, open_store
+from firebreak.store import RunStatus, SupportsCommitThen, open_store
 from firebreak.store import redis as redis_module
 from firebreak.store.redis import SCHEMA_VERSION, RedisStore, from_url
 from firebreak.testing import FakeClock
@@ -255,3 +255,59 @@ async def test_lease_and_step_checks_survive_a_script_flush(store: RedisStore) -
     await store._need().script_flush()
     checks = await asyncio.gather(*(store.get_lease_and_step("r1", a) for a in ("a", "b") * 10))
     assert [(c, r is None) for c, r in checks] == [(lease, False), (lease, True)] * 10
+
+
+async def test_commit_step_then_runs_its_commands_only_after_a_first_commit(
+    store: RedisStore,
+) -> None:
+    """The commands run in the commit's script when it is the first commit; never for a
+    duplicate, a stale lease or an unknown run (`SupportsCommitThen`)."""
+    assert isinstance(store, SupportsCommitThen)
+    lease = await leased(store)
+    client = store._need()
+    key = f"{store.prefix}:then"
+
+    def push(value: str) -> list[list[str]]:
+        return [["RPUSH", key, value], ["RPUSH", key, value + "!"]]
+
+    assert await store.commit_step_then(lease, step("r1", "a", 1), push("first"))
+    assert not await store.commit_step_then(lease, step("r1", "a", 2), push("duplicate"))
+    with pytest.raises(StaleLease):
+        stale = replace(lease, token=lease.token + 1)
+        await store.commit_step_then(stale, step("r1", "b", 3), push("stale"))
+    with pytest.raises(KeyError):
+        ghost = replace(lease, run_id="ghost")
+        await store.commit_step_then(ghost, step("ghost", "a", 4), push("ghost"))
+    together = await asyncio.gather(
+        *(store.commit_step_then(lease, step("r1", f"c{i}", i), push(f"c{i}")) for i in range(5))
+    )
+    assert together == [True] * 5
+    assert await client.lrange(key, 0, -1) == [
+        "first", "first!", *(x for i in range(5) for x in (f"c{i}", f"c{i}!"))
+    ]  # fmt: skip
+    assert (await store.get_steps("r1"))["a"].output == 1
+
+
+async def test_a_failing_command_after_a_commit_fails_the_call_and_keeps_the_commit(
+    store: RedisStore,
+) -> None:
+    """A script is not rolled back: the commit stays, and its caller sees `StoreError`
+    (a worker hands the task back; the redelivery finds the step committed)."""
+    lease = await leased(store)
+    await store._need().set(f"{store.prefix}:not-a-stream", "x")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        bad = [["XADD", f"{store.prefix}:not-a-stream", "*", "b", "1"]]
+        await store.commit_step_then(lease, step("r1", "a", 1), bad)
+    assert (await store.get_steps("r1"))["a"].output == 1
+
+
+def test_same_server_compares_host_port_database_and_user() -> None:
+    store = RedisStore("redis://127.0.0.1:6379/15?socket_timeout=2")
+    assert store.same_server("redis://127.0.0.1:6379/15?prefix=bus&visibility_timeout=5")
+    assert store.same_server("redis://127.0.0.1/15")
+    assert not store.same_server("redis://127.0.0.1:6379/14")
+    assert not store.same_server("redis://localhost:6379/15")  # not proven the same
+    assert not store.same_server("redis://127.0.0.1:6380/15")
+    assert not store.same_server("redis://user@127.0.0.1:6379/15")
+    assert not store.same_server("nats://127.0.0.1:6379/15")
+    assert not store.same_server("redis://127.0.0.1:port/15")

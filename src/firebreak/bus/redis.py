@@ -18,6 +18,10 @@ command, so a plain pipeline of ``XADD``s would wake it after the first, and it 
 back for the rest). A lone command waits only for the end of the current turn of the
 loop. Blocking reads (``XREADGROUP``) never join a batch.
 
+A worker whose store is a `RedisStore` on the same server replies and acks inside its
+commit's script (`RedisConsumer.reply_and_ack_in`): the store runs the ``XADD``,
+``XACK`` and ``XDEL`` only if the commit is the first.
+
 URL: ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&visibility_timeout=..&max_deliveries=..]``;
 other query options go to redis-py unchanged.
 """
@@ -29,7 +33,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -548,6 +552,35 @@ class RedisConsumer:
         """
         await self.bus.settle(delivery.queue, self.group, delivery.id, (queue, body, key))
         self._free(delivery)
+
+    async def reply_and_ack_in(
+        self,
+        delivery: Delivery,
+        queue: str,
+        body: Mapping[str, Any],
+        *,
+        key: str,
+        write: Callable[[list[list[str]]], Awaitable[bool]],
+    ) -> bool:
+        """`reply_and_ack`, its commands run by `write`; whether it ran them.
+
+        `write` is another client's write on this bus's server: a `RedisStore`'s
+        `commit_step_then`, so a worker's commit, reply and ack are one script and one
+        round trip. If `write` ran nothing (returned ``False``: a duplicate commit), the
+        delivery is still held; settle it as usual.
+        """
+        stream = self.bus.stream(delivery.queue)
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        done = await write(
+            [
+                ["XADD", self.bus.stream(queue), "*", "b", text, "k", key],
+                ["XACK", stream, self.group, delivery.id],
+                ["XDEL", stream, delivery.id],
+            ]
+        )
+        if done:
+            self._free(delivery)
+        return done
 
     async def release(self, delivery: Delivery) -> None:
         """Mark it long idle, its count back by one, so the next ``XAUTOCLAIM`` takes it."""

@@ -8,10 +8,15 @@ else run the agent through `LocalExecutor`, commit the record the orchestrator w
 commit, fenced by the lease the task carries (first commit wins: the real guarantee; the
 check before only spares side effects), reply to the orchestrator, and only then ack. A
 crash anywhere before the ack redelivers the task; the commit makes the redelivery
-harmless. Copies of one step reaching one worker together run one after the other. While
-a step runs its task is touched, so a slow step is not taken for abandoned; a task taken
-late (past its ``held_after``) or touched also sends its orchestrator a ``held`` note, so
-it does not send the task again.
+harmless. Copies of one step reaching one worker together run one after the other.
+While a step runs its task is touched, so a slow step is not taken for abandoned; a task
+taken late (past its ``held_after``) or touched also sends its orchestrator a ``held``
+note, so it does not send the task again.
+
+When the store offers `SupportsCommitThen` on the bus's own server (a Redis store and a
+Redis bus), a first commit carries the reply and the ack in the same write: one round
+trip instead of two, and the same order (nothing is replied or acked without the commit).
+A duplicate commit sends nothing, and the worker replies and acks as above.
 
 `stop()` is the graceful end (SIGTERM): take no more work, let held steps finish for up to
 `drain` seconds, hand the rest back to the bus. Cancelling `run()` instead abandons what
@@ -23,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +52,13 @@ from firebreak.engine.executor import LocalExecutor, StepCall, StepOutcome
 from firebreak.engine.orchestrator import validate_input
 from firebreak.errors import StaleLease, StoreError
 from firebreak.resilience import BreakerRegistry, breakers
-from firebreak.store import CheckpointStore, Lease, StepRecord, SupportsLeaseAndStep
+from firebreak.store import (
+    CheckpointStore,
+    Lease,
+    StepRecord,
+    SupportsCommitThen,
+    SupportsLeaseAndStep,
+)
 from firebreak.workflow import Workflow
 
 __all__ = ["Worker", "WorkerStats"]
@@ -149,6 +161,10 @@ class Worker:
         self._held: dict[asyncio.Task[None], Delivery] = {}
         self._running: dict[tuple[str, str], asyncio.Event] = {}  # steps running, by run/agent
         self._check = store.get_lease_and_step if isinstance(store, SupportsLeaseAndStep) else None
+        # A store on the bus's own server commits, replies and acks in one write.
+        self._commit_then: Callable[[Lease, StepRecord, Any], Awaitable[bool]] | None = None
+        if isinstance(store, SupportsCommitThen) and store.same_server(getattr(bus, "url", "")):
+            self._commit_then = store.commit_step_then
 
     def stop(self) -> None:
         """Stop taking work; `run` returns once held steps are finished or handed back."""
@@ -242,7 +258,7 @@ class Worker:
             ),
         )
         try:
-            reply = await self._run_step(call, lease, delivery, reply_to)
+            reply = await self._run_step(call, lease, delivery, reply_to, consumer)
         except (StoreError, OSError) as exc:
             # The store is out of reach: hand the task back (not counted as a delivery)
             # after a pause, so a short outage costs no dead letter and no busy loop.
@@ -261,6 +277,8 @@ class Worker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if reply is None:  # replied and acked with the commit
+            return
         settle = getattr(consumer, "reply_and_ack", None)
         if reply_to and settle is not None:
             body = self._reply_body(call, delivery, reply)
@@ -274,9 +292,14 @@ class Worker:
         await consumer.ack(delivery)
 
     async def _run_step(
-        self, call: StepCall, lease: Lease, delivery: Delivery, reply_to: str | None
-    ) -> dict[str, Any]:
-        """Run and commit one step; the reply for its orchestrator."""
+        self,
+        call: StepCall,
+        lease: Lease,
+        delivery: Delivery,
+        reply_to: str | None,
+        consumer: Consumer,
+    ) -> dict[str, Any] | None:
+        """Run and commit one step; the reply for its orchestrator (``None``: sent, and acked)."""
         run_id, agent = call.run_id, call.spec.name
         # Copies of one step's task (sent again by the orchestrator, or redelivered) that
         # reach this worker together run one at a time: the later ones then find it committed.
@@ -285,14 +308,19 @@ class Worker:
             await running.wait()
         done = self._running[key] = asyncio.Event()
         try:
-            return await self._run_once(call, lease, delivery, reply_to)
+            return await self._run_once(call, lease, delivery, reply_to, consumer)
         finally:
             del self._running[key]
             done.set()
 
     async def _run_once(
-        self, call: StepCall, lease: Lease, delivery: Delivery, reply_to: str | None
-    ) -> dict[str, Any]:
+        self,
+        call: StepCall,
+        lease: Lease,
+        delivery: Delivery,
+        reply_to: str | None,
+        consumer: Consumer,
+    ) -> dict[str, Any] | None:
         run_id, agent = call.run_id, call.spec.name
         # Before anything runs: the step and the lease, read together. A committed step is a
         # redelivered duplicate or a copy the orchestrator sent again; a lease that is no
@@ -322,7 +350,8 @@ class Worker:
             await self._reply(reply_to, call, delivery, {"kind": "held"})
         outcome = await self.executor.execute(call)
         self.stats.executed += 1
-        return await self._commit(call, lease, outcome)
+        settle = (consumer, delivery, reply_to) if reply_to else None
+        return await self._commit(call, lease, outcome, settle)
 
     async def _read(self, run_id: str, agent: str) -> tuple[Lease | None, StepRecord | None]:
         """The run's current lease (``None``: gone or released) and the agent's step."""
@@ -348,7 +377,18 @@ class Worker:
         )
         return current, steps.get(agent)
 
-    async def _commit(self, call: StepCall, lease: Lease, outcome: StepOutcome) -> dict[str, Any]:
+    async def _commit(
+        self,
+        call: StepCall,
+        lease: Lease,
+        outcome: StepOutcome,
+        settle: tuple[Consumer, Delivery, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Commit the step's record; the reply for its orchestrator.
+
+        With `settle` (the consumer, the delivery, the reply queue) and a store on the bus's
+        server, a first commit also replies and acks, in the same write: ``None`` then.
+        """
         rec = record_for(call.spec, call.run_id, outcome)
         if rec is None:
             self.stats.paused += 1
@@ -358,17 +398,36 @@ class Worker:
                 "error": None if outcome.error is None else error_to_dict(outcome.error),
                 "retry_after": outcome.retry_after,
             }
+        reply = {"kind": "committed", "step": record_to_json(rec)}
+        together: Awaitable[bool] | None = None
+        if settle is not None and self._commit_then is not None:
+            consumer, delivery, reply_to = settle
+            in_write = getattr(consumer, "reply_and_ack_in", None)
+            if in_write is not None:
+                together = in_write(
+                    delivery,
+                    reply_to,
+                    self._reply_body(call, delivery, reply),
+                    key=call.run_id,
+                    write=functools.partial(self._commit_then, lease, rec),
+                )
         try:
-            first = await self.store.commit_step(lease, rec)
+            if together is not None:
+                if await together:
+                    self.stats.committed += 1
+                    return None
+                first = False  # a duplicate: nothing was sent
+            else:
+                first = await self.store.commit_step(lease, rec)
         except (StaleLease, KeyError):  # the run is no longer this lease's (or is gone)
             self.stats.stale += 1
             return {"kind": "stale", "token": lease.token}
         if not first:
             self.stats.duplicates += 1
             rec = (await self.store.get_steps(call.run_id)).get(call.spec.name, rec)
-        else:
-            self.stats.committed += 1
-        return {"kind": "committed", "step": record_to_json(rec)}
+            return {"kind": "committed", "step": record_to_json(rec)}
+        self.stats.committed += 1
+        return reply
 
     async def _reply(
         self, reply_to: str | None, call: StepCall, delivery: Delivery, reply: Mapping[str, Any]
@@ -408,7 +467,8 @@ class Worker:
         error = PoisonTask(f"task dead-lettered: {delivery.reason}", deliveries=delivery.deliveries)
         outcome = StepOutcome(status="failed", error=error)
         reply = await self._commit(call, lease, outcome)
-        await self._reply(reply_to, call, delivery, reply)
+        if reply is not None:  # without `settle`, always
+            await self._reply(reply_to, call, delivery, reply)
 
     def _decode(self, body: Mapping[str, Any]) -> tuple[StepCall, Lease, str | None]:
         """The step call, the orchestrator's lease and the reply queue of a task message."""

@@ -30,6 +30,7 @@ from firebreak.store.base import (
     StepRecord,
     StepStatus,
     SupportsBeginFinish,
+    SupportsCommitThen,
     SupportsLeaseAndStep,
     WallClock,
     default_clock,
@@ -53,6 +54,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SupportsBeginFinish",
+    "SupportsCommitThen",
     "SupportsLeaseAndStep",
     "open_store",
 ]

@@ -64,7 +64,7 @@ class AutoPipeline:
         """Run `script` with `args` (ARGV; no KEYS); return its reply."""
         return await self._queued(script, args)
 
-    async def hot(self, args: Sequence[str]) -> Any:
+    async def hot(self, args: Sequence[Any]) -> Any:
         """Run one operation of ``HOT_BATCH`` (kind, then its script's ARGV after the prefix).
 
         Returns that script's reply; a script error is this caller's alone.

@@ -285,22 +285,23 @@ local function follow_ttl(r, keys)
 end
 """
 
-LEASE_AND_STEP = (
-    _STEP_FIELDS
-    + r"""
+_LEASE_AND_STEP_BODY = r"""
 -- A worker's check before a task: the run's lease and one step, read as one unit.
 -- ARGV: P, run_id, agent
 -- Reply: lease_owner, lease_token, lease_expires, the step's fields (s o a e d c), its seq;
 -- nil where missing (no owner: the run is gone or its lease released; no seq: not committed)
-local P, id = ARGV[1], ARGV[2]
+local id = ARGV[2]
 local f = redis.call('HMGET', P .. ':run:' .. id, 'lease_owner', 'lease_token', 'lease_expires')
 local v = step_fields(P .. ':steps:' .. id, P .. ':seqs:' .. id, ARGV[3])
 return {f[1], f[2], f[3], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}
 """
-)
+
+LEASE_AND_STEP = "local P = ARGV[1]\n" + _STEP_FIELDS + _LEASE_AND_STEP_BODY
 
 _COMMIT_STEP_BODY = r"""
--- ARGV: P, run_id, owner, token, agent, status, output, attempts, error, reason, completed_at
+-- ARGV: P, run_id, owner, token, agent, status, output, attempts, error, reason, completed_at,
+-- then the commands to run after a first commit, if any (`commit_step_then`: in HOT_BATCH,
+-- a list of commands, each a list of strings; they run only if this commit is the first)
 local id, agent = ARGV[2], ARGV[5]
 local r, steps, seqs = P .. ':run:' .. id, P .. ':steps:' .. id, P .. ':seqs:' .. id
 local bad = fence(r, ARGV[3], ARGV[4])
@@ -311,6 +312,9 @@ redis.call('HSET', steps, 's:' .. agent, ARGV[6], 'o:' .. agent, ARGV[7],
   'c:' .. agent, ARGV[11])
 redis.call('ZADD', seqs, next_seq(seqs), agent)
 follow_ttl(r, {steps, seqs})
+if type(ARGV[12]) == 'table' then
+  for _, command in ipairs(ARGV[12]) do redis.call(unpack(command)) end
+end
 return {'ok'}
 """
 
@@ -499,15 +503,19 @@ HOT_BATCH = (
     + _COMMIT_STEP_BODY
     + "end\n\nlocal function finish_run(ARGV)\n"
     + _FINISH_RUN_BODY
+    + "end\n\nlocal function lease_and_step(ARGV)\n"
+    + _LEASE_AND_STEP_BODY
     + r"""end
 
--- The hot writes of many runs in one call: BEGIN_RUN, COMMIT_STEP and FINISH_RUN, each
--- run as its own script would run it (so as a unit of its own, in the order given).
+-- The hot calls of many runs in one call: BEGIN_RUN, COMMIT_STEP, FINISH_RUN and a worker's
+-- LEASE_AND_STEP, each run as its own script would run it (so as a unit of its own, in the
+-- order given).
 -- ARGV: P, a JSON array of operations [kind, arguments after P...], every argument a
---       string; kind 'b' (BEGIN_RUN), 'c' (COMMIT_STEP) or 'f' (FINISH_RUN).
+--       string (but a commit's commands to run after it); kind 'b' (BEGIN_RUN),
+--       'c' (COMMIT_STEP), 'f' (FINISH_RUN) or 'l' (LEASE_AND_STEP).
 -- Reply: each operation's reply, in order; {'err', message} for one whose script raised
 -- (the others still apply, as in a pipeline of the separate scripts).
-local scripts = {b = begin_run, c = commit_step, f = finish_run}
+local scripts = {b = begin_run, c = commit_step, f = finish_run, l = lease_and_step}
 local out = {}
 for i, op in ipairs(cjson.decode(ARGV[2])) do
   local fn = scripts[op[1]]

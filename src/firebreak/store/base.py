@@ -34,6 +34,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SupportsBeginFinish",
+    "SupportsCommitThen",
     "SupportsLeaseAndStep",
     "WallClock",
 ]
@@ -511,4 +512,30 @@ class SupportsLeaseAndStep(Protocol):
         token and expiry as `get_run` shows them); the step is ``None`` when it is not
         committed (else equal to its record in `get_steps`).
         """
+        ...
+
+
+@runtime_checkable
+class SupportsCommitThen(Protocol):
+    """Optional: commit a step and, only if it is the first commit, run commands in the same write.
+
+    The commands are the server's own (Redis commands for `RedisStore`): a bus on the same
+    server (`same_server`) hands the ones that reply to the orchestrator and ack the task,
+    so a worker's commit, reply and ack are one round trip instead of two. The commit is
+    `commit_step`'s (fenced, first commit wins); the commands never run for a duplicate or
+    a stale lease. Without it the worker commits, then replies and acks through the bus.
+
+    Example:
+        >>> if store.same_server(bus.url):
+        ...     first = await store.commit_step_then(lease, record, [["XACK", stream, group, id]])
+    """
+
+    def same_server(self, url: str) -> bool:
+        """Whether `url` names the server (and database) this store writes to."""
+        ...
+
+    async def commit_step_then(
+        self, lease: Lease, step: StepRecord, then: Sequence[Sequence[str]]
+    ) -> bool:
+        """`commit_step`; if it was the first commit, run `then` in the same atomic write."""
         ...

@@ -6,8 +6,10 @@ step commit is one script run, one round trip, which concurrent callers share: s
 made while one is in flight leave together as one pipeline, and the begins, step commits
 and finishes among them as one call of a script that runs each in turn
 (`_redis_pipeline`). Reads are one round trip too (a script or a ``MULTI`` pipeline); a
-bus worker's check before each task (`get_lease_and_step`) is a script call like the writes,
-so concurrent checks share round trips as well.
+bus worker's check before each task (`get_lease_and_step`) is an operation of that same
+script call, so concurrent checks share round trips (and script calls) as well. A commit
+can carry commands to run after it, only if it is the first (`commit_step_then`): a Redis
+bus on the same server replies and acks that way, in the commit's own script.
 
 A Redis store is only as durable as the server's persistence: with ``appendonly yes`` and
 ``appendfsync always`` an acknowledged commit survives a crash of the server; with no
@@ -66,7 +68,7 @@ log = logging.getLogger("firebreak.store.redis")
 _warned: set[str] = set()
 _OPTIONS = frozenset({"prefix", "finished_ttl", "failed_ttl"})
 _STEP_KEYS = ("s", "o", "a", "e", "d", "c")
-_HOT = {"BEGIN_RUN": "b", "COMMIT_STEP": "c", "FINISH_RUN": "f"}
+_HOT = {"BEGIN_RUN": "b", "COMMIT_STEP": "c", "FINISH_RUN": "f", "LEASE_AND_STEP": "l"}
 """Scripts whose calls run as operations of ``HOT_BATCH`` (`AutoPipeline.hot`)."""
 T = TypeVar("T")
 
@@ -101,6 +103,19 @@ def from_url(url: str, *, clock: WallClock = default_clock) -> RedisStore:
         finished_ttl=ttl("finished_ttl", DEFAULT_FINISHED_TTL),
         failed_ttl=ttl("failed_ttl", None),
         clock=clock,
+    )
+
+
+def _server(url: str) -> tuple[str, str, int, str, str]:
+    """Scheme, host, port, database and user of a Redis URL: what `same_server` compares."""
+    parts = urlsplit(url)
+    db = dict(parse_qsl(parts.query)).get("db") or parts.path.strip("/") or "0"
+    return (
+        parts.scheme.lower(),
+        (parts.hostname or "localhost").lower(),
+        parts.port or 6379,
+        db,
+        parts.username or "",
     )
 
 
@@ -476,12 +491,27 @@ class RedisStore(SetupClose):
 
     async def commit_step(self, lease: Lease, step: StepRecord) -> bool:
         """Record a step result in one round trip; ``False`` if already committed."""
+        return await self.commit_step_then(lease, step, ())
+
+    async def commit_step_then(
+        self, lease: Lease, step: StepRecord, then: Sequence[Sequence[str]]
+    ) -> bool:
+        """`commit_step`, then the Redis commands `then` in the same script if it was first.
+
+        `SupportsCommitThen`: a Redis bus on this server (`same_server`) hands the commands
+        that reply to the orchestrator and ack the task. They run after the commit, only if
+        it is the first, as part of the same script; one that fails fails the call
+        (`StoreError`), though the commit stays (a script is not rolled back).
+        """
         if step.run_id != lease.run_id:
             raise ValueError(
                 f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
             )
-        reply = await self._eval(
-            "COMMIT_STEP",
+        self._need()
+        pipeline = self._pipeline
+        assert pipeline is not None  # noqa: S101  -- set together with the client
+        args: list[Any] = [
+            "c",
             *self._fence_args(lease),
             step.agent,
             str(step.status),
@@ -490,9 +520,19 @@ class RedisStore(SetupClose):
             "null" if step.error is None else _rules.dumps(step.error),
             "null" if step.degraded_reason is None else _rules.dumps(step.degraded_reason),
             repr(float(step.completed_at or self.clock())),
-        )
+        ]
+        if then:
+            args.append([list(command) for command in then])
+        reply = await pipeline.hot(args)
         self._fenced(lease, reply)
         return bool(reply[0] == "ok")
+
+    def same_server(self, url: str) -> bool:
+        """Whether `url` (a bus's, say) names this store's Redis server and database."""
+        try:
+            return _server(url) == _server(self.url)
+        except ValueError:
+            return False
 
     async def update_step(
         self,
