@@ -11,6 +11,7 @@ import pytest
 from redis.exceptions import ResponseError
 
 from firebreak.bus import BusPolicy
+from firebreak.bus import redis as redis_module
 from firebreak.bus.redis import _ACK_MANY, RedisBus
 
 
@@ -129,4 +130,25 @@ async def test_a_blocked_consumer_is_woken_with_the_whole_batch(bus: RedisBus) -
     first = await reading
     assert first is not None
     assert len(consumer._buffer) == 29  # the rest came in the same read
+    await consumer.close()
+
+
+async def test_a_busy_consumer_reads_again_once_its_messages_are_settled(
+    bus: RedisBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer holding a message waits (up to `_LINGER`) for it to be settled before it
+    reads again, so messages published meanwhile, one by one, come in one read."""
+    monkeypatch.setattr(redis_module, "_LINGER", 30.0)  # ended by the ack here, not by time
+    consumer = bus.consumer(["q"], group="g", name="c", max_in_flight=10)
+    await bus.publish("q", {"n": 0}, key="k")
+    held = await consumer.get(1.0)
+    assert held is not None
+    reading = asyncio.ensure_future(consumer.get(5.0))
+    for n in range(1, 4):
+        await bus.publish("q", {"n": n}, key="k")  # a pipeline each
+    assert not reading.done()
+    await consumer.ack(held)
+    first = await reading
+    assert first is not None
+    assert [first.body["n"], *(d.body["n"] for d in consumer._buffer)] == [1, 2, 3]
     await consumer.close()

@@ -7,7 +7,9 @@ message whose delivery count passes the maximum is moved to the dead-letter stre
 acked message is deleted (``XACK`` + ``XDEL``), so a stream holds only unfinished work.
 A consumer never holds more than its ``max_in_flight``: ``XREADGROUP``'s COUNT is per
 stream, so what one read of several streams brings past that goes back to the group at
-once (marked idle, for the next ``XAUTOCLAIM``).
+once (marked idle, for the next ``XAUTOCLAIM``). A consumer that holds messages waits a
+little (`_LINGER`, 2 ms at most) for them to be settled before it reads again, so that
+under load a read takes what was published meanwhile as one batch.
 
 Publishes, acks and replies leave in batches (`_Batcher`): those made in one turn of the
 event loop, or while a batch is in flight, go together as one ``MULTI``/``EXEC`` pipeline:
@@ -82,6 +84,12 @@ for i = 2, #ARGV do
 end
 return #ARGV - 1
 """
+
+_LINGER = 0.002
+"""Seconds a consumer that holds messages waits for them to be settled before it reads
+again: under load its reads take a batch, not each message as it is published (bench, 4
+workers: workers' CPU per step 137-149 -> 110-126 us, Redis reads per step 0.6 -> 0.3-0.4).
+An idle consumer reads at once, so one-at-a-time latency is unchanged."""
 
 _MAX_BATCH = 512
 """Most commands in one pipeline: bounds what a backlog adds to each one's wait."""
@@ -423,10 +431,25 @@ class RedisConsumer:
                 free = self.limit - len(self._held)
                 if free <= 0:
                     continue
+            if self._held:
+                # Busy: what is published while the held work ends gathers for one read
+                # (up to _LINGER), not a read for each message or two.
+                await self._linger(min(_LINGER, left))
+                free = self.limit - len(self._held)
+                left = end - time.monotonic()
             block = max(min(left, self._claim_every), 0.001)
             await self._read(free, block)
             if not self._buffer and time.monotonic() >= end:
                 return None
+
+    async def _linger(self, seconds: float) -> None:
+        """Wait until this consumer holds nothing, or `seconds`."""
+        deadline = time.monotonic() + seconds
+        while self._held and (rest := deadline - time.monotonic()) > 0:
+            self._slot.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(rest):
+                    await self._slot.wait()
 
     async def _read(self, count: int, block: float) -> None:
         """Up to `count` new messages, waiting up to `block` seconds for the first."""
