@@ -124,7 +124,8 @@ class RunRecord:
     """When the current lease ends unless renewed (epoch seconds)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "status", RunStatus(self.status))
+        if type(self.status) is not RunStatus:  # an enum call costs about a microsecond
+            object.__setattr__(self, "status", RunStatus(self.status))
 
 
 @fast_init

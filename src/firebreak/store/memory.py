@@ -248,7 +248,9 @@ class MemoryStore(SetupClose):
             resume_at=resume_at, updated_at=self.clock(), lease_owner=None, lease_expires=None,
         )  # fmt: skip
         self._runs[run.run_id] = run
-        return _run_out(run)
+        # What goes out holds the caller's own result and error: the store keeps its copies.
+        run_input = run.input if type(run.input) in _PLAIN else _clone(run.input)
+        return _evolve(run, input=run_input, result=result, error=error)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""
