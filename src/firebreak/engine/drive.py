@@ -37,6 +37,9 @@ async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, St
     return name, await executor.execute(call)
 
 
+_OK = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)  # settled so that dependents may run
+
+
 class Drive:
     """One drive of one run: the scheduling loop and what happens at its end."""
 
@@ -78,20 +81,14 @@ class Drive:
         """
         if load:
             await self._load()
-        if hub.active:
-            emit(
-                RunStateChanged(
-                    source=self.name, run_id=self.run_id, status="running", resumed=self.resumed
-                )
-            )
-        clock = self.engine.clock
-        deadline = None if self.workflow.deadline is None else clock.now() + self.workflow.deadline
+        self._announce_start()
+        limit = self.workflow.deadline
+        deadline = None if limit is None else self.engine.clock.now() + limit
         dependents = self.engine._dependents(self.workflow)  # noqa: SLF001 - engine's cache
-        ok = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)
         # How many dependencies each unsettled agent still waits for; at 0 it is ready.
         settled = self.settled
         blocked = {
-            spec.name: sum(settled.get(dep) not in ok for dep in spec.after)
+            spec.name: sum(settled.get(dep) not in _OK for dep in spec.after)
             if settled
             else len(spec.after)
             for spec in self.agents.values()
@@ -106,9 +103,8 @@ class Drive:
             done.append(task)
             wake.set()
 
-        async def settle(name: str, outcome: StepOutcome) -> None:
-            await self._settle(name, outcome)
-            if self.settled.get(name) in ok:
+        def unblock(name: str) -> None:  # once `name` has settled: what it made ready
+            if self.settled.get(name) in _OK:
                 for dependent in dependents[name]:
                     blocked[dependent] -= 1
                     if blocked[dependent] == 0:
@@ -122,8 +118,9 @@ class Drive:
                 if len(ready) == 1 and not running:
                     # One step and nothing else in flight (a chain): run it inline, no task.
                     name = ready.pop()
-                    spec = self.agents[name]
-                    await settle(name, await executor.execute(self._call(spec, deadline)))
+                    call = self._call(self.agents[name], deadline)
+                    await self._settle(name, await executor.execute(call))
+                    unblock(name)
                     continue
                 while ready:
                     spec = self.agents[ready.pop()]
@@ -139,11 +136,21 @@ class Drive:
                 while done:
                     task = done.pop()
                     running.discard(task)
-                    await settle(*task.result())
+                    name, outcome = task.result()
+                    await self._settle(name, outcome)
+                    unblock(name)
         finally:
             for task in running:  # only when we are cancelled or the store failed
                 task.cancel()
         return await self._finish()
+
+    def _announce_start(self) -> None:
+        if hub.active:
+            emit(
+                RunStateChanged(
+                    source=self.name, run_id=self.run_id, status="running", resumed=self.resumed
+                )
+            )
 
     async def _load(self) -> None:
         """Take over what earlier drives committed."""
