@@ -28,9 +28,15 @@ holds an empty fetch to its end) and ``amqp`` (RabbitMQ on
 configuration uses its own bus prefix; its queues (streams, topics) are deleted after it,
 every worker process is stopped by its PID, and Tansu too.
 
-Run: ``python bench/bus.py [--quick] [--backends redis,nats,kafka,amqp] [--profile]``.
-``--profile`` runs the Redis 2-worker configuration once more with cProfile in the
-orchestrator and in each worker (``python -m cProfile``) and prints where the time goes.
+The CPU line also gives the share of a core the rest of the machine used meanwhile
+(``/proc/stat``): other load, which moves steps/s on a shared machine.
+
+Run: ``python bench/bus.py [--quick] [--backends redis,nats,kafka,amqp] [--profile]
+[--runs N] [--worker-cpu 2,8,32]``. ``--profile`` runs the Redis 2-worker configuration
+once more with cProfile in the orchestrator and in each worker (``python -m cProfile``) and
+prints where the time goes. ``--worker-cpu`` measures one Redis worker in the bench process
+with a backlog of tasks, at each concurrency given (the most it holds, so its batch size):
+its CPU per step, the figure that rises as more workers split the load into smaller batches.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -132,6 +139,53 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def worker_cpu(store: Any, base: str, concurrencies: list[int], n: int) -> dict[int, float]:
+    """CPU µs per step of one `Worker` (in this process) with a backlog of `n` tasks.
+
+    The tasks are the first agent's, of `n` runs leased in `store`, published before the
+    worker starts; `concurrency` is the most it holds, so the size of its batches. Steadier
+    than steps/s on a shared machine: the worker's CPU per step as its batches shrink.
+    """
+    from firebreak.bus import open_bus  # noqa: PLC0415
+    from firebreak.engine.bus_executor import BusExecutor, task_queue  # noqa: PLC0415
+    from firebreak.engine.executor import StepCall  # noqa: PLC0415
+    from firebreak.engine.worker import Worker  # noqa: PLC0415
+
+    spec = FLOW.agents["s0"]
+    out: dict[int, float] = {}
+    for concurrency in concurrencies:
+        url = with_prefix(base, f"fbbench-{TAG}-wcpu-{concurrency}")
+        async with open_bus(url) as bus:
+            executor = BusExecutor(bus, store)
+            for i in range(n):
+                run_id = f"wcpu-{concurrency}-{i}"
+                await store.create_run(run_id, FLOW_NAME, 0)
+                lease = await store.acquire_lease(run_id, "bench", ttl=600)
+                call = StepCall(
+                    workflow=FLOW_NAME, spec=spec, run_id=run_id, run_input=0,
+                    inputs=spec.call_kwargs(0, {}), lease=lease,
+                )  # fmt: skip
+                body = executor.encode_task(call, lease, uuid.uuid4().hex)
+                await bus.publish(task_queue(FLOW_NAME, "s0"), body, key=run_id)
+            worker = Worker(FLOW, bus=bus, store=store, agents=["s0"], concurrency=concurrency)
+            start = time.process_time()
+            serving = asyncio.create_task(worker.run())
+            while worker.stats.committed + worker.stats.duplicates < n:  # noqa: ASYNC110 - no event to wait on
+                await asyncio.sleep(0.005)
+            out[concurrency] = (time.process_time() - start) / n * 1e6
+            worker.stop()
+            await serving
+            for queue in (task_queue(FLOW_NAME, "s0"), executor.reply_queue):
+                await bus.delete(queue)
+    return out
+
+
+def machine_busy() -> float:
+    """CPU seconds every core of the machine has been busy so far (``/proc/stat``)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
 
 
 def pids_named(comm: str) -> list[int]:
@@ -303,6 +357,7 @@ class Config:
     latency: float | None = None  # seconds per step, one run at a time
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per role
     per_step: dict[str, float] = field(default_factory=dict)  # Redis commands, reads per step
+    other: float = 0.0  # share of one core the rest of the machine used (other load)
     error: str = ""
 
 
@@ -342,12 +397,14 @@ async def measure(
     for r in range(sizes.rounds):
         n0 = await probe.counters() if probe.counters else {}
         c0 = (time.process_time(), probe.workers(), probe.broker() if probe.broker else 0.0)
+        m0 = machine_busy()
         if profiler is not None:
             profiler.enable()
         elapsed = await concurrent(engine, f"{label}-r{r}", sizes.runs)
         if profiler is not None:
             profiler.disable()
         c1 = (time.process_time(), probe.workers(), probe.broker() if probe.broker else 0.0)
+        m1 = machine_busy()
         n1 = await probe.counters() if probe.counters else {}
         sps = sizes.runs * STEPS / elapsed
         if sps > out.sps:
@@ -357,6 +414,7 @@ async def measure(
             if probe.broker is not None:
                 out.cpu["broker"] = (c1[2] - c0[2]) / elapsed
             out.per_step = {k: (n1[k] - n0[k]) / (sizes.runs * STEPS) for k in n0}
+            out.other = max((m1 - m0) / elapsed - sum(out.cpu.values()), 0.0)
     if profiler is not None:
         print_profile("orchestrator (bench process, measured window)", pstats.Stats(profiler))
     return out
@@ -526,7 +584,8 @@ def describe(c: Config) -> str:
     lat = f", {c.latency * 1e6:,.0f} µs/step 1-at-a-time" if c.latency is not None else ""
     per = ", ".join(f"{k} {v * 1e6 / c.sps:,.0f}" for k, v in c.cpu.items())
     redis = "".join(f", {v:.1f} redis {k}" for k, v in c.per_step.items())
-    return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu}; µs/step: {per}{redis})"
+    other = f"; other load {c.other * 100:.0f}%"
+    return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu}; µs/step: {per}{redis}{other})"
 
 
 def report(
@@ -564,7 +623,7 @@ def report(
             for n, c in figs.items():
                 if not c.error:
                     cpu = ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.cpu.items())
-                    print(f"  {kind} x{n}: {cpu}")
+                    print(f"  {kind} x{n}: {cpu}; the rest of the machine {c.other * 100:.0f}%")
     redis = results.get("redis")
     if isinstance(redis, dict) and 2 in redis and not redis[2].error:
         sps = redis[2].sps
@@ -587,6 +646,8 @@ async def main(args: argparse.Namespace) -> None:
     from firebreak.store.redis import RedisStore  # noqa: PLC0415
 
     sizes = QUICK if args.quick else FULL
+    if args.runs > 0:
+        sizes = dataclasses.replace(sizes, runs=args.runs)
     logdir = Path(tempfile.mkdtemp(prefix="fbbench-bus-"))
     print(f"firebreak bus bench: {STEPS}-step no-op workflow, {CONCURRENCY} runs in flight, "
           f"{sizes.runs} measured runs x{sizes.rounds}, workers --concurrency "
@@ -617,6 +678,10 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 if kind == "kafka":
                     tansu.stop()
+            if args.worker_cpu and "redis" in args.backends:
+                cpu = await worker_cpu(store, args.redis_url, args.worker_cpu, args.worker_tasks)
+                by = ", ".join(f"{c}: {us:.0f}" for c, us in cpu.items())
+                print(f"  redis, 1 worker, backlog: CPU µs/step by concurrency {by}", flush=True)
             if args.profile and "redis" in args.backends:
                 base = args.redis_url
                 await profile_redis(base, store, store_url, args, sizes, logdir)
@@ -665,6 +730,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="steps per worker")
     parser.add_argument("--profile", action="store_true", help="cProfile Redis, 2 workers")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per config")
+    parser.add_argument("--runs", type=int, default=0, help="measured runs (default: by size)")
+    parser.add_argument(
+        "--worker-cpu",
+        default="",
+        help="Redis: one in-process worker's CPU per step with a backlog, at these "
+        "concurrencies (comma-separated, e.g. 2,8,32)",
+    )
+    parser.add_argument("--worker-tasks", type=int, default=3000, help="backlog for --worker-cpu")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("FIREBREAK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
@@ -677,6 +750,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))} (known: {BACKENDS})")
     args.workers = [int(n) for n in args.workers.split(",")]
+    args.worker_cpu = [int(n) for n in args.worker_cpu.split(",") if n.strip()]
     return args
 
 
