@@ -40,7 +40,7 @@ async def test_an_idle_consumer_is_pushed_to_and_polls_only_without_a_slot_per_q
     bus: RabbitBus,
 ) -> None:
     """A consumer with a slot for each of its queues subscribes to each (it does not poll);
-    one with fewer slots than queues subscribes to none (it polls with basic.get)."""
+    one with fewer slots than queues subscribes to none, and takes with basic.get."""
     queues = ["a", "b"]
     pushed = bus.consumer(queues, group="g", name="pushed", max_in_flight=2)
     assert await pushed.get(0.05) is None
@@ -49,6 +49,11 @@ async def test_an_idle_consumer_is_pushed_to_and_polls_only_without_a_slot_per_q
     polling = bus.consumer(queues, group="g", name="polling", max_in_flight=1)
     assert await polling.get(0.05) is None
     assert [(await _broker_view(bus, q))[1] for q in queues] == [0, 0]
+    await bus.publish("b", {"n": 1}, key="r")
+    got = await polling.get(2.0)
+    assert got is not None
+    assert (got.queue, got.body) == ("b", {"n": 1})
+    await polling.ack(got)
     await polling.close()
 
 

@@ -124,6 +124,8 @@ class RabbitConsumer:
         # milliseconds; an idle one costs the broker five gets a second.
         self._pause = _POLL_MIN
         self._wake = asyncio.Event()  # a push, a settle, a local publish, a lost channel
+        self.polling = False
+        """It looks with ``basic.get`` now and then: a publish in this process wakes it."""
         self._timer: asyncio.Task[None] | None = None
         self._closing: asyncio.Future[None] | None = None
         self._closed = False
@@ -190,6 +192,7 @@ class RabbitConsumer:
                 log.warning("consumer %s: broker unreachable, waiting: %s", self.name, exc)
                 self._drop_channel()
                 delivery, poll, self._pause = None, True, _POLL_MAX * 2
+            self.polling = poll
             _cancelled(task, base)  # what it took stays held: back after the timeout
             if delivery is not None:
                 self._pause = _POLL_MIN

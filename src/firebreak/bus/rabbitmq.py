@@ -17,7 +17,8 @@ How the protocol maps to RabbitMQ:
 - **taking a message**: each queue has a push subscription (``basic.consume``) with a
   prefetch of its own, one slot (a consumer of one queue: all of ``max_in_flight``); the
   rest of ``max_in_flight`` is taken with ``basic.get`` from the queues whose slot is
-  busy (again 1 ms after a message, doubling to 200 ms while none comes). The consumer
+  busy (1 ms after a message, doubling to 200 ms while none comes), so one busy
+  queue among idle ones gets ``max_in_flight`` - (queues) + 1 at a time. The consumer
   counts what its subscriptions may still push as taken, so the backpressure is exact
   over any number of queues (quorum queues have no per-channel prefetch, and a prefetch
   of ``max_in_flight`` per queue would let a worker over 4 queues hold 4x its limit). A
@@ -252,7 +253,8 @@ class RabbitBus(SetupClose):
     def _notify(self) -> None:
         """This process published: its polling consumers look at once."""
         for consumer in self._consumers:
-            consumer._wake.set()  # noqa: SLF001 - our own consumers
+            if consumer.polling:
+                consumer._wake.set()  # noqa: SLF001 - our own consumers
 
     # -- names -----------------------------------------------------------------------
 
@@ -313,7 +315,8 @@ class RabbitBus(SetupClose):
     ) -> None:
         """Publish raw bytes to `queue` with its count so far, retrying outages.
 
-        With a `reason`, to the queue's dead letters instead (`prior`: all its deliveries).
+        With a `reason`, to the queue's dead letters instead (`prior`: all its deliveries),
+        and no retry: the caller returns the message, to be dead-lettered on its next delivery.
         """
         end = time.monotonic() + self.publish_retry
         pause = 0.1
@@ -334,7 +337,7 @@ class RabbitBus(SetupClose):
                     message, routing_key=to or self.queue_name(queue), mandatory=True
                 )
             except _TRANSIENT as exc:
-                if not self._started or time.monotonic() + pause > end:
+                if reason or not self._started or time.monotonic() + pause > end:
                     raise
                 log.warning("publish to %s failed, retrying: %s", queue, exc)
                 self._declared.discard(queue)
