@@ -16,8 +16,11 @@ above the committed offset (or the log's end when there is none). A lower value 
 safe (more is read), so it is committed only when the source offset moves.
 
 Cost: one produce per hand-out (in place of the metadata commit the hand-out cost
-before), one more per out-of-order settle, and at a takeover one read of the log from that
-position to its end.
+before, now skipped while the offset stays: get + ack of a backlog on Tansu, localhost,
+0.44-0.50 ms a message against 0.53-0.76 ms), one more per out-of-order settle, at a
+takeover one read of the log from that position to its end (inside the rebalance), and
+one small stored record per hand-out: the logs grow as the task topics do (no retention
+is set on either).
 """
 
 from __future__ import annotations
