@@ -7,7 +7,10 @@ message whose delivery count passes the maximum is moved to the dead-letter stre
 acked message is deleted (``XACK`` + ``XDEL``), so a stream holds only unfinished work.
 A consumer never holds more than its ``max_in_flight``: ``XREADGROUP``'s COUNT is per
 stream, so what one read of several streams brings past that goes back to the group at
-once (marked idle, for the next ``XAUTOCLAIM``). A consumer that holds messages waits a
+once (marked idle, for the next ``XAUTOCLAIM``), and until the backlog is gone the
+consumer's reads are a script that stops at its room in all, taking the streams in turn
+(a worker with less room than the queues' backlog would otherwise hand most of each read
+back, and claim it again). A consumer that holds messages waits a
 little (`_LINGER`, 2 ms at most) for them to be settled before it reads again, so that
 under load a read takes what was published meanwhile as one batch.
 
@@ -74,6 +77,22 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
+"""
+
+# Read new messages of several streams, no more than a count in all (XREADGROUP's COUNT is
+# per stream), the streams in the order given. KEYS streams; ARGV group, consumer, count.
+_READ = """
+local out, left = {}, tonumber(ARGV[3])
+for _, key in ipairs(KEYS) do
+  if left <= 0 then break end
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
+                       'STREAMS', key, '>')
+  if r then
+    out[#out + 1] = r[1]
+    left = left - #r[1][2]
+  end
+end
+return out
 """
 
 # Ack and delete several messages of one stream. KEYS[1] stream; ARGV group, ids.
@@ -258,7 +277,8 @@ class RedisBus(SetupClose):
             raise
         self._client = client
         self._batch = _Batcher(client)
-        self._sha = {src: client.register_script(src).sha for src in (_CLAIM_OWN, _ACK, _ACK_MANY)}
+        scripts = (_CLAIM_OWN, _ACK, _ACK_MANY, _READ)
+        self._sha = {src: client.register_script(src).sha for src in scripts}
 
     async def close(self) -> None:
         """Close the connection pool (after the commands already queued); idempotent."""
@@ -359,6 +379,16 @@ class RedisBus(SetupClose):
         """Ack and delete several messages of one queue in one script."""
         await self._script(_ACK_MANY, [self.stream(queue)], [group, *message_ids])
 
+    async def read(
+        self, queues: Sequence[str], group: str, name: str, count: int
+    ) -> list[tuple[Any, list[tuple[Any, dict[Any, Any]]]]]:
+        """New messages of `queues` (in that order), at most `count` in all; none waited for."""
+        reply = await self._script(_READ, [self.stream(q) for q in queues], [group, name, count])
+        return [
+            (stream, [(i, dict(zip(f[::2], f[1::2], strict=True))) for i, f in entries])
+            for stream, entries in reply or []
+        ]
+
     async def claim_own(self, queue: str, group: str, name: str, args: Sequence[Any]) -> int:
         """Run the ownership-checked ``XCLAIM`` script (touch or release)."""
         return int(await self._script(_CLAIM_OWN, [self.stream(queue)], [group, name, *args]))
@@ -380,6 +410,7 @@ class RedisConsumer:
         self._buffer: deque[Delivery] = deque()
         self._ready = False
         self._cursors = dict.fromkeys(queues, "0-0")
+        self._exact = 0  # the next reads count in all, not per stream (see `_read`); its turn
         self._next_claim = 0.0
         self._slot = asyncio.Event()
         visibility = bus.policy.visibility
@@ -452,11 +483,24 @@ class RedisConsumer:
                     await self._slot.wait()
 
     async def _read(self, count: int, block: float) -> None:
-        """Up to `count` new messages, waiting up to `block` seconds for the first."""
-        streams = {self.bus.stream(q): ">" for q in self.queues}
-        reply = await self.bus.client.xreadgroup(
-            self.group, self.name, streams, count=count, block=max(int(block * 1000), 1)
-        )
+        """Up to `count` new messages, waiting up to `block` seconds for the first.
+
+        After a read that brought more than there was room for (a backlog on several
+        queues), reads take no more than the room, in all (a script, the queues in turn),
+        until one finds less than that; then they block again.
+        """
+        reply = None
+        if self._exact:
+            turn = self._exact % len(self.queues)
+            queues = self.queues[turn:] + self.queues[:turn]
+            reply = await self.bus.read(queues, self.group, self.name, count)
+            full = sum(len(entries) for _, entries in reply) >= count
+            self._exact = self._exact + 1 if full else 0
+        if not reply:
+            streams = {self.bus.stream(q): ">" for q in self.queues}
+            reply = await self.bus.client.xreadgroup(
+                self.group, self.name, streams, count=count, block=max(int(block * 1000), 1)
+            )
         by_stream = {self.bus.stream(q): q for q in self.queues}
         got = 0
         extra: list[tuple[str, str]] = []
@@ -468,6 +512,7 @@ class RedisConsumer:
                 elif await self._accept(queue, _text(message_id), fields, 1):
                     got += 1
         if extra:
+            self._exact = 1
             # Handed back at once, as if idle past the visibility timeout (their count
             # back to none): the next ``XAUTOCLAIM`` takes them, ours as soon as a slot frees.
             idle = int(self.bus.policy.visibility * 1000) + 1000
@@ -494,11 +539,21 @@ class RedisConsumer:
                 stream, self.group, self.name, idle, start_id=self._cursors[queue], count=count
             )
             self._cursors[queue] = _text(reply[0])
-            for raw_id, fields in reply[1]:
-                message_id = _text(raw_id)
-                info = await client.xpending_range(stream, self.group, message_id, message_id, 1)
-                deliveries = int(info[0]["times_delivered"]) if info else 1
-                if await self._accept(queue, message_id, fields, deliveries):
+            claimed = [(_text(raw_id), fields) for raw_id, fields in reply[1]]
+            if not claimed:
+                continue
+            # Their delivery counts, in one read (the range may also hold what we held).
+            pending = await client.xpending_range(
+                stream,
+                self.group,
+                claimed[0][0],
+                claimed[-1][0],
+                len(claimed) + len(self._held),
+                self.name,
+            )
+            times = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+            for message_id, fields in claimed:
+                if await self._accept(queue, message_id, fields, times.get(message_id, 1)):
                     count -= 1
         return count <= 0
 
