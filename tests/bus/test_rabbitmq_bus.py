@@ -100,11 +100,11 @@ async def test_pushed_messages_not_taken_go_back_uncounted_on_close(bus: RabbitB
     second = await other.get(2.0)
     assert second is not None
     assert (second.body, second.deliveries) == ({"n": 1}, 1)
+    await other.ack(second)
     again = await other.get(POLICY.visibility * 4)  # the held one, after its timeout
     assert again is not None
     assert (again.id, again.deliveries) == (first.id, 2)
-    for delivery in (second, again):
-        await other.ack(delivery)
+    await other.ack(again)
     await other.close()
 
 
@@ -121,3 +121,19 @@ async def test_a_consumer_that_stops_asking_hands_what_it_was_pushed_on(bus: Rab
     await asking.ack(got)
     await asking.close()
     await quiet.close()
+
+
+async def test_a_subscription_the_broker_cancels_is_made_again(bus: RabbitBus) -> None:
+    """A queue deleted under a subscribed consumer (the broker cancels the subscription) is
+    declared again by the consumer and consumed again."""
+    consumer = bus.consumer(["a", "b"], group="g", name="c", max_in_flight=2)
+    assert await consumer.get(0.05) is None  # subscribed to both
+    await bus.delete("a")
+    for _ in range(10):  # it sees the cancel, declares "a" again and subscribes to it
+        assert await consumer.get(0.05) is None
+    await bus.publish("a", {"n": 1}, key="r")
+    got = await consumer.get(2.0)
+    assert got is not None, "the queue is never consumed again"
+    assert (got.queue, got.body) == ("a", {"n": 1})
+    await consumer.ack(got)
+    await consumer.close()

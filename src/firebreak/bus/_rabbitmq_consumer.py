@@ -217,6 +217,13 @@ class RabbitConsumer:
         """
         amqp = await self._queues()
         if self._push:
+            # Forget a subscription the broker cancelled (its queue was deleted): aiormq
+            # drops it from its channel's consumers.
+            underlay = None if self._channel is None else await self._channel.get_underlay_channel()
+            live = getattr(underlay, "consumers", None)
+            for queue, push in list(self._pushes.items()):
+                if live is not None and push.tag and push.tag not in live:
+                    del self._pushes[queue]
             for queue in self.queues:
                 if queue not in self._pushes and (room := self._room()) > 0:
                     await asyncio.shield(self._subscribe(queue, room))
@@ -268,6 +275,16 @@ class RabbitConsumer:
         underlay = await channel.get_underlay_channel()
         ok = await underlay.basic_consume(self.bus.queue_name(queue), pushed, no_ack=False)
         push.tag = ok.consumer_tag or ""
+
+    async def _unsubscribe_if_full(self, queue: str) -> None:
+        """Cancel it, so that what we hand back goes to another consumer, if it is full.
+
+        Only then may the broker push nothing more on it: RabbitMQ 3.x returns a push that
+        crosses the cancel, counted.
+        """
+        push = self._pushes.get(queue)
+        if push is not None and push.unacked >= push.prefetch:
+            await self._unsubscribe(queue)
 
     async def _unsubscribe(self, queue: str) -> None:
         """``basic.cancel`` it: the broker pushes no more on it (what it holds stays)."""
@@ -372,7 +389,7 @@ class RabbitConsumer:
             for held in live:
                 if held.deadline <= now and held.message is not None:
                     log.info("task %s held past its visibility timeout", held.delivery.id)
-                    await self._unsubscribe(held.delivery.queue)  # not pushed back to us
+                    await self._unsubscribe_if_full(held.delivery.queue)
                     message = self._let_go(held)
                     with contextlib.suppress(*_TRANSIENT):
                         if message is not None:
@@ -409,11 +426,8 @@ class RabbitConsumer:
         held = self._held.pop((delivery.queue, delivery.id), None)
         if held is None:
             return
-        push = self._pushes.get(delivery.queue)
-        if push is not None and push.unacked >= push.prefetch and held.message is not None:
-            # So that it goes to another consumer. Only while the subscription is full: a
-            # push crossing a basic.cancel comes back counted (RabbitMQ 3.x).
-            await self._unsubscribe(delivery.queue)
+        if held.message is not None:
+            await self._unsubscribe_if_full(delivery.queue)
         await self._republish(held, max(delivery.deliveries - 1, 0))
 
     async def reject(self, delivery: Delivery, reason: str) -> None:

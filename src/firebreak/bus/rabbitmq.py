@@ -37,8 +37,9 @@ How the protocol maps to RabbitMQ:
 - **visibility timeout** is enforced by the consumer holding the message: a message not
   acked, released, rejected or touched within it is returned with ``basic.reject``
   (requeue; counted, on RabbitMQ 4.3 too, where a nack no longer counts) and goes to the
-  next consumer that asks (its queue's subscription is cancelled first, so that it is not
-  pushed back to the consumer that let it lapse; its next ``get`` subscribes again). A
+  next consumer that asks (if its queue's subscription is full, it is cancelled first, so
+  that the message is not pushed back to the consumer that let it lapse; the next ``get``
+  subscribes again; a subscription with room is not cancelled, see close). A
   consumer whose process dies, or whose connection drops, loses its messages at once (the
   broker requeues them, counted): that is sooner than the visibility timeout, never
   later. A process that is alive but frozen (a blocked event loop) cannot return them:
