@@ -255,7 +255,7 @@ class RabbitConsumer:
         channel = self._channel
         if channel is None:  # pragma: no cover - _queues sets it
             return
-        push = _Push(queue, room if len(self.queues) == 1 else 1)
+        push = _Push(queue, min(room, 65535) if len(self.queues) == 1 else 1)  # a short
         self._pushes[queue] = push  # counted first: a call failing half way may yet push
         if push.prefetch != self._qos:
             await channel.set_qos(prefetch_count=push.prefetch)

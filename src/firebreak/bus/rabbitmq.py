@@ -25,9 +25,9 @@ How the protocol maps to RabbitMQ:
   consumer of more queues than ``max_in_flight`` cannot give each a slot: it only polls
   with ``basic.get``, as above. A pushed message waits in the consumer for a ``get``; one
   that no ``get`` takes within the visibility timeout goes back as by a release, and the
-  subscriptions stop until the next ``get``. RabbitMQ before 4.3 (3.10 here) counts
-  every return of a message (a nack, a closing channel, a push that crosses a
-  ``basic.cancel``), so the consumer never takes more than it may work on.
+  subscriptions stop until the next ``get`` (as on close, below). RabbitMQ before 4.3
+  (3.10 here) counts every return of a message (a nack, a closing channel, a push that
+  crosses a ``basic.cancel``), so the consumer never takes more than it may work on.
 - **delivery count** = ``fb-n`` (deliveries carried over by a release, see below) +
   ``x-delivery-count`` + 1. A delivery past ``max_deliveries`` is moved to the dead letters
   (publish with confirm, then ack) and handed out once with ``dead=True``, as on Redis.
