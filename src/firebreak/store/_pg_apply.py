@@ -21,6 +21,7 @@ from psycopg import AsyncConnection
 
 from firebreak.errors import StaleLease, StoreError
 from firebreak.store import _rules
+from firebreak.store._pg_ops import RunUpdate
 from firebreak.store.base import TERMINAL, Lease, RunRecord, RunStatus, StepRecord
 
 __all__ = ["APPLY", "Op", "apply_one", "begin", "commit", "finish", "params"]
@@ -149,15 +150,7 @@ def commit(lease: Lease, step: StepRecord, now: float) -> Op:
 # -- finish --------------------------------------------------------------------------------
 
 
-def finish(
-    lease: Lease,
-    status: RunStatus,
-    *,
-    result: str | None,
-    error: str | None,
-    resume_at: float | None,
-    now: float,
-) -> Op:
+def finish(lease: Lease, update: RunUpdate) -> Op:
     """Fenced final status and lease release; the judge returns the run as updated."""
 
     def judge(row: Any) -> RunRecord:
@@ -173,14 +166,14 @@ def finish(
         lease.run_id,
         lease.owner,
         lease.token,
-        now,
+        update.now,
         None,
         None,
-        str(status),
-        result,
+        str(update.status),
+        update.result,
         None,
-        error,
+        update.error,
         None,
-        resume_at,
+        update.resume_at,
     )
     return Op(lease.run_id, args, judge)

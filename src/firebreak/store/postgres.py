@@ -23,28 +23,30 @@ Failures of the server or the network surface as `StoreError` with one line nami
 server, e.g. ``postgres 127.0.0.1:5432/ops: connection failed: connection to server at
 "127.0.0.1", port 5432 failed: Connection refused Is the server running on that host…`` or
 ``postgres db:5432/ops: no connection within 10 s (is the server up?)``.
+
+Modules: this one is the store (lifecycle and the `CheckpointStore` methods); the SQL is
+in ``_pg_ops`` (runs, leases, steps, state) and ``_pg_queues`` (dead letters, reviews,
+audit), the migrations in ``_pg_schema``, the hot writes in ``_pg_apply`` and their group
+commit in ``_pg_batch``, ``LISTEN`` in ``_pg_listen``, and reaching the server (connection
+string, pool, one-line errors) in ``_pg_connect``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import select
-import socket
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from firebreak._lifecycle import SetupClose
 from firebreak.errors import StoreError
 from firebreak.store import _pg_apply as apply
+from firebreak.store import _pg_connect as connect
 from firebreak.store import _pg_ops as ops
 from firebreak.store import _pg_queues as queues
 from firebreak.store import _pg_schema, _rules
@@ -66,7 +68,8 @@ from firebreak.store.base import (
 
 __all__ = ["PostgresStore", "from_url"]
 
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,52}")  # 53 + len("firebreak_") fits NAMEDATALEN
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def from_url(url: str, *, clock: WallClock = default_clock) -> PostgresStore:
@@ -86,28 +89,6 @@ def from_url(url: str, *, clock: WallClock = default_clock) -> PostgresStore:
     if schemas:
         return PostgresStore(stripped, schema=schemas[-1], clock=clock)
     return PostgresStore(stripped, clock=clock)
-
-
-async def _check(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Check a pooled connection before use; a round trip only if it looks suspect.
-
-    An idle connection has nothing to read: if its socket is readable, the server has
-    closed it or sent something (a shutdown notice, say), and an empty query decides.
-    `AsyncConnectionPool.check_connection` on every checkout would double the round trips
-    of every operation.
-    """
-    if conn.closed or conn.broken:
-        raise psycopg.OperationalError("the connection is closed")
-    try:
-        readable = bool(select.select([conn.fileno()], [], [], 0)[0])
-    except (OSError, ValueError):
-        readable = True
-    if readable:
-        await AsyncConnectionPool.check_connection(conn)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 class PostgresStore(SetupClose):
@@ -140,7 +121,7 @@ class PostgresStore(SetupClose):
         timeout: float = 10.0,
         group_commit: bool = True,
     ) -> None:
-        if not _SCHEMA_NAME.fullmatch(schema):
+        if not connect.SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
                 f"schema must be 1-53 lower-case letters, digits or '_' (not starting with a"
                 f" digit), got {schema!r}"
@@ -149,10 +130,7 @@ class PostgresStore(SetupClose):
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise ValueError(f"bad PostgreSQL URL: {_one_line(str(exc))}") from None
+        self._conninfo, where = connect.conninfo(url, schema=schema, timeout=timeout)
         self.schema = schema
         self.clock = clock
         self.pool_size = pool_size
@@ -160,14 +138,8 @@ class PostgresStore(SetupClose):
         self.group_commit = group_commit
         self.channel = f"firebreak_{schema}"
         """The ``NOTIFY`` channel of this schema."""
-        host, port, dbname = params.get("host"), params.get("port"), params.get("dbname")
-        self.where = f"postgres {host or 'localhost'}:{port or 5432}/{dbname or '(default)'}"
+        self.where = where
         """Names the server in messages (never the password)."""
-        options = f"{params.get('options') or ''} -c search_path={schema}".strip()
-        params["options"] = options
-        params.setdefault("application_name", f"firebreak:{socket.gethostname()}:{os.getpid()}")
-        params.setdefault("connect_timeout", str(max(2, round(timeout))))
-        self._conninfo = make_conninfo("", **params)
         self._pool: AsyncConnectionPool[Any] | None = None
         self._committer: GroupCommitter | None = None
         self._listener: Listener | None = None
@@ -190,27 +162,15 @@ class PostgresStore(SetupClose):
                 return
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            except psycopg.Error as exc:
-                raise self._error(exc) from exc
-            try:
                 async with conn:
                     await _pg_schema.migrate(conn, self.schema, self.where)
-            except psycopg.Error as exc:
-                raise self._error(exc) from exc
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                self._conninfo,
-                kwargs={"autocommit": True},
-                min_size=1,
-                max_size=self.pool_size,
-                open=False,
-                check=_check,
-                timeout=self.timeout,
-                name=f"firebreak-{self.schema}",
-            )
-            try:
-                await pool.open(wait=True, timeout=self.timeout)
+                pool = await connect.open_pool(
+                    self._conninfo,
+                    size=self.pool_size,
+                    connect_within=self.timeout,
+                    name=f"firebreak-{self.schema}",
+                )
             except (psycopg.Error, PoolTimeout) as exc:
-                await pool.close()
                 raise self._error(exc) from exc
             self._pool = pool
             self._committer = GroupCommitter(pool, self._error)
@@ -243,19 +203,7 @@ class PostgresStore(SetupClose):
 
     def _error(self, exc: BaseException) -> BaseException:
         """Translate a driver or pool error into a one-line `StoreError` naming the server."""
-        if isinstance(exc, StoreError):
-            return exc
-        if isinstance(exc, PoolTimeout):
-            message = f"no connection within {self.timeout:g} s (is the server up?)"
-        elif isinstance(exc, psycopg.Error):
-            message = _one_line(str(exc)) or type(exc).__name__
-            if exc.sqlstate:
-                message = f"{message} [{exc.sqlstate}]"
-        else:
-            message = _one_line(str(exc)) or type(exc).__name__
-        err = StoreError(f"{self.where}: {message}")
-        err.__cause__ = exc
-        return err
+        return connect.translate(exc, where=self.where, timeout=self.timeout)
 
     def _require_pool(self) -> AsyncConnectionPool[Any]:
         if self._pool is None:
@@ -271,11 +219,17 @@ class PostgresStore(SetupClose):
             return await self._do(apply.apply_one, op)
         return await committer.submit(op)
 
-    async def _do(self, fn: Any, *args: Any) -> Any:
+    async def _do(
+        self,
+        fn: Callable[Concatenate[psycopg.AsyncConnection[Any], _P], Awaitable[_T]],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """Run `fn` on a pooled connection; driver and pool errors become `StoreError`."""
         pool = self._require_pool()
         try:
             async with pool.connection() as conn:
-                return await fn(conn, *args)
+                return await fn(conn, *args, **kwargs)
         except (psycopg.Error, PoolTimeout) as exc:
             raise self._error(exc) from exc
 
@@ -289,10 +243,7 @@ class PostgresStore(SetupClose):
     ) -> tuple[RunRecord, bool]:
         """Get the run, or create it as pending; the bool says whether it was created."""
         encoded = _rules.dumps(input)
-        result: tuple[RunRecord, bool] = await self._do(
-            ops.create_run, run_id, workflow, encoded, self.clock()
-        )
-        return result
+        return await self._do(ops.create_run, run_id, workflow, encoded, self.clock())
 
     async def begin_run(
         self,
@@ -327,29 +278,20 @@ class PostgresStore(SetupClose):
 
         Rides in a group commit with other runs' writes, like `commit_step`.
         """
-        op = apply.finish(
-            lease,
-            RunStatus(status),
-            result=None if result is None else _rules.dumps(result),
-            error=None if error is None else _rules.dumps(error),
-            resume_at=resume_at,
-            now=self.clock(),
-        )
-        run: RunRecord = await self._write(op)
+        update = self._run_update(status, result, error, resume_at)
+        run: RunRecord = await self._write(apply.finish(lease, update))
         return run
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""
-        run: RunRecord | None = await self._do(ops.get_run, run_id)
-        return run
+        return await self._do(ops.get_run, run_id)
 
     async def list_runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
         """Return up to `limit` runs, newest first, optionally filtered."""
         wanted = None if status is None else RunStatus(status)
-        runs: list[RunRecord] = await self._do(ops.list_runs, workflow, wanted, max(limit, 0))
-        return runs
+        return await self._do(ops.list_runs, workflow, wanted, max(limit, 0))
 
     async def set_run_status(
         self,
@@ -361,34 +303,40 @@ class PostgresStore(SetupClose):
         resume_at: float | None = None,
     ) -> RunRecord:
         """Set the run's status, result, error and resume time (fenced by `lease`)."""
-        args = ops.RunUpdate(
+        update = self._run_update(status, result, error, resume_at)
+        return await self._do(ops.set_run_status, lease, update)
+
+    def _run_update(
+        self,
+        status: RunStatus | str,
+        result: JSON | None,
+        error: dict[str, Any] | None,
+        resume_at: float | None,
+    ) -> ops.RunUpdate:
+        """The encoded outcome of `set_run_status` and `finish_run`, stamped now."""
+        return ops.RunUpdate(
             status=RunStatus(status),
             result=None if result is None else _rules.dumps(result),
             error=None if error is None else _rules.dumps(error),
             resume_at=resume_at,
             now=self.clock(),
         )
-        run: RunRecord = await self._do(ops.set_run_status, lease, args)
-        return run
 
     async def due_runs(self, now: float) -> list[RunRecord]:
         """Return paused runs whose ``resume_at <= now``, soonest first."""
-        runs: list[RunRecord] = await self._do(ops.due_runs, now)
-        return runs
+        return await self._do(ops.due_runs, now)
 
     # -- leases -------------------------------------------------------------------------
 
     async def acquire_lease(self, run_id: str, owner: str, ttl: float | timedelta) -> Lease:
         """Take the run's lease if free, expired or already `owner`'s; else `LeaseHeld`."""
         duration = seconds(ttl)
-        lease: Lease = await self._do(ops.acquire_lease, run_id, owner, self.clock(), duration)
-        return lease
+        return await self._do(ops.acquire_lease, run_id, owner, self.clock(), duration)
 
     async def renew_lease(self, lease: Lease, ttl: float | timedelta) -> Lease:
         """Extend `lease` by `ttl` from now; `StaleLease` if another owner took the run."""
         now = self.clock()
-        renewed: Lease = await self._do(ops.renew_lease, lease, now, now + seconds(ttl))
-        return renewed
+        return await self._do(ops.renew_lease, lease, now, now + seconds(ttl))
 
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up; a no-op if it is no longer current."""
@@ -429,13 +377,11 @@ class PostgresStore(SetupClose):
             output=None if output is ... else _rules.dumps(output),
             now=self.clock(),
         )
-        step: StepRecord = await self._do(ops.update_step, lease, args)
-        return step
+        return await self._do(ops.update_step, lease, args)
 
     async def reset_steps(self, lease: Lease, agents: Sequence[str]) -> int:
         """Forget the committed steps of `agents` (fenced); returns how many there were."""
-        count: int = await self._do(ops.reset_steps, lease, list(agents), self.clock())
-        return count
+        return await self._do(ops.reset_steps, lease, list(agents), self.clock())
 
     async def set_input(self, lease: Lease, input: JSON) -> None:  # noqa: A002 - the run's input
         """Replace the run's input (fenced)."""
@@ -444,8 +390,7 @@ class PostgresStore(SetupClose):
 
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         """Return the run's committed steps by agent name, in commit order."""
-        steps: dict[str, StepRecord] = await self._do(ops.get_steps, run_id)
-        return steps
+        return await self._do(ops.get_steps, run_id)
 
     async def get_lease_and_step(
         self, run_id: str, agent: str
@@ -454,10 +399,7 @@ class PostgresStore(SetupClose):
 
         One statement, so one connection checkout and one round trip instead of two.
         """
-        found: tuple[Lease | None, StepRecord | None] = await self._do(
-            ops.get_lease_and_step, run_id, agent
-        )
-        return found
+        return await self._do(ops.get_lease_and_step, run_id, agent)
 
     # -- notifications ------------------------------------------------------------------
 
@@ -485,7 +427,7 @@ class PostgresStore(SetupClose):
         deadline = loop.time() + max(timeout, 0.0)
         async with listener.watch(run_id, connect_within=self.timeout) as events:
             while True:
-                step: StepRecord | None = await self._do(ops.get_step, run_id, agent)
+                step = await self._do(ops.get_step, run_id, agent)
                 if step is not None:
                     return step
                 while True:
@@ -521,14 +463,12 @@ class PostgresStore(SetupClose):
 
     async def get_state(self, run_id: str) -> tuple[int, dict[str, JSON]]:
         """Return the run's shared state and its version (``0, {}`` before any write)."""
-        state: tuple[int, dict[str, JSON]] = await self._do(ops.get_state, run_id)
-        return state
+        return await self._do(ops.get_state, run_id)
 
     async def cas_state(self, run_id: str, expected_version: int, data: Mapping[str, JSON]) -> int:
         """Replace the state if still at `expected_version`, else raise `StateConflict`."""
         encoded = _rules.dumps(dict(data))
-        version: int = await self._do(ops.cas_state, run_id, expected_version, encoded)
-        return version
+        return await self._do(ops.cas_state, run_id, expected_version, encoded)
 
     # -- dead-letter queue --------------------------------------------------------------
 
@@ -555,28 +495,23 @@ class PostgresStore(SetupClose):
             else _rules.dumps({k: _rules.step_to_dict(s) for k, s in steps.items()}),
             "now": self.clock(),
         }
-        entry_id: str = await self._do(queues.dlq_put, params)
-        return entry_id
+        return await self._do(queues.dlq_put, params)
 
     async def dlq_list(self, workflow: str | None = None) -> list[DeadLetter]:
         """Return the entries, oldest first."""
-        entries: list[DeadLetter] = await self._do(queues.dlq_list, workflow)
-        return entries
+        return await self._do(queues.dlq_list, workflow)
 
     async def dlq_get(self, id: str) -> DeadLetter | None:  # noqa: A002  -- record field name
         """Return the entry, or ``None``."""
-        entry: DeadLetter | None = await self._do(queues.dlq_get, id)
-        return entry
+        return await self._do(queues.dlq_get, id)
 
     async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
         """Remove the entry; ``False`` if it was not there."""
-        dropped: bool = await self._do(queues.dlq_drop, id, self.clock())
-        return dropped
+        return await self._do(queues.dlq_drop, id, self.clock())
 
     async def dlq_size(self, workflow: str | None = None) -> int:
         """Count the entries."""
-        size: int = await self._do(queues.dlq_size, workflow)
-        return size
+        return await self._do(queues.dlq_size, workflow)
 
     # -- manual-review queue ------------------------------------------------------------
 
@@ -601,29 +536,24 @@ class PostgresStore(SetupClose):
             "context": _rules.dumps(context),
             "now": self.clock(),
         }
-        item_id: str = await self._do(queues.review_put, params)
-        return item_id
+        return await self._do(queues.review_put, params)
 
     async def review_list(self, status: str | None = "open") -> list[ReviewItem]:
         """Return items with `status` (all if ``None``), oldest first."""
-        items: list[ReviewItem] = await self._do(queues.review_list, _rules.review_status(status))
-        return items
+        return await self._do(queues.review_list, _rules.review_status(status))
 
     async def review_get(self, id: str) -> ReviewItem | None:  # noqa: A002  -- record field
         """Return the item, or ``None``."""
-        item: ReviewItem | None = await self._do(queues.review_get, id)
-        return item
+        return await self._do(queues.review_get, id)
 
     async def review_resolve(self, id: str, value: JSON) -> ReviewItem:  # noqa: A002
         """Record the person's answer; `KeyError` if unknown, `StoreError` if resolved."""
         encoded = _rules.dumps(value)
-        item: ReviewItem = await self._do(queues.review_resolve, id, encoded, self.clock())
-        return item
+        return await self._do(queues.review_resolve, id, encoded, self.clock())
 
     async def review_size(self) -> int:
         """Count the open items."""
-        size: int = await self._do(queues.review_size)
-        return size
+        return await self._do(queues.review_size)
 
     # -- audit --------------------------------------------------------------------------
 
@@ -635,5 +565,4 @@ class PostgresStore(SetupClose):
         ``actor`` is the lease owner where a lease was involved; ``client`` the connection's
         ``application_name`` (``firebreak:<host>:<pid>`` unless the URL sets one).
         """
-        entries: list[dict[str, Any]] = await self._do(queues.audit_log, run_id, max(limit, 0))
-        return entries
+        return await self._do(queues.audit_log, run_id, max(limit, 0))
