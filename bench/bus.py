@@ -14,6 +14,10 @@ no-op agents, and the bench process orchestrates with ``Engine(store, bus=URL)``
 * **CPU**: each process's CPU time during the throughput window (orchestrator = this
   process, the workers, and the broker when it runs on this machine), to see which one is
   the limit, also as CPU microseconds per step (steadier than steps/s on a shared machine);
+* **waiting for a core**: the time each of them was ready to run but had no core (the
+  kernel's run-queue wait, ``/proc/<pid>/task/*/schedstat``), as a share of the window: a
+  process at 60 % CPU that waits 25 % more for a core is not waiting on the others but on
+  the machine;
 * **round trips**: for the Redis bus, the server's commands and socket reads (its
   ``total_commands_processed``, ``total_reads_processed``) per step during the window,
   store and bus together (the store is on the same server).
@@ -182,6 +186,20 @@ async def worker_cpu(store: Any, base: str, concurrencies: list[int], n: int) ->
     return out
 
 
+def runqueue_seconds(pids: list[int]) -> float:
+    """Seconds the threads of `pids` have waited, ready to run, for a core so far.
+
+    The kernel's run-queue wait (``/proc/<pid>/task/<tid>/schedstat``, second field, in
+    nanoseconds); 0 for a process that is gone or a kernel without schedstats.
+    """
+    total = 0
+    for pid in pids:
+        for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(path.read_text().split()[1])
+    return total / 1e9
+
+
 def machine_busy() -> float:
     """CPU seconds every core of the machine has been busy so far (``/proc/stat``)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -239,6 +257,9 @@ class WorkerProcs:
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -358,6 +379,7 @@ class Config:
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per role
     per_step: dict[str, float] = field(default_factory=dict)  # Redis commands, reads per step
     other: float = 0.0  # share of one core the rest of the machine used (other load)
+    waited: dict[str, float] = field(default_factory=dict)  # share of the window, per role
     error: str = ""
 
 
@@ -368,6 +390,8 @@ class Probe:
     workers: Callable[[], float] = lambda: 0.0
     broker: Callable[[], float] | None = None
     counters: Callable[[], Awaitable[dict[str, float]]] | None = None
+    pids: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    """Each role's processes, for their run-queue wait (`runqueue_seconds`)."""
 
 
 async def redis_counters(url: str) -> dict[str, float]:
@@ -398,6 +422,7 @@ async def measure(
         n0 = await probe.counters() if probe.counters else {}
         c0 = (time.process_time(), probe.workers(), probe.broker() if probe.broker else 0.0)
         m0 = machine_busy()
+        w0 = {role: runqueue_seconds(pids()) for role, pids in probe.pids.items()}
         if profiler is not None:
             profiler.enable()
         elapsed = await concurrent(engine, f"{label}-r{r}", sizes.runs)
@@ -405,6 +430,7 @@ async def measure(
             profiler.disable()
         c1 = (time.process_time(), probe.workers(), probe.broker() if probe.broker else 0.0)
         m1 = machine_busy()
+        w1 = {role: runqueue_seconds(pids()) for role, pids in probe.pids.items()}
         n1 = await probe.counters() if probe.counters else {}
         sps = sizes.runs * STEPS / elapsed
         if sps > out.sps:
@@ -415,6 +441,7 @@ async def measure(
                 out.cpu["broker"] = (c1[2] - c0[2]) / elapsed
             out.per_step = {k: (n1[k] - n0[k]) / (sizes.runs * STEPS) for k in n0}
             out.other = max((m1 - m0) / elapsed - sum(out.cpu.values()), 0.0)
+            out.waited = {role: (w1[role] - w0[role]) / elapsed for role in w0}
     if profiler is not None:
         print_profile("orchestrator (bench process, measured window)", pstats.Stats(profiler))
     return out
@@ -471,7 +498,7 @@ async def delete_queues(kind: str, url: str, redis_url: str, prefix: str) -> Non
 
 async def bench_processes(
     kind: str, base: str, store: Any, store_url: str, args: argparse.Namespace, sizes: Sizes,
-    logdir: Path, broker: Callable[[], float] | None,
+    logdir: Path, broker: list[int] | None,
 ) -> dict[int, Config]:  # fmt: skip
     """`kind` with 1, 2, 4 worker processes; latency with 1."""
     from firebreak import Engine  # noqa: PLC0415
@@ -485,7 +512,10 @@ async def bench_processes(
             workers.start(n, url, store_url, args.concurrency, None)
             await workers.ready()
             async with Engine(store, bus=url) as engine:
-                probe = Probe(workers=workers.cpu, broker=broker)
+                probe = Probe(workers=workers.cpu, broker=cpu_of(broker))
+                probe.pids = {"orchestrator": lambda: [os.getpid()], "workers": workers.pids}
+                if broker:
+                    probe.pids["broker"] = functools.partial(list, broker)
                 if kind == "redis":
                     probe.counters = functools.partial(redis_counters, args.redis_url)
                 figures[n] = await asyncio.wait_for(
@@ -518,8 +548,9 @@ async def bench_inproc(store: Any, args: argparse.Namespace, sizes: Sizes) -> di
             ]
             tasks = [asyncio.create_task(w.run()) for w in workers]
             try:
+                probe = Probe(pids={"orchestrator": lambda: [os.getpid()]})
                 figures[n] = await measure(
-                    engine, f"inproc{n}", sizes, Probe(), latency=n == args.workers[0]
+                    engine, f"inproc{n}", sizes, probe, latency=n == args.workers[0]
                 )
             finally:
                 for w in workers:
@@ -585,7 +616,9 @@ def describe(c: Config) -> str:
     per = ", ".join(f"{k} {v * 1e6 / c.sps:,.0f}" for k, v in c.cpu.items())
     redis = "".join(f", {v:.1f} redis {k}" for k, v in c.per_step.items())
     other = f"; other load {c.other * 100:.0f}%"
-    return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu}; µs/step: {per}{redis}{other})"
+    waited = ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.waited.items())
+    waited = f"; waiting for a core: {waited}" if waited else ""
+    return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu}; µs/step: {per}{redis}{other}{waited})"
 
 
 def report(
@@ -623,7 +656,10 @@ def report(
             for n, c in figs.items():
                 if not c.error:
                     cpu = ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.cpu.items())
-                    print(f"  {kind} x{n}: {cpu}; the rest of the machine {c.other * 100:.0f}%")
+                    waited = ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.waited.items())
+                    waited = f"; waiting for a core: {waited}" if waited else ""
+                    print(f"  {kind} x{n}: {cpu}; the rest of the machine "
+                          f"{c.other * 100:.0f}%{waited}")  # fmt: skip
     redis = results.get("redis")
     if isinstance(redis, dict) and 2 in redis and not redis[2].error:
         sps = redis[2].sps
@@ -692,13 +728,15 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\ncommand: python bench/bus.py {' '.join(sys.argv[1:])}")
 
 
+def cpu_of(pids: list[int] | None) -> Callable[[], float] | None:
+    """The CPU seconds of `pids` so far, as a probe (``None`` without any)."""
+    return (lambda: sum(cpu_seconds(p) for p in pids)) if pids else None
+
+
 async def open_backend(
     kind: str, args: argparse.Namespace, tansu: Tansu, logdir: Path, redis_pid: list[int]
-) -> tuple[str, Callable[[], float] | None, str]:
-    """The bus base URL, the broker's CPU probe, and why it is not available (or "")."""
-
-    def cpu_of(pids: list[int]) -> Callable[[], float] | None:
-        return (lambda: sum(cpu_seconds(p) for p in pids)) if pids else None
+) -> tuple[str, list[int] | None, str]:
+    """The bus base URL, the broker's PIDs on this machine, and why it is not available."""
 
     module = {"redis": "redis", "nats": "nats", "kafka": "kafka", "amqp": "rabbitmq"}[kind]
     try:
@@ -707,19 +745,19 @@ async def open_backend(
         return "", None, f"firebreak.bus.{module} does not import: {exc}"
     if kind == "redis":
         why = reachable(args.redis_url, 6379)
-        return args.redis_url, cpu_of(redis_pid), why or ""
+        return args.redis_url, redis_pid, why or ""
     if kind == "nats":
         why = reachable(args.nats_url, 4222)
-        return f"{args.nats_url}?storage=file", cpu_of(pids_named("nats-server")), why or ""
+        return f"{args.nats_url}?storage=file", pids_named("nats-server"), why or ""
     if kind == "amqp":
         why = reachable(args.amqp_url, 5672)
-        return args.amqp_url, cpu_of(pids_named("beam.smp")), why or ""
+        return args.amqp_url, pids_named("beam.smp"), why or ""
     try:
         url = tansu.start(logdir)
     except RuntimeError as exc:
         return "", None, str(exc)
     pid = tansu.process.pid if tansu.process else 0
-    return f"{url}?{KAFKA_OPTIONS}", cpu_of([pid]), ""
+    return f"{url}?{KAFKA_OPTIONS}", [pid], ""
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
