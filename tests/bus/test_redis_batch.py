@@ -1,5 +1,6 @@
 """The Redis bus sends the commands of one loop turn, or made while a batch is in flight, as
-one ``MULTI``/``EXEC`` pipeline (real Redis)."""
+one ``MULTI``/``EXEC`` pipeline, and the publishes among them as one script call (real
+Redis)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,33 @@ async def test_a_busy_consumer_reads_again_once_its_messages_are_settled(
     assert first is not None
     assert [first.body["n"], *(d.body["n"] for d in consumer._buffer)] == [1, 2, 3]
     await consumer.close()
+
+
+async def test_the_publishes_of_a_batch_are_one_command(
+    bus: RedisBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publishes leaving together are one script call, not a transaction of ``XADD``s, and
+    each publisher still gets its own message id."""
+    sent: list[list[tuple[object, ...]]] = []
+    execute = bus.batch._execute
+
+    async def recording(commands: list[tuple[object, ...]]) -> list[object]:
+        sent.append(commands)
+        return await execute(commands)
+
+    monkeypatch.setattr(bus.batch, "_execute", recording)
+    ids = await asyncio.gather(*(bus.publish("q", {"n": n}, key="k") for n in range(20)))
+    assert len(sent) == 1
+    assert [command[0] for command in sent[0]] == ["EVALSHA"]
+    entries = await bus.client.xrange(bus.stream("q"))
+    assert [entry[0].decode() for entry in entries] == ids
+
+
+async def test_a_publish_script_the_server_lost_is_loaded_again(bus: RedisBus) -> None:
+    """The publishing script missing on the server (after a restart) is loaded, and the
+    publishes of its batch go through."""
+    source = f"{redis_module._PUBLISH}\n-- {uuid.uuid4().hex}"
+    bus.batch._publish = (source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+    ids = await asyncio.gather(*(bus.publish("q", {"n": n}, key="k") for n in range(5)))
+    assert len(set(ids)) == 5
+    assert await bus.client.xlen(bus.stream("q")) == 5

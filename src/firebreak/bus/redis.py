@@ -20,8 +20,12 @@ under load many of them cost one socket write and one server wake-up, which is m
 what a small command costs, and a consumer blocked on the streams is woken once with the
 whole batch, not with its first message (a blocked ``XREADGROUP`` is served after each
 command, so a plain pipeline of ``XADD``s would wake it after the first, and it would come
-back for the rest). A lone command waits only for the end of the current turn of the
-loop. Blocking reads (``XREADGROUP``) never join a batch.
+back for the rest). The publishes of a batch are one command, a script that adds each
+(`_PUBLISH`, its messages one JSON argument): redis-py packs each command's arguments and
+reads each ``QUEUED`` answer of a transaction in Python, ~20 µs of the sender's CPU per
+publish against ~5 in the script (the orchestrator publishes every step's task). A lone
+command waits only for the end of the current turn of the loop. Blocking reads
+(``XREADGROUP``) never join a batch.
 
 A worker whose store is a `RedisStore` on the same server replies and acks inside its
 commit's script (`RedisConsumer.reply_and_ack_in`): the store runs the ``XADD``,
@@ -104,6 +108,19 @@ end
 return #ARGV - 1
 """
 
+# Add several messages, each to its stream, as one unit (a blocked reader is served after
+# it, with all of them). ARGV[1] a JSON array of [stream, body, key]; answers each id, or
+# that message's own error.
+_PUBLISH = """
+local out = {}
+for i, m in ipairs(cjson.decode(ARGV[1])) do
+  out[i] = redis.pcall('XADD', m[1], '*', 'b', m[2], 'k', m[3])
+end
+return out
+"""
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 _LINGER = 0.002
 """Seconds a consumer that holds messages waits for them to be settled before it reads
 again: under load its reads take a batch, not each message as it is published (bench, 4
@@ -152,6 +169,8 @@ class _Batcher:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client: Any = client  # redis-py's execute_command is untyped
+        self._publish = (_PUBLISH, client.register_script(_PUBLISH).sha)
+        """The publishing script: its source and SHA1."""
         self._queue: deque[_Command] = deque()
         self._busy = False
         self._task: asyncio.Task[None] | None = None
@@ -159,7 +178,11 @@ class _Batcher:
         """Pipelines sent so far (for measurement and tests)."""
 
     async def call(self, *args: Any, script: str | None = None) -> Any:
-        """Run the command `args` (an ``EVALSHA`` of `script`'s source, if given)."""
+        """Run the command `args` (an ``EVALSHA`` of `script`'s source, if given).
+
+        ``XADD stream * b body k key`` (a publish) joins the batch's other publishes in one
+        script call (`_merge`); it answers as the ``XADD`` would.
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((args, script, future))
         if not self._busy:
@@ -179,12 +202,28 @@ class _Batcher:
         try:
             while self._queue:
                 count = min(_MAX_BATCH, len(self._queue))
-                await self._send([self._queue.popleft() for _ in range(count)])
+                await self._send(self._merge([self._queue.popleft() for _ in range(count)]))
         finally:
             self._busy = False
             if self._queue:  # only if cancelled: nobody would ever answer these
                 _fail(self._queue, ConnectionError("redis bus batch cancelled"))
                 self._queue.clear()
+
+    def _merge(self, batch: list[_Command]) -> list[_Command]:
+        """The batch with its publishes (two or more) as one call of `_PUBLISH`, first.
+
+        That call's future answers each publish's own: its id, or its own error.
+        """
+        adds = [command for command in batch if command[1] is None and command[0][0] == "XADD"]
+        if len(adds) < 2:
+            return batch
+        rest = [command for command in batch if command[1] is not None or command[0][0] != "XADD"]
+        payload = _ENCODE([[args[1], args[4], args[6]] for args, _, _ in adds])
+        futures = [future for _, _, future in adds]
+        merged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        merged.add_done_callback(lambda done: _spread(done, futures))
+        source, sha = self._publish
+        return [(("EVALSHA", sha, 0, payload), source, merged), *rest]
 
     async def _send(self, batch: list[_Command], *, reload: bool = True) -> None:
         try:
@@ -226,6 +265,23 @@ class _Batcher:
         for args in commands:
             pipe.execute_command(*args)
         return list(await pipe.execute(raise_on_error=False))
+
+
+def _spread(merged: asyncio.Future[Any], futures: list[asyncio.Future[Any]]) -> None:
+    """Answer each publish of a `_PUBLISH` call from that call's outcome."""
+    if merged.cancelled():
+        replies: list[Any] = [ConnectionError("redis bus batch cancelled")] * len(futures)
+    elif (error := merged.exception()) is not None:
+        replies = [error] * len(futures)
+    else:
+        replies = list(merged.result())
+    for future, reply in zip(futures, replies, strict=True):
+        if future.done():  # its caller was cancelled
+            continue
+        if isinstance(reply, BaseException):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
 
 
 def _fail(batch: Iterable[_Command], error: BaseException) -> None:
