@@ -183,3 +183,16 @@ async def test_a_publish_script_the_server_lost_is_loaded_again(bus: RedisBus) -
     ids = await asyncio.gather(*(bus.publish("q", {"n": n}, key="k") for n in range(5)))
     assert len(set(ids)) == 5
     assert await bus.client.xlen(bus.stream("q")) == 5
+
+
+async def test_publishes_in_one_script_keep_non_ascii_keys_and_bodies(bus: RedisBus) -> None:
+    """A message's key and body reach the consumer unchanged when its publish went out in
+    the batch's script (its JSON argument carries them as UTF-8)."""
+    keys = ["clé-✓", "ключ\u2028", "k\x00z"]
+    await asyncio.gather(*(bus.publish("q", {"text": key * 2}, key=key) for key in keys))
+    consumer = bus.consumer(["q"], group="g", name="c", max_in_flight=10)
+    got = []
+    while (delivery := await consumer.get(0.1)) is not None:
+        got.append(delivery)
+    assert [(d.key, d.body["text"]) for d in got] == [(key, key * 2) for key in keys]
+    await consumer.close()
