@@ -144,6 +144,7 @@ def _step_out(step: StepRecord) -> StepRecord:
 _Packed = tuple[str, str, str, JSON, int, dict[str, Any] | None, str | None, int, float]
 _SEQ: Final = 7  # where the seq is in a packed step
 _STATUSES = {status.value: status for status in StepStatus}
+_VALUES = {status: status.value for status in StepStatus}  # `.value` is a slow descriptor
 
 
 def _unpack(packed: _Packed) -> StepRecord:
@@ -390,8 +391,9 @@ class MemoryStore(SetupClose):
         elif step.agent in steps:
             return False
         steps[step.agent] = (
-            run_id, step.agent, step.status.value, output, step.attempts, error,
-            step.degraded_reason, self._next_seq(steps), step.completed_at or self.clock(),
+            run_id, step.agent, _VALUES[step.status], output, step.attempts, error,
+            step.degraded_reason, next(reversed(steps.values()))[_SEQ] + 1 if steps else 1,
+            step.completed_at or self.clock(),
         )  # fmt: skip
         return True
 
