@@ -14,7 +14,7 @@ back, and claim it again). A consumer that holds messages waits a
 little (`_LINGER`, 2 ms at most) for them to be settled before it reads again, so that
 under load a read takes what was published meanwhile as one batch.
 
-Publishes, acks and replies leave in batches (`_Batcher`): those made in one turn of the
+Publishes, acks and replies leave in batches (`RedisBus.batch`): those made in one turn of the
 event loop, or while a batch is in flight, go together as one ``MULTI``/``EXEC`` pipeline:
 under load many of them cost one socket write and one server wake-up, which is most of
 what a small command costs, and a consumer blocked on the streams is woken once with the
@@ -33,24 +33,26 @@ commit's script (`RedisConsumer.reply_and_ack_in`): the store runs the ``XADD``,
 
 URL: ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&visibility_timeout=..&max_deliveries=..]``;
 other query options go to redis-py unchanged.
+
+Modules: this one is the bus (URL, stream names, the scripts, publishing, settling, dead
+letters); `RedisConsumer` (reading, claiming, lingering, handing back) is in
+``_redis_consumer``, and the batches (`Batcher`) in ``_redis_batch``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
 
 from firebreak._lifecycle import SetupClose
-from firebreak.bus.base import BusPolicy, Delivery, check_consumer
+from firebreak.bus._redis_batch import Batcher
+from firebreak.bus._redis_consumer import RedisConsumer, dead_letter, text
+from firebreak.bus.base import BusPolicy, Delivery
 
 __all__ = ["RedisBus", "RedisConsumer", "from_url"]
 
@@ -119,18 +121,11 @@ end
 return out
 """
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 _LINGER = 0.002
 """Seconds a consumer that holds messages waits for them to be settled before it reads
 again: under load its reads take a batch, not each message as it is published (bench, 4
 workers: workers' CPU per step 137-149 -> 110-126 us, Redis reads per step 0.6 -> 0.3-0.4).
 An idle consumer reads at once, so one-at-a-time latency is unchanged."""
-
-_MAX_BATCH = 512
-"""Most commands in one pipeline: bounds what a backlog adds to each one's wait."""
-
-_Command = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
 
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
@@ -152,144 +147,6 @@ def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
     return RedisBus(rest, prefix=ours.get("prefix", "firebreak"), policy=policy)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Batcher:
-    """Commands of one turn of the loop, or queued while a batch is in flight, sent together.
-
-    A batch of several commands is a ``MULTI``/``EXEC`` pipeline, so the server applies it
-    before serving blocked readers (see the module docstring); each command still keeps
-    its own reply or error (a script's error is its caller's alone); a
-    connection error reaches every caller of the batch. A caller cancelled while queued
-    does not unsend its command: a publish may still happen, an ack may still land, both
-    of which at-least-once delivery allows.
-    """
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client: Any = client  # redis-py's execute_command is untyped
-        self._publish = (_PUBLISH, client.register_script(_PUBLISH).sha)
-        """The publishing script: its source and SHA1."""
-        self._queue: deque[_Command] = deque()
-        self._busy = False
-        self._task: asyncio.Task[None] | None = None
-        self.pipelines = 0
-        """Pipelines sent so far (for measurement and tests)."""
-
-    async def call(self, *args: Any, script: str | None = None) -> Any:
-        """Run the command `args` (an ``EVALSHA`` of `script`'s source, if given).
-
-        ``XADD stream * b body k key`` (a publish) joins the batch's other publishes in one
-        script call (`_merge`); it answers as the ``XADD`` would.
-        """
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((args, script, future))
-        if not self._busy:
-            # Sent from a task of its own, which first runs after every callback already
-            # due in this turn of the loop: the commands those issue leave with this one.
-            self._busy = True
-            self._task = asyncio.create_task(self._drain(), name="firebreak-redis-bus-batch")
-        return await future
-
-    async def close(self) -> None:
-        """Wait for the commands already queued."""
-        task = self._task
-        if task is not None and not task.done():
-            await task
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                count = min(_MAX_BATCH, len(self._queue))
-                await self._send(self._merge([self._queue.popleft() for _ in range(count)]))
-        finally:
-            self._busy = False
-            if self._queue:  # only if cancelled: nobody would ever answer these
-                _fail(self._queue, ConnectionError("redis bus batch cancelled"))
-                self._queue.clear()
-
-    def _merge(self, batch: list[_Command]) -> list[_Command]:
-        """The batch with its publishes (two or more) as one call of `_PUBLISH`, first.
-
-        That call's future answers each publish's own: its id, or its own error.
-        """
-        adds = [command for command in batch if command[1] is None and command[0][0] == "XADD"]
-        if len(adds) < 2:
-            return batch
-        rest = [command for command in batch if command[1] is not None or command[0][0] != "XADD"]
-        payload = _ENCODE([[args[1], args[4], args[6]] for args, _, _ in adds])
-        futures = [future for _, _, future in adds]
-        merged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        merged.add_done_callback(lambda done: _spread(done, futures))
-        source, sha = self._publish
-        return [(("EVALSHA", sha, 0, payload), source, merged), *rest]
-
-    async def _send(self, batch: list[_Command], *, reload: bool = True) -> None:
-        try:
-            replies = await self._execute([command[0] for command in batch])
-        except BaseException as exc:
-            _fail(batch, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self.pipelines += 1
-        missing: list[_Command] = []
-        for command, reply in zip(batch, replies, strict=True):
-            future = command[2]
-            if isinstance(reply, NoScriptError) and reload and command[1] is not None:
-                missing.append(command)  # the server lost its scripts (a restart)
-            elif future.done():  # its caller was cancelled
-                continue
-            elif isinstance(reply, BaseException):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-        if missing:
-            try:
-                for source in {command[1] for command in missing if command[1] is not None}:
-                    await self._client.script_load(source)
-            except Exception as exc:  # noqa: BLE001 - each caller gets the error
-                _fail(missing, exc)
-                return
-            await self._send(missing, reload=False)
-
-    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Each command's reply or its own error; a connection error is raised."""
-        if len(commands) == 1:
-            try:
-                return [await self._client.execute_command(*commands[0])]
-            except ResponseError as exc:
-                return [exc]
-        pipe = self._client.pipeline(transaction=True)
-        for args in commands:
-            pipe.execute_command(*args)
-        return list(await pipe.execute(raise_on_error=False))
-
-
-def _spread(merged: asyncio.Future[Any], futures: list[asyncio.Future[Any]]) -> None:
-    """Answer each publish of a `_PUBLISH` call from that call's outcome."""
-    if merged.cancelled():
-        replies: list[Any] = [ConnectionError("redis bus batch cancelled")] * len(futures)
-    elif (error := merged.exception()) is not None:
-        replies = [error] * len(futures)
-    else:
-        replies = list(merged.result())
-    for future, reply in zip(futures, replies, strict=True):
-        if future.done():  # its caller was cancelled
-            continue
-        if isinstance(reply, BaseException):
-            future.set_exception(reply)
-        else:
-            future.set_result(reply)
-
-
-def _fail(batch: Iterable[_Command], error: BaseException) -> None:
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(error)
-
-
 class RedisBus(SetupClose):
     """A `TaskBus` on Redis Streams; build with ``open_bus("redis://…")``.
 
@@ -308,7 +165,7 @@ class RedisBus(SetupClose):
         self.prefix = prefix
         self.policy = policy or BusPolicy()
         self._client: aioredis.Redis | None = None
-        self._batch: _Batcher | None = None
+        self._batch: Batcher | None = None
         self._sha: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -332,7 +189,7 @@ class RedisBus(SetupClose):
             await client.aclose()
             raise
         self._client = client
-        self._batch = _Batcher(client)
+        self._batch = Batcher(client, publish=_PUBLISH)
         scripts = (_CLAIM_OWN, _ACK, _ACK_MANY, _READ)
         self._sha = {src: client.register_script(src).sha for src in scripts}
 
@@ -347,7 +204,12 @@ class RedisBus(SetupClose):
             await client.aclose()
 
     @property
-    def batch(self) -> _Batcher:
+    def linger(self) -> float:
+        """Seconds a consumer that holds messages waits for them to be settled (`_LINGER`)."""
+        return _LINGER
+
+    @property
+    def batch(self) -> Batcher:
         """Where this bus's short commands go (after `setup`)."""
         if self._batch is None:
             raise RuntimeError("RedisBus used before setup(); use `async with` or await setup()")
@@ -368,9 +230,9 @@ class RedisBus(SetupClose):
 
     async def publish(self, queue: str, body: Mapping[str, Any], *, key: str) -> str:
         """``XADD`` the message to the queue's stream."""
-        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-        message_id = await self.batch.call("XADD", self.stream(queue), "*", "b", text, "k", key)
-        return _text(message_id)
+        encoded = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        message_id = await self.batch.call("XADD", self.stream(queue), "*", "b", encoded, "k", key)
+        return text(message_id)
 
     def consumer(
         self, queues: Sequence[str], *, group: str, name: str, max_in_flight: int = 1
@@ -381,25 +243,10 @@ class RedisBus(SetupClose):
     async def dead_letters(self, queue: str, *, limit: int = 100) -> list[Delivery]:
         """The dead-letter stream of `queue`, oldest first."""
         entries = await self.client.xrange(self.dead_stream(queue), count=limit)
-        out = []
-        for _, fields in entries:
-            data = {_text(k): _text(v) for k, v in fields.items()}
-            try:
-                body = json.loads(data.get("b", "{}"))
-            except ValueError:
-                body = {}
-            out.append(
-                Delivery(
-                    queue=queue,
-                    id=data.get("id", ""),
-                    key=data.get("k", ""),
-                    body=body if isinstance(body, dict) else {},
-                    deliveries=int(data.get("n", "0")),
-                    dead=True,
-                    reason=data.get("reason", ""),
-                )
-            )
-        return out
+        return [
+            dead_letter(queue, {text(k): text(v) for k, v in fields.items()})
+            for _, fields in entries
+        ]
 
     async def delete(self, queue: str) -> None:
         """Delete the queue's stream (with its groups) and its dead letters."""
@@ -448,303 +295,3 @@ class RedisBus(SetupClose):
     async def claim_own(self, queue: str, group: str, name: str, args: Sequence[Any]) -> int:
         """Run the ownership-checked ``XCLAIM`` script (touch or release)."""
         return int(await self._script(_CLAIM_OWN, [self.stream(queue)], [group, name, *args]))
-
-
-class RedisConsumer:
-    """A member of a consumer group over one or more streams of a `RedisBus`."""
-
-    def __init__(
-        self, bus: RedisBus, queues: list[str], *, group: str, name: str, limit: int
-    ) -> None:
-        check_consumer(queues, limit)
-        self.bus = bus
-        self.queues = queues
-        self.group = group
-        self.name = name
-        self.limit = limit
-        self._held: set[tuple[str, str]] = set()
-        self._buffer: deque[Delivery] = deque()
-        self._ready = False
-        self._cursors = dict.fromkeys(queues, "0-0")
-        self._exact = 0  # the next reads count in all, not per stream (see `_read`); its turn
-        self._next_claim = 0.0
-        self._slot = asyncio.Event()
-        visibility = bus.policy.visibility
-        self._claim_every = min(visibility / 4, 1.0)
-
-    @property
-    def in_flight(self) -> int:
-        """Messages delivered to this consumer and not yet settled."""
-        return len(self._held)
-
-    async def _ensure_groups(self) -> None:
-        if self._ready:
-            return
-        for queue in self.queues:
-            try:
-                await self.bus.client.xgroup_create(
-                    self.bus.stream(queue), self.group, id="0", mkstream=True
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self._ready = True
-
-    async def get(self, wait: float) -> Delivery | None:
-        """The next message: a buffered one, an abandoned one, else a new one."""
-        await self._ensure_groups()
-        end = time.monotonic() + wait
-        while True:
-            if self._buffer:
-                return self._buffer.popleft()
-            free = self.limit - len(self._held)
-            left = end - time.monotonic()
-            if free <= 0:
-                if left <= 0:
-                    return None
-                self._slot.clear()
-                try:
-                    async with asyncio.timeout(left):
-                        await self._slot.wait()
-                except TimeoutError:
-                    return None
-                continue
-            if time.monotonic() >= self._next_claim:
-                self._next_claim = time.monotonic() + self._claim_every
-                if await self._claim(free):  # it filled the room: more may be waiting
-                    self._next_claim = 0.0
-                if self._buffer:
-                    continue
-                free = self.limit - len(self._held)
-                if free <= 0:
-                    continue
-            if self._held:
-                # Busy: what is published while the held work ends gathers for one read
-                # (up to _LINGER), not a read for each message or two.
-                await self._linger(min(_LINGER, left))
-                free = self.limit - len(self._held)
-                left = end - time.monotonic()
-            block = max(min(left, self._claim_every), 0.001)
-            await self._read(free, block)
-            if not self._buffer and time.monotonic() >= end:
-                return None
-
-    async def _linger(self, seconds: float) -> None:
-        """Wait until this consumer holds nothing, or `seconds`."""
-        deadline = time.monotonic() + seconds
-        while self._held and (rest := deadline - time.monotonic()) > 0:
-            self._slot.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(rest):
-                    await self._slot.wait()
-
-    async def _read(self, count: int, block: float) -> None:
-        """Up to `count` new messages, waiting up to `block` seconds for the first.
-
-        After a read that brought more than there was room for (a backlog on several
-        queues), reads take no more than the room, in all (a script, the queues in turn),
-        until one finds less than that; then they block again.
-        """
-        reply = None
-        if self._exact:
-            turn = self._exact % len(self.queues)
-            queues = self.queues[turn:] + self.queues[:turn]
-            reply = await self.bus.read(queues, self.group, self.name, count)
-            full = sum(len(entries) for _, entries in reply) >= count
-            self._exact = self._exact + 1 if full else 0
-        if not reply:
-            streams = {self.bus.stream(q): ">" for q in self.queues}
-            reply = await self.bus.client.xreadgroup(
-                self.group, self.name, streams, count=count, block=max(int(block * 1000), 1)
-            )
-        by_stream = {self.bus.stream(q): q for q in self.queues}
-        got = 0
-        extra: list[tuple[str, str]] = []
-        for stream, entries in reply or []:
-            queue = by_stream[_text(stream)]
-            for message_id, fields in entries:
-                if got >= count:  # COUNT is per stream: several streams gave more in all
-                    extra.append((queue, _text(message_id)))
-                elif await self._accept(queue, _text(message_id), fields, 1):
-                    got += 1
-        if extra:
-            self._exact = 1
-            # Handed back at once, as if idle past the visibility timeout (their count
-            # back to none): the next ``XAUTOCLAIM`` takes them, ours as soon as a slot frees.
-            idle = int(self.bus.policy.visibility * 1000) + 1000
-            await asyncio.gather(
-                *(
-                    self.bus.claim_own(queue, self.group, self.name, [i, "release", idle, 0])
-                    for queue, i in extra
-                )
-            )
-            self._next_claim = 0.0
-
-    async def _claim(self, count: int) -> bool:
-        """Take over at most `count` messages idle past the visibility timeout; whether it did.
-
-        One ``XAUTOCLAIM`` per queue, from where the last one of that queue stopped.
-        """
-        client = self.bus.client
-        idle = int(self.bus.policy.visibility * 1000)
-        for queue in self.queues:
-            if count <= 0:
-                return True
-            stream = self.bus.stream(queue)
-            reply = await client.xautoclaim(
-                stream, self.group, self.name, idle, start_id=self._cursors[queue], count=count
-            )
-            self._cursors[queue] = _text(reply[0])
-            claimed = [(_text(raw_id), fields) for raw_id, fields in reply[1]]
-            if not claimed:
-                continue
-            # Their delivery counts, in one read (the range may also hold what we held).
-            pending = await client.xpending_range(
-                stream,
-                self.group,
-                claimed[0][0],
-                claimed[-1][0],
-                len(claimed) + len(self._held),
-                self.name,
-            )
-            times = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-            for message_id, fields in claimed:
-                if await self._accept(queue, message_id, fields, times.get(message_id, 1)):
-                    count -= 1
-        return count <= 0
-
-    async def _accept(
-        self, queue: str, message_id: str, raw: Mapping[Any, Any] | None, deliveries: int
-    ) -> bool:
-        """Buffer a delivery (or dead-letter it); whether it now counts as held."""
-        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-        key = fields.get("k", "")
-        policy = self.bus.policy
-        reason = ""
-        body: Any = None
-        if deliveries > policy.max_deliveries:
-            reason = f"delivered {deliveries} times (max {policy.max_deliveries})"
-        else:
-            try:
-                body = json.loads(fields.get("b", ""))
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                reason = "unreadable body"
-        if reason:
-            dead = {**fields, "id": message_id, "n": str(deliveries), "reason": reason}
-            await self.bus.kill(queue, message_id, self.group, dead)
-            try:
-                parsed = json.loads(fields.get("b", "{}"))
-            except ValueError:
-                parsed = {}
-            self._buffer.append(
-                Delivery(
-                    queue=queue,
-                    id=message_id,
-                    key=key,
-                    body=parsed if isinstance(parsed, dict) else {},
-                    deliveries=deliveries,
-                    dead=True,
-                    reason=reason,
-                )
-            )
-            return False
-        self._held.add((queue, message_id))
-        self._buffer.append(
-            Delivery(queue=queue, id=message_id, key=key, body=body, deliveries=deliveries)
-        )
-        return True
-
-    def _free(self, delivery: Delivery) -> None:
-        self._held.discard((delivery.queue, delivery.id))
-        self._slot.set()
-
-    async def ack(self, delivery: Delivery) -> None:
-        """``XACK`` and ``XDEL`` atomically (one script, one round trip)."""
-        await self.bus.settle(delivery.queue, self.group, delivery.id)
-        self._free(delivery)
-
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """`ack` several deliveries at once: one script per queue, in one round trip."""
-        ids: dict[str, list[str]] = {}
-        for delivery in deliveries:
-            ids.setdefault(delivery.queue, []).append(delivery.id)
-        await asyncio.gather(
-            *(self.bus.settle_many(queue, self.group, batch) for queue, batch in ids.items())
-        )
-        for delivery in deliveries:
-            self._free(delivery)
-
-    async def reply_and_ack(
-        self, delivery: Delivery, queue: str, body: Mapping[str, Any], *, key: str
-    ) -> None:
-        """``publish(queue, body, key=key)`` then `ack` (delivery), in one round trip.
-
-        The reply is added first; if the script fails before the ack, nothing is acked
-        (the caller may fall back to a separate publish and ack).
-        """
-        await self.bus.settle(delivery.queue, self.group, delivery.id, (queue, body, key))
-        self._free(delivery)
-
-    async def reply_and_ack_in(
-        self,
-        delivery: Delivery,
-        queue: str,
-        body: Mapping[str, Any],
-        *,
-        key: str,
-        write: Callable[[list[list[str]]], Awaitable[bool]],
-    ) -> bool:
-        """`reply_and_ack`, its commands run by `write`; whether it ran them.
-
-        `write` is another client's write on this bus's server: a `RedisStore`'s
-        `commit_step_then`, so a worker's commit, reply and ack are one script and one
-        round trip. If `write` ran nothing (returned ``False``: a duplicate commit), the
-        delivery is still held; settle it as usual.
-        """
-        stream = self.bus.stream(delivery.queue)
-        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-        done = await write(
-            [
-                ["XADD", self.bus.stream(queue), "*", "b", text, "k", key],
-                ["XACK", stream, self.group, delivery.id],
-                ["XDEL", stream, delivery.id],
-            ]
-        )
-        if done:
-            self._free(delivery)
-        return done
-
-    async def release(self, delivery: Delivery) -> None:
-        """Mark it long idle, its count back by one, so the next ``XAUTOCLAIM`` takes it."""
-        idle = int(self.bus.policy.visibility * 1000) + 1000
-        retry = max(delivery.deliveries - 1, 0)
-        await self.bus.claim_own(
-            delivery.queue, self.group, self.name, [delivery.id, "release", idle, retry]
-        )
-        self._free(delivery)
-
-    async def reject(self, delivery: Delivery, reason: str) -> None:
-        """Move it to the dead-letter stream now."""
-        fields = {
-            "b": json.dumps(delivery.body, separators=(",", ":")),
-            "k": delivery.key,
-            "id": delivery.id,
-            "n": str(delivery.deliveries),
-            "reason": reason,
-        }
-        await self.bus.kill(delivery.queue, delivery.id, self.group, fields)
-        self._free(delivery)
-
-    async def touch(self, delivery: Delivery) -> None:
-        """Reset its idle time, if this consumer still owns it."""
-        await self.bus.claim_own(delivery.queue, self.group, self.name, [delivery.id, "touch"])
-
-    async def close(self) -> None:
-        """Stop; hand back buffered messages not yet handed out."""
-        while self._buffer:
-            delivery = self._buffer.popleft()
-            if not delivery.dead:
-                await self.release(delivery)
-        self._held.clear()
