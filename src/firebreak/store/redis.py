@@ -19,6 +19,11 @@ URL) when the server persists nothing.
 Finished runs (succeeded, degraded) expire `finished_ttl` after they finish, with their
 steps and shared state; failed (dead-lettered) runs are kept unless `failed_ttl` says
 otherwise; dead-letter and review entries are kept until dropped or resolved.
+
+Modules: this one is the store (lifecycle and the `CheckpointStore` methods); the Lua
+scripts are in ``_redis_scripts``, their shared round trips in ``_redis_pipeline``, the
+records' encoding in ``_redis_codec``, and reaching the server (URL, pool, schema check,
+one-line errors) in ``_redis_connect``.
 """
 
 from __future__ import annotations
@@ -29,17 +34,16 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from firebreak._lifecycle import SetupClose
-from firebreak.errors import LeaseHeld, StaleLease, StateConflict, StoreCorrupt, StoreError
+from firebreak.errors import LeaseHeld, StaleLease, StateConflict, StoreError
 from firebreak.store import _redis_codec as codec
+from firebreak.store import _redis_connect as connect
 from firebreak.store import _redis_scripts as lua
 from firebreak.store import _rules
 from firebreak.store._redis_pipeline import AutoPipeline
@@ -66,7 +70,6 @@ SCHEMA_VERSION = 1
 DEFAULT_FINISHED_TTL = 7 * 24 * 3600.0
 log = logging.getLogger("firebreak.store.redis")
 _warned: set[str] = set()
-_OPTIONS = frozenset({"prefix", "finished_ttl", "failed_ttl"})
 _STEP_KEYS = ("s", "o", "a", "e", "d", "c")
 _HOT = {"BEGIN_RUN": "b", "COMMIT_STEP": "c", "FINISH_RUN": "f", "LEASE_AND_STEP": "l"}
 """Scripts whose calls run as operations of ``HOT_BATCH`` (`AutoPipeline.hot`)."""
@@ -79,43 +82,13 @@ def from_url(url: str, *, clock: WallClock = default_clock) -> RedisStore:
     ``finished_ttl`` and ``failed_ttl`` are seconds, or ``none`` for never.
     Other query options go to redis-py unchanged.
     """
-    parts = urlsplit(url)
-    ours: dict[str, str] = {}
-    theirs: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        (ours.__setitem__(key, value) if key in _OPTIONS else theirs.append((key, value)))
-    rest = urlunsplit(parts._replace(query=urlencode(theirs)))
-
-    def ttl(name: str, default: float | None) -> float | None:
-        if name not in ours:
-            return default
-        text = ours[name].strip().lower()
-        if text in {"none", "never", ""}:
-            return None
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"store URL {url!r}: {name} must be seconds or 'none'") from None
-
+    rest, prefix, ttls = connect.split_url(url)
     return RedisStore(
         rest,
-        prefix=ours.get("prefix", "firebreak"),
-        finished_ttl=ttl("finished_ttl", DEFAULT_FINISHED_TTL),
-        failed_ttl=ttl("failed_ttl", None),
+        prefix=prefix,
+        finished_ttl=ttls.get("finished_ttl", DEFAULT_FINISHED_TTL),
+        failed_ttl=ttls.get("failed_ttl"),
         clock=clock,
-    )
-
-
-def _server(url: str) -> tuple[str, str, int, str, str]:
-    """Scheme, host, port, database and user of a Redis URL: what `same_server` compares."""
-    parts = urlsplit(url)
-    db = dict(parse_qsl(parts.query)).get("db") or parts.path.strip("/") or "0"
-    return (
-        parts.scheme.lower(),
-        (parts.hostname or "localhost").lower(),
-        parts.port or 6379,
-        db,
-        parts.username or "",
     )
 
 
@@ -154,8 +127,7 @@ class RedisStore(SetupClose):
         clock: WallClock = default_clock,
         max_connections: int = 32,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in {"redis", "rediss", "unix"}:
+        if urlsplit(url).scheme.lower() not in {"redis", "rediss", "unix"}:
             raise ValueError(f"RedisStore needs a redis:// or rediss:// URL, got {url!r}")
         if not prefix:
             raise ValueError("prefix must not be empty")
@@ -167,12 +139,7 @@ class RedisStore(SetupClose):
         self.max_connections = max_connections
         self._finished_ms = codec.ttl_ms(finished_ttl)
         self._failed_ms = codec.ttl_ms(failed_ttl)
-        try:
-            port = parts.port or 6379
-        except ValueError as exc:
-            raise ValueError(f"store URL {url!r}: {exc}") from None
-        db = parts.path.strip("/") or "0"
-        self.where = f"{parts.hostname or 'localhost'}:{port}/{db}"
+        self.where = connect.where(url)
         """``host:port/db``, as error messages name the server."""
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
@@ -194,18 +161,7 @@ class RedisStore(SetupClose):
         async with self._setup_lock:
             if self._client is not None:
                 return
-            # A bounded pool that waits for a free connection: hundreds of concurrent
-            # runs share a few dozen connections instead of failing with "too many".
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                decode_responses=True,
-                socket_timeout=5.0,
-                socket_connect_timeout=2.0,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                max_connections=self.max_connections,
-                timeout=10.0,
-            )
-            client = aioredis.Redis.from_pool(pool)
+            client = connect.open_client(self.url, max_connections=self.max_connections)
             try:
                 await self._check(client)
             except BaseException:
@@ -219,34 +175,12 @@ class RedisStore(SetupClose):
             )
 
     async def _check(self, client: aioredis.Redis) -> None:
-        key = f"{self.prefix}:schema"
-        try:
-            await client.set(key, str(SCHEMA_VERSION), nx=True)
-            found = await client.get(key)
-        except RedisError as exc:
-            raise self._error(exc) from None
-        try:
-            version = int(str(found))
-        except ValueError:
-            raise StoreCorrupt(
-                f"redis {self.where}: key {key!r} is {found!r}, not a firebreak schema version;"
-                " use another prefix"
-            ) from None
-        if version > SCHEMA_VERSION:
-            raise StoreCorrupt(
-                f"redis {self.where}: prefix {self.prefix!r} was written by a newer firebreak"
-                f" (schema {version} > {SCHEMA_VERSION}); upgrade firebreak"
-            )
+        await connect.check_schema(
+            client, prefix=self.prefix, where=self.where, version=SCHEMA_VERSION
+        )
         if self.url not in _warned:
             _warned.add(self.url)
-            try:
-                aof = await client.config_get("appendonly")
-                save = await client.config_get("save")
-            except ResponseError:  # CONFIG is often disabled on managed Redis: cannot tell
-                return
-            except RedisError as exc:
-                raise self._error(exc) from None
-            if aof.get("appendonly") == "no" and not str(save.get("save") or "").strip():
+            if await connect.persists(client, self.where) is False:
                 log.warning(
                     "redis %s persists nothing (appendonly no, no save points): runs are lost"
                     " if the server restarts; set appendonly yes for a durable store",
@@ -264,19 +198,7 @@ class RedisStore(SetupClose):
 
     async def destroy(self) -> None:
         """Delete every key under this store's prefix (tests use it to clean up)."""
-        client = self._need()
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + ":*"
-        try:
-            batch: list[str] = []
-            async for key in client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    await client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                await client.unlink(*batch)
-        except RedisError as exc:
-            raise self._error(exc) from None
+        await self._do(connect.delete_prefix(self._need(), self.prefix))
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -286,8 +208,7 @@ class RedisStore(SetupClose):
         return self._client
 
     def _error(self, exc: RedisError) -> StoreError:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return StoreError(f"redis {self.where}: {type(exc).__name__}: {first}")
+        return connect.translate(self.where, exc)
 
     async def _do(self, op: Awaitable[T]) -> T:
         try:
@@ -530,7 +451,7 @@ class RedisStore(SetupClose):
     def same_server(self, url: str) -> bool:
         """Whether `url` (a bus's, say) names this store's Redis server and database."""
         try:
-            return _server(url) == _server(self.url)
+            return connect.server(url) == connect.server(self.url)
         except ValueError:
             return False
 
