@@ -20,10 +20,11 @@ Finished runs (succeeded, degraded) expire `finished_ttl` after they finish, wit
 steps and shared state; failed (dead-lettered) runs are kept unless `failed_ttl` says
 otherwise; dead-letter and review entries are kept until dropped or resolved.
 
-Modules: this one is the store (lifecycle and the `CheckpointStore` methods); the Lua
-scripts are in ``_redis_scripts``, their shared round trips in ``_redis_pipeline``, the
-records' encoding in ``_redis_codec``, and reaching the server (URL, pool, schema check,
-one-line errors) in ``_redis_connect``.
+Modules: this one is the store (lifecycle, runs, leases, steps and shared state); its
+dead-letter and review queues are in ``_redis_queues`` (a base class), the Lua scripts in
+``_redis_scripts``, their shared round trips in ``_redis_pipeline``, the records' encoding
+in ``_redis_codec``, and reaching the server (URL, pool, schema check, one-line errors) in
+``_redis_connect``.
 """
 
 from __future__ import annotations
@@ -47,12 +48,11 @@ from firebreak.store import _redis_connect as connect
 from firebreak.store import _redis_scripts as lua
 from firebreak.store import _rules
 from firebreak.store._redis_pipeline import AutoPipeline
+from firebreak.store._redis_queues import RedisQueues
 from firebreak.store.base import (
     JSON,
     STEP_TRANSITIONS,
-    DeadLetter,
     Lease,
-    ReviewItem,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -99,7 +99,7 @@ _ALLOWED_FROM = {
 }
 
 
-class RedisStore(SetupClose):
+class RedisStore(RedisQueues, SetupClose):
     """A `CheckpointStore` in Redis (redis-py asyncio); build with ``open_store("redis://…")``.
 
     Example:
@@ -546,99 +546,3 @@ class RedisStore(SetupClose):
         if reply[0] == "conflict":
             raise StateConflict(run_id, expected=expected_version, actual=int(reply[1]))
         return int(reply[1])
-
-    # -- dead-letter queue --------------------------------------------------------------
-
-    async def dlq_put(
-        self,
-        *,
-        run_id: str,
-        workflow: str,
-        reason: str,
-        error: dict[str, Any] | None = None,
-        input: JSON = None,  # noqa: A002  -- the run's input, named as on RunRecord
-        steps: Mapping[str, StepRecord] | None = None,
-    ) -> str:
-        """Put a failed run in the dead-letter queue (one entry per run; replaced)."""
-        snapshot = None if steps is None else {k: _rules.step_to_dict(s) for k, s in steps.items()}
-        reply = await self._eval(
-            "DLQ_PUT",
-            _rules.new_id(),
-            run_id,
-            workflow,
-            reason,
-            _rules.dumps(error),
-            _rules.dumps(input),
-            _rules.dumps(snapshot),
-            repr(self.clock()),
-        )
-        return str(reply)
-
-    async def dlq_list(self, workflow: str | None = None) -> list[DeadLetter]:
-        """Return the entries, oldest first."""
-        index = f"{self.prefix}:dlq" + ("" if workflow is None else f":w:{workflow}")
-        return [codec.dead(h) for h in await self._collect(index, "dlq:e:", 0, "asc", -1)]
-
-    async def dlq_get(self, id: str) -> DeadLetter | None:  # noqa: A002  -- record field name
-        """Return the entry, or ``None``."""
-        h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:dlq:e:{id}")))
-        return codec.dead(h) if h else None
-
-    async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
-        """Remove the entry; ``False`` if it was not there."""
-        return bool(await self._eval("DLQ_DROP", id))
-
-    async def dlq_size(self, workflow: str | None = None) -> int:
-        """Count the entries."""
-        index = f"{self.prefix}:dlq" + ("" if workflow is None else f":w:{workflow}")
-        return int(await self._do(self._need().zcard(index)))
-
-    # -- manual-review queue ------------------------------------------------------------
-
-    async def review_put(
-        self,
-        *,
-        run_id: str,
-        workflow: str,
-        agent: str,
-        reason: str,
-        suggestions: Sequence[JSON] = (),
-        context: JSON = None,
-    ) -> str:
-        """Queue a decision for a person; an open item for the same step is reused."""
-        reply = await self._eval(
-            "REVIEW_PUT",
-            _rules.new_id(),
-            run_id,
-            workflow,
-            agent,
-            reason,
-            _rules.dumps(list(suggestions)),
-            _rules.dumps(context),
-            repr(self.clock()),
-        )
-        return str(reply)
-
-    async def review_list(self, status: str | None = "open") -> list[ReviewItem]:
-        """Return items with `status` (all if ``None``), oldest first."""
-        wanted = _rules.review_status(status)
-        index = f"{self.prefix}:rv:{'all' if wanted is None else wanted}"
-        return [codec.review(h) for h in await self._collect(index, "rv:e:", 0, "asc", -1)]
-
-    async def review_get(self, id: str) -> ReviewItem | None:  # noqa: A002  -- record field
-        """Return the item, or ``None``."""
-        h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:rv:e:{id}")))
-        return codec.review(h) if h else None
-
-    async def review_resolve(self, id: str, value: JSON) -> ReviewItem:  # noqa: A002
-        """Record the person's answer; `KeyError` if unknown, `StoreError` if resolved."""
-        reply = await self._eval("REVIEW_RESOLVE", id, _rules.dumps(value), repr(self.clock()))
-        if reply[0] == "missing":
-            raise KeyError(id)
-        if reply[0] == "resolved":
-            raise StoreError(f"review item {id!r} is already resolved")
-        return codec.review(codec.pairs(reply[1]))
-
-    async def review_size(self) -> int:
-        """Count the open items."""
-        return int(await self._do(self._need().zcard(f"{self.prefix}:rv:open")))
