@@ -11,7 +11,7 @@ import uuid
 import pytest
 from redis.exceptions import ResponseError
 
-from firebreak.bus import BusPolicy
+from firebreak.bus import BusPolicy, _redis_consumer
 from firebreak.bus import redis as redis_module
 from firebreak.bus.redis import _ACK_MANY, RedisBus
 
@@ -139,7 +139,7 @@ async def test_a_busy_consumer_reads_again_once_its_messages_are_settled(
 ) -> None:
     """A consumer holding a message waits (up to `_LINGER`) for it to be settled before it
     reads again, so messages published meanwhile, one by one, come in one read."""
-    monkeypatch.setattr(redis_module, "_LINGER", 30.0)  # ended by the ack here, not by time
+    monkeypatch.setattr(_redis_consumer, "_LINGER", 30.0)  # ended by the ack here, not by time
     consumer = bus.consumer(["q"], group="g", name="c", max_in_flight=10)
     await bus.publish("q", {"n": 0}, key="k")
     held = await consumer.get(1.0)

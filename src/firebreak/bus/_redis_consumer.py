@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisConsumer", "dead_letter", "text"]
 
+_LINGER = 0.002
+"""Seconds a consumer that holds messages waits for them to be settled before it reads
+again: under load its reads take a batch, not each message as it is published (bench, 4
+workers: workers' CPU per step 137-149 -> 110-126 us, Redis reads per step 0.6 -> 0.3-0.4).
+An idle consumer reads at once, so one-at-a-time latency is unchanged."""
+
 
 def text(value: Any) -> str:
     """A reply's bytes (or other value) as a string."""
@@ -121,7 +127,7 @@ class RedisConsumer:
             if self._held:
                 # Busy: what is published while the held work ends gathers for one read
                 # (up to the bus's `linger`), not a read for each message or two.
-                await self._linger(min(self.bus.linger, left))
+                await self._linger(min(_LINGER, left))
                 free = self.limit - len(self._held)
                 left = end - time.monotonic()
             block = max(min(left, self._claim_every), 0.001)

@@ -10,9 +10,9 @@ stream, so what one read of several streams brings past that goes back to the gr
 once (marked idle, for the next ``XAUTOCLAIM``), and until the backlog is gone the
 consumer's reads are a script that stops at its room in all, taking the streams in turn
 (a worker with less room than the queues' backlog would otherwise hand most of each read
-back, and claim it again). A consumer that holds messages waits a
-little (`_LINGER`, 2 ms at most) for them to be settled before it reads again, so that
-under load a read takes what was published meanwhile as one batch.
+back, and claim it again). A consumer that holds messages waits a little
+(`_redis_consumer._LINGER`, 2 ms at most) for them to be settled before it reads again,
+so that under load a read takes what was published meanwhile as one batch.
 
 Publishes, acks and replies leave in batches (`RedisBus.batch`): those made in one turn of the
 event loop, or while a batch is in flight, go together as one ``MULTI``/``EXEC`` pipeline:
@@ -121,12 +121,6 @@ end
 return out
 """
 
-_LINGER = 0.002
-"""Seconds a consumer that holds messages waits for them to be settled before it reads
-again: under load its reads take a batch, not each message as it is published (bench, 4
-workers: workers' CPU per step 137-149 -> 110-126 us, Redis reads per step 0.6 -> 0.3-0.4).
-An idle consumer reads at once, so one-at-a-time latency is unchanged."""
-
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
     """Build (not connect) a bus from a ``redis://`` URL; see the module docstring."""
@@ -202,11 +196,6 @@ class RedisBus(SetupClose):
                 await batch.close()
         if client is not None:
             await client.aclose()
-
-    @property
-    def linger(self) -> float:
-        """Seconds a consumer that holds messages waits for them to be settled (`_LINGER`)."""
-        return _LINGER
 
     @property
     def batch(self) -> Batcher:
