@@ -126,6 +126,14 @@ def _evolve(record: _R, **changes: Any) -> _R:
 # record holding only immutable values (frozen, with plain JSON atoms) goes out as it is.
 
 
+# The two records `finish_run` makes, at the end of every run: replacers bound once.
+_finished = _replacer(
+    RunRecord,
+    ("status", "result", "error", "resume_at", "updated_at", "lease_owner", "lease_expires"),
+)
+_handed_out = _replacer(RunRecord, ("input", "result", "error"))
+
+
 def _run_out(run: RunRecord) -> RunRecord:
     if type(run.input) in _PLAIN and type(run.result) in _PLAIN and run.error is None:
         return run
@@ -259,14 +267,20 @@ class MemoryStore(SetupClose):
         """Set the final status and release the lease at once (`SupportsBeginFinish`)."""
         new_result, new_error = _clone(result), _clone(error)
         new_status = status if type(status) is RunStatus else RunStatus(status)
-        run = _evolve(
-            self._fenced(lease), status=new_status, result=new_result, error=new_error,
-            resume_at=resume_at, updated_at=self.clock(), lease_owner=None, lease_expires=None,
-        )  # fmt: skip
+        run: RunRecord = _finished(
+            self._fenced(lease),
+            new_status,
+            new_result,
+            new_error,
+            resume_at,
+            self.clock(),
+            None,
+            None,
+        )
         self._runs[run.run_id] = run
         # What goes out holds the caller's own result and error: the store keeps its copies.
         run_input = run.input if type(run.input) in _PLAIN else _clone(run.input)
-        return _evolve(run, input=run_input, result=result, error=error)
+        return _handed_out(run, run_input, result, error)  # type: ignore[no-any-return]
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None``."""
