@@ -8,7 +8,7 @@ values of N, and prints the difference per run (start-up and imports cancel out)
 Run: ``python bench/instructions.py [--steps 10] [--runs 50 550]`` (needs valgrind).
 Measured 2026-11-25: 1,902K instructions per 10-step run before that day's changes to
 the engine and the memory store, 1,194K after the afternoon's (21.8 -> 12.6 µs a step on a
-quiet machine), 928K after the evening's (8.2 µs a step).
+quiet machine), 912K after the evening's (7.5-8.0 µs a step).
 """
 
 from __future__ import annotations
