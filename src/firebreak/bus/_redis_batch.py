@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
+
+from firebreak._futures import answer, fail
 
 __all__ = ["Batcher"]
 
@@ -80,7 +81,7 @@ class Batcher:
         finally:
             self._busy = False
             if self._queue:  # only if cancelled: nobody would ever answer these
-                _fail(self._queue, ConnectionError("redis bus batch cancelled"))
+                fail(self._queue, ConnectionError("redis bus batch cancelled"))
                 self._queue.clear()
 
     def _merge(self, batch: list[_Command]) -> list[_Command]:
@@ -103,7 +104,7 @@ class Batcher:
         try:
             replies = await self._execute([command[0] for command in batch])
         except BaseException as exc:
-            _fail(batch, exc)
+            fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -114,13 +115,13 @@ class Batcher:
             if isinstance(reply, NoScriptError) and reload and command[1] is not None:
                 missing.append(command)  # the server lost its scripts (a restart)
             else:
-                _answer(future, reply)
+                answer(future, reply)
         if missing:
             try:
                 for source in {command[1] for command in missing if command[1] is not None}:
                     await self._client.script_load(source)
             except Exception as exc:  # noqa: BLE001 - each caller gets the error
-                _fail(missing, exc)
+                fail(missing, exc)
                 return
             await self._send(missing, reload=False)
 
@@ -146,20 +147,4 @@ def _spread(merged: asyncio.Future[Any], futures: list[asyncio.Future[Any]]) -> 
     else:
         replies = list(merged.result())
     for future, reply in zip(futures, replies, strict=True):
-        _answer(future, reply)
-
-
-def _answer(future: asyncio.Future[Any], reply: Any) -> None:
-    """Give a command's caller its reply, or raise its error there."""
-    if future.done():  # its caller was cancelled
-        return
-    if isinstance(reply, BaseException):
-        future.set_exception(reply)
-    else:
-        future.set_result(reply)
-
-
-def _fail(batch: Iterable[_Command], error: BaseException) -> None:
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(error)
+        answer(future, reply)

@@ -28,6 +28,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from firebreak._futures import answer, fail
+
 __all__ = ["MAX_BATCH", "AutoPipeline"]
 
 MAX_BATCH = 512
@@ -119,10 +121,10 @@ class AutoPipeline:
         try:
             replies = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
-            _fail(batch, self._translate(exc))
+            fail(batch, self._translate(exc))
             return
         except BaseException as exc:
-            _fail(batch, exc)
+            fail(batch, exc)
             raise
         self.pipelines += 1
         missing: list[_Call] = []
@@ -146,7 +148,7 @@ class AutoPipeline:
             for source in {(call[0] or self._hot).script for call in missing}:
                 await self._client.script_load(source)
         except RedisError as exc:
-            _fail(missing, self._translate(exc))
+            fail(missing, self._translate(exc))
             return
         await self._send(missing, reload=False)
 
@@ -168,17 +170,4 @@ class AutoPipeline:
             future.set_exception(exc)
 
     def _settle(self, future: asyncio.Future[Any], reply: Any) -> None:
-        if future.done():  # the caller was cancelled
-            return
-        if isinstance(reply, RedisError):
-            future.set_exception(self._translate(reply))
-        elif isinstance(reply, BaseException):
-            future.set_exception(reply)
-        else:
-            future.set_result(reply)
-
-
-def _fail(batch: Sequence[_Call], error: BaseException) -> None:
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(error)
+        answer(future, self._translate(reply) if isinstance(reply, RedisError) else reply)
