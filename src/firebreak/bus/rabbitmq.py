@@ -82,7 +82,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq.exceptions
@@ -94,6 +93,7 @@ from aio_pika.abc import (
 )
 
 from firebreak._lifecycle import SetupClose
+from firebreak._urls import split_options
 from firebreak.bus._rabbitmq_consumer import (
     _KEY,
     _PRIOR,
@@ -118,12 +118,7 @@ _OP_TIMEOUT = 30.0  # one broker round trip (declare, delete, connect)
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RabbitBus:
     """Build (not connect) a bus from an ``amqp://`` URL; see the module docstring."""
-    parts = urlsplit(url)
-    ours: dict[str, str] = {}
-    theirs: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        (ours.__setitem__(key, value) if key in _OPTIONS else theirs.append((key, value)))
-    rest = urlunsplit(parts._replace(query=urlencode(theirs)))
+    ours, rest = split_options(url, _OPTIONS)
     try:
         if policy is None:
             policy = BusPolicy(

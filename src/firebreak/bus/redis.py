@@ -45,11 +45,11 @@ import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
 from firebreak._lifecycle import SetupClose
+from firebreak._urls import split_options
 from firebreak.bus._redis_batch import Batcher
 from firebreak.bus._redis_consumer import RedisConsumer, dead_letter, text
 from firebreak.bus.base import BusPolicy, Delivery
@@ -124,12 +124,7 @@ return out
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
     """Build (not connect) a bus from a ``redis://`` URL; see the module docstring."""
-    parts = urlsplit(url)
-    ours: dict[str, str] = {}
-    theirs: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        (ours.__setitem__(key, value) if key in _OPTIONS else theirs.append((key, value)))
-    rest = urlunsplit(parts._replace(query=urlencode(theirs)))
+    ours, rest = split_options(url, _OPTIONS)
     if policy is None:
         try:
             policy = BusPolicy(

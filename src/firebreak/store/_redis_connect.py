@@ -7,13 +7,14 @@ a few dozen connections instead of failing with "too many". Errors name the serv
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from firebreak._urls import split_options
 from firebreak.errors import StoreCorrupt, StoreError
 
 __all__ = [
@@ -37,12 +38,7 @@ def split_url(url: str) -> tuple[str, str, dict[str, float | None]]:
     A TTL is seconds, or ``none`` (or ``never``, or empty) for never; `ValueError`
     otherwise. Other query options stay in the URL for redis-py.
     """
-    parts = urlsplit(url)
-    ours: dict[str, str] = {}
-    theirs: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        (ours.__setitem__(key, value) if key in _OPTIONS else theirs.append((key, value)))
-    rest = urlunsplit(parts._replace(query=urlencode(theirs)))
+    ours, rest = split_options(url, _OPTIONS)
     ttls: dict[str, float | None] = {}
     for name in _TTLS:
         if name not in ours:

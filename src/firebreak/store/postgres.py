@@ -37,13 +37,13 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from firebreak._lifecycle import SetupClose
+from firebreak._urls import split_options
 from firebreak.errors import StoreError
 from firebreak.store import _pg_apply as apply
 from firebreak.store import _pg_connect as connect
@@ -81,13 +81,9 @@ def from_url(url: str, *, clock: WallClock = default_clock) -> PostgresStore:
     Example:
         >>> store = from_url("postgresql://app@db/ops?schema=billing&sslmode=require")
     """
-    parts = urlsplit(url)
-    options = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for key, value in options if key == "schema"]
-    rest = [(key, value) for key, value in options if key != "schema"]
-    stripped = urlunsplit(parts._replace(query=urlencode(rest)))
-    if schemas:
-        return PostgresStore(stripped, schema=schemas[-1], clock=clock)
+    ours, stripped = split_options(url, ("schema",))
+    if "schema" in ours:
+        return PostgresStore(stripped, schema=ours["schema"], clock=clock)
     return PostgresStore(stripped, clock=clock)
 
 

@@ -1,0 +1,24 @@
+"""Our own query options out of a server URL; the rest stays for the client library."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["split_options"]
+
+
+def split_options(url: str, names: Collection[str]) -> tuple[dict[str, str], str]:
+    """Ours (the options of `url` named in `names`) and `url` with only the others left.
+
+    A repeated option's last value wins; what is left goes to the library that connects.
+    """
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in names:
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    return ours, urlunsplit(parts._replace(query=urlencode(theirs)))
