@@ -97,6 +97,32 @@ async def test_a_file_from_a_newer_firebreak_is_refused(tmp_path: Path) -> None:
     )
 
 
+async def test_a_file_of_the_first_schema_is_migrated_with_its_runs(tmp_path: Path) -> None:
+    """A store written by firebreak 0.1's first schema opens, keeps its data, gets upgraded."""
+    path = tmp_path / "fb.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO runs (run_id, workflow, status, input, created_at, updated_at)"
+        " VALUES ('old', 'wf', 'succeeded', '{}', 0, 0)"
+    )
+    conn.execute("INSERT INTO steps VALUES ('old', 'a', 'succeeded', '1', 1, NULL, NULL, 1, 0)")
+    conn.close()
+    async with SQLiteStore(path) as store:
+        assert (await store.get_steps("old"))["a"].output == 1
+        lease = await leased(store, "new")
+        for agent in ("z", "b", "m"):  # commit order, not name order, is the steps' order
+            assert await store.commit_step(lease, step("new", agent))
+        assert list(await store.get_steps("new")) == ["z", "b", "m"]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "steps_by_seq" not in indexes
+    conn.close()
+
+
 async def test_another_apps_versioned_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "fb.db"
     conn = sqlite3.connect(path)

@@ -80,6 +80,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE UNIQUE INDEX reviews_open ON reviews (run_id, agent) WHERE status = 'open'",
     ),
+    (
+        # Steps are read one run at a time, a few dozen rows through the primary key, so
+        # this index only cost every step commit a second page in the WAL and its fsync.
+        "DROP INDEX steps_by_seq",
+    ),
 )
 """Migration N+1 is ``MIGRATIONS[N]``; append, never edit a released one."""
 

@@ -2,9 +2,10 @@
 
 WAL journal with ``synchronous=FULL`` and every write acknowledged only after its
 transaction committed: whatever a caller was told is stored survives a crash at any
-instant. All writes go through one writer thread that commits everything queued in one
-transaction (group commit), so concurrent runs share fsyncs; reads use their own
-connection, which WAL lets run beside the writer.
+instant. Writes go through one connection: a lone write on an idle event loop commits right
+there (its fsync and nothing more), anything else through the writer thread, which commits
+everything queued in one transaction (group commit), so concurrent runs share fsyncs; reads
+use their own connection, which WAL lets run beside the writer.
 
 A write whose caller is cancelled while it waits may still commit: cancellation does not
 reach into a queued batch. Every write is safe to repeat (first commit wins, CAS, upserts).
@@ -102,7 +103,9 @@ class SQLiteStore(SetupClose):
             write_conn, read_conn = await asyncio.to_thread(self._open)
             self._reader = read_conn
             self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="firebreak-sqlite-read")
-            self._writer = Writer(write_conn, name="firebreak-sqlite-writer")
+            self._writer = Writer(
+                write_conn, name="firebreak-sqlite-writer", busy_timeout=self.busy_timeout
+            )
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves; threads share it in turn.
