@@ -82,3 +82,24 @@ async def test_inline_commits_still_checkpoint_the_wal(tmp_path: Path) -> None:
             await store.commit_step(lease, step("r1", f"a{i}", "x" * 2000))
         # Checkpointed WAL frames are reused: the file stops growing after the first round.
         assert (tmp_path / "fb.db-wal").stat().st_size <= 1.5 * size_after_one_round
+
+
+def _synchronous(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0])  # 1 NORMAL, 2 FULL
+
+
+async def test_an_unsynced_write_leaves_every_other_write_fsynced(tmp_path: Path) -> None:
+    """`sync=False` (a run's begin) skips its own fsync, never a synced write's."""
+    async with SQLiteStore(tmp_path / "fb.db") as store:
+        writer = _writer(store)
+        assert await writer.submit(_synchronous, sync=False) == 1
+        assert await writer.submit(_synchronous) == 2
+
+        # Many runs at once, synced and not, batched by the thread: a synced one is synced.
+        async def one(sync: bool) -> int:
+            return await writer.submit(_synchronous, sync=sync)
+
+        got = await asyncio.gather(*(one(sync=i % 2 == 0) for i in range(20)))
+        assert got[0::2] == [2] * 10
+    async with SQLiteStore(tmp_path / "fb.db", synchronous="NORMAL") as store:
+        assert await _writer(store).submit(_synchronous) == 1

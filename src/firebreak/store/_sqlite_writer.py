@@ -14,6 +14,10 @@ taken only when the loop had nothing to do meanwhile. Under load other runs are 
 writes go to the thread, and they share fsyncs as before. An inline write never waits for
 another process's lock (busy timeout 0): if the file is locked it goes to the thread, which
 waits `busy_timeout` as usual. WAL checkpoints run on the thread, never inline.
+
+A write submitted with ``sync=False`` commits without its own fsync when nothing synced
+shares its transaction. The WAL is one file synced in order, so such a write becomes durable
+with the next synced commit; `SQLiteStore.begin_run` uses it (see there why that is safe).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class _Request(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    sync: bool = True
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -88,9 +93,13 @@ def _idle(loop: asyncio.AbstractEventLoop) -> bool:
 class Writer:
     """Owns the write connection: the loop thread uses it when idle, the writer thread else."""
 
-    def __init__(self, conn: sqlite3.Connection, name: str, *, busy_timeout: float) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, name: str, *, busy_timeout: float, full: bool
+    ) -> None:
         self._conn = conn
         self._busy_ms = int(busy_timeout * 1000)
+        self._full = full  # the store's setting: synchronous=FULL
+        self._syncing = full  # the connection's setting now (under _using)
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._queue: queue.SimpleQueue[_Request[Any] | object] = queue.SimpleQueue()
         self._using = threading.Lock()  # held by whichever thread is using the connection
@@ -104,13 +113,18 @@ class Writer:
         self._closed = False
         self._thread.start()
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Apply `fn` in a transaction, inline if idle, else in the next batch; await it."""
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True
+    ) -> asyncio.Future[T]:
+        """Apply `fn` in a transaction, inline if idle, else in the next batch; await it.
+
+        ``sync=False``: no fsync of its own unless batched with a synced write.
+        """
         if self._closed:
             raise StoreError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        req = _Request(fn, loop, future)
+        req = _Request(fn, loop, future, sync)
         if _idle(loop) and self._using.acquire(blocking=False):
             try:
                 # Equal counts: nothing queued ahead of this write, so order is kept.
@@ -136,6 +150,7 @@ class Writer:
     def _apply_inline(self, req: _Request[Any]) -> bool:
         """Apply one request on the calling thread; ``False`` if the file is locked."""
         conn = self._conn
+        self._set_sync(req.sync)
         conn.execute("PRAGMA busy_timeout = 0")
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -196,12 +211,20 @@ class Writer:
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
+    def _set_sync(self, sync: bool) -> None:  # noqa: FBT001  -- the batch's need, computed
+        # SQLite refuses to change this inside a transaction: set before BEGIN.
+        want = self._full and sync
+        if want != self._syncing:
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if want else 'NORMAL'}")
+            self._syncing = want
+
     def _transact(self, batch: list[_Request[Any]], *, begun: bool) -> None:
         conn = self._conn
         single = len(batch) == 1  # a lone request needs no savepoint: its transaction is its own
         self.transactions += 1
         try:
             if not begun:
+                self._set_sync(any(req.sync for req in batch))
                 conn.execute("BEGIN IMMEDIATE")
             for req in batch:
                 if not single:
