@@ -12,11 +12,14 @@ import sqlite3
 from functools import partial
 from pathlib import Path
 
+import pytest
 from store_helpers import leased, step
 
+from firebreak.errors import StoreError
 from firebreak.store import SQLiteStore
 from firebreak.store import _sqlite_ops as ops
-from firebreak.store._sqlite_writer import CHECKPOINT_EVERY, Writer
+from firebreak.store import _sqlite_writer as writer_module
+from firebreak.store._sqlite_writer import Writer
 
 
 def _row(agent: str) -> tuple[object, ...]:
@@ -70,15 +73,19 @@ async def test_a_file_locked_by_another_process_does_not_stall_the_loop(tmp_path
         assert list(await store.get_steps("r1")) == ["a"]
 
 
-async def test_inline_commits_still_checkpoint_the_wal(tmp_path: Path) -> None:
+async def test_inline_commits_still_checkpoint_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SQLite's own auto-checkpoint is off (it would run inline); the thread does it."""
+    every = 100
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", every)
     path = tmp_path / "fb.db"
     async with SQLiteStore(path, synchronous="NORMAL") as store:
         lease = await leased(store)
-        for i in range(CHECKPOINT_EVERY):
+        for i in range(every):
             await store.commit_step(lease, step("r1", f"a{i}", "x" * 2000))
         size_after_one_round = (tmp_path / "fb.db-wal").stat().st_size
-        for i in range(CHECKPOINT_EVERY, 4 * CHECKPOINT_EVERY):
+        for i in range(every, 4 * every):
             await store.commit_step(lease, step("r1", f"a{i}", "x" * 2000))
         # Checkpointed WAL frames are reused: the file stops growing after the first round.
         assert (tmp_path / "fb.db-wal").stat().st_size <= 1.5 * size_after_one_round
@@ -103,3 +110,18 @@ async def test_an_unsynced_write_leaves_every_other_write_fsynced(tmp_path: Path
         assert got[0::2] == [2] * 10
     async with SQLiteStore(tmp_path / "fb.db", synchronous="NORMAL") as store:
         assert await _writer(store).submit(_synchronous) == 1
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_the_write_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "fb.db"
+    async with SQLiteStore(path, busy_timeout=0.05) as store:
+        lease = await leased(store)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError, match="locked"):
+                await store.commit_step(lease, step("r1", "a"))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await store.commit_step(lease, step("r1", "a")) is True  # nothing was half-done

@@ -246,16 +246,22 @@ def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRe
 # -- steps (writes) -----------------------------------------------------------------------
 
 
+_COMMIT_STEP = (
+    f"INSERT INTO steps ({_STEP_COLS}) SELECT ?, ?, ?, ?, ?, ?, ?,"  # noqa: S608  -- constant
+    " (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?), ?"
+    " FROM runs WHERE run_id = ? AND lease_token = ? AND lease_owner = ?"
+    " ON CONFLICT (run_id, agent) DO NOTHING"
+)
+"""The fence and the insert in one statement: a row only under the run's current lease."""
+
+
 def commit_step(lease: Lease, row: tuple[Any, ...], conn: sqlite3.Connection) -> bool:
     """Fenced insert; the first commit of (run_id, agent) wins."""
-    _fence(conn, lease)
-    cur = conn.execute(
-        f"INSERT INTO steps ({_STEP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?,"  # noqa: S608  -- constant
-        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?), ?)"
-        " ON CONFLICT (run_id, agent) DO NOTHING",
-        row,
-    )
-    return cur.rowcount == 1
+    cur = conn.execute(_COMMIT_STEP, (*row, lease.run_id, lease.token, lease.owner))
+    if cur.rowcount == 1:
+        return True
+    _fence(conn, lease)  # nothing inserted: a stale lease (raises) or a duplicate
+    return False
 
 
 def update_step(lease: Lease, args: StepUpdate, conn: sqlite3.Connection) -> StepRecord:

@@ -27,6 +27,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -40,9 +41,12 @@ T = TypeVar("T")
 MAX_BATCH = 1024
 """Most requests in one transaction: bounds the latency a large backlog adds to each."""
 
-CHECKPOINT_EVERY = 200
-"""Requests between WAL checkpoints (~1,200 WAL pages of step commits, SQLite's default
-being 1,000): the connection's own auto-checkpoint is off so that none runs inline."""
+_BUSY_PAUSES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
+"""Seconds between tries while another process holds the write lock (SQLite's own steps)."""
+
+CHECKPOINT_EVERY = 600
+"""Requests between WAL checkpoints (about 900 WAL pages of step commits; SQLite's own
+default is 1,000 pages): the connection's auto-checkpoint is off so that none runs inline."""
 
 
 @dataclass(slots=True)
@@ -97,7 +101,10 @@ class Writer:
         self, conn: sqlite3.Connection, name: str, *, busy_timeout: float, full: bool
     ) -> None:
         self._conn = conn
-        self._busy_ms = int(busy_timeout * 1000)
+        self._busy_timeout = busy_timeout
+        # SQLite's own busy wait would block the loop on an inline write: it is off, and
+        # the thread waits itself (`_begin`).
+        conn.execute("PRAGMA busy_timeout = 0")
         self._full = full  # the store's setting: synchronous=FULL
         self._syncing = full  # the connection's setting now (under _using)
         conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -151,13 +158,8 @@ class Writer:
         """Apply one request on the calling thread; ``False`` if the file is locked."""
         conn = self._conn
         self._set_sync(req.sync)
-        conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
+        if not self._begin(wait=False):
             return False  # another process writes: wait for it on the thread, not here
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         try:
             self._transact([req], begun=True)
         except BaseException:  # KeyboardInterrupt on the loop thread: leave no open transaction
@@ -211,6 +213,27 @@ class Writer:
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
+    def _begin(self, *, wait: bool) -> bool:
+        """BEGIN IMMEDIATE, waiting up to the busy timeout while another process writes.
+
+        With ``wait=False``, give up at once instead and return ``False``.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pauses = iter(_BUSY_PAUSES)
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not wait:
+                    return False  # busy, or an error the thread will try again and report
+                left = deadline - time.monotonic()
+                if not busy or left <= 0:
+                    raise
+                time.sleep(min(next(pauses, _BUSY_PAUSES[-1]), left))
+            else:
+                return True
+
     def _set_sync(self, sync: bool) -> None:  # noqa: FBT001  -- the batch's need, computed
         # SQLite refuses to change this inside a transaction: set before BEGIN.
         want = self._full and sync
@@ -225,7 +248,7 @@ class Writer:
         try:
             if not begun:
                 self._set_sync(any(req.sync for req in batch))
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin(wait=True)
             for req in batch:
                 if not single:
                     conn.execute("SAVEPOINT req")
