@@ -218,19 +218,19 @@ class Writer:
 
         With ``wait=False``, give up at once instead and return ``False``.
         """
-        deadline = time.monotonic() + self._busy_timeout
+        deadline: float | None = None
         pauses = iter(_BUSY_PAUSES)
         while True:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
                 if not wait:
                     return False  # busy, or an error the thread will try again and report
-                left = deadline - time.monotonic()
-                if not busy or left <= 0:
+                now = time.monotonic()
+                deadline = now + self._busy_timeout if deadline is None else deadline
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now >= deadline:
                     raise
-                time.sleep(min(next(pauses, _BUSY_PAUSES[-1]), left))
+                time.sleep(min(next(pauses, _BUSY_PAUSES[-1]), deadline - now))
             else:
                 return True
 
