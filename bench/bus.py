@@ -18,6 +18,9 @@ no-op agents, and the bench process orchestrates with ``Engine(store, bus=URL)``
   kernel's run-queue wait, ``/proc/<pid>/task/*/schedstat``), as a share of the window: a
   process at 60 % CPU that waits 25 % more for a core is not waiting on the others but on
   the machine;
+* **the broker's floor**: before each bus, one message hop through the broker with its
+  client library alone (`broker_floor.py`, the variant the bus uses); a step is two hops
+  (task, reply), so the report prints what firebreak adds above twice that;
 * **round trips**: for the Redis bus, the server's commands and socket reads (its
   ``total_commands_processed``, ``total_reads_processed``) per step during the window,
   store and bus together (the store is on the same server).
@@ -36,11 +39,15 @@ The CPU line also gives the share of a core the rest of the machine used meanwhi
 (``/proc/stat``): other load, which moves steps/s on a shared machine.
 
 Run: ``python bench/bus.py [--quick] [--backends redis,nats,kafka,amqp] [--profile]
-[--runs N] [--worker-cpu 2,8,32]``. ``--profile`` runs the Redis 2-worker configuration
-once more with cProfile in the orchestrator and in each worker (``python -m cProfile``) and
-prints where the time goes. ``--worker-cpu`` measures one Redis worker in the bench process
-with a backlog of tasks, at each concurrency given (the most it holds, so its batch size):
-its CPU per step, the figure that rises as more workers split the load into smaller batches.
+[--runs N] [--worker-cpu 2,8,32] [--agent-ms MS]``. ``--agent-ms`` makes every agent await
+that long (a model call waits, it does not compute): with a ``--concurrency`` of one slot
+per agent, the workers' slots rather than the cores are then the limit, which shows how
+throughput follows the number of workers until the cores are full. ``--profile`` runs the
+Redis 2-worker configuration once more with cProfile in the orchestrator and in each worker
+(``python -m cProfile``) and prints where the time goes. ``--worker-cpu`` measures one Redis
+worker in the bench process with a backlog of tasks, at each concurrency given (the most it
+holds, so its batch size): its CPU per step, the figure that rises as more workers split
+the load into smaller batches.
 """
 
 from __future__ import annotations
@@ -627,8 +634,31 @@ def describe(c: Config) -> str:
     return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu}; µs/step: {per}{redis}{other}{waited})"
 
 
+async def broker_hop(kind: str, args: argparse.Namespace) -> float | None:
+    """The broker's own median hop, measured now with its client library alone
+    (`broker_floor.py`, the variant firebreak uses): a step over the bus is two such hops, so
+    twice this is the floor under its added latency. ``None`` if it could not be measured."""
+    import broker_floor  # noqa: PLC0415  -- this folder; only the bench process needs it
+
+    bench, url = {
+        "redis": (broker_floor.bench_redis, args.redis_url),
+        "amqp": (broker_floor.bench_amqp, args.amqp_url),
+        "nats": (broker_floor.bench_nats, args.nats_url),
+        "kafka": (broker_floor.bench_kafka, ""),
+    }[kind]
+    try:
+        samples = await bench(url, f"fbfloor-{TAG}", 100)
+    except Exception as exc:  # the bus figures stand without it
+        print(f"  {kind}: broker hop not measured ({type(exc).__name__}: {exc})", flush=True)
+        return None
+    return statistics.median(next(iter(samples.values())))  # firebreak's variant comes first
+
+
 def report(
-    results: dict[str, dict[int, Config] | str], local: float, workers: tuple[int, ...]
+    results: dict[str, dict[int, Config] | str],
+    local: float,
+    workers: tuple[int, ...],
+    hops: dict[str, float | None],
 ) -> None:
     inproc = results.get("inproc")
     base = None
@@ -682,6 +712,11 @@ def report(
                 print(f"target {kind}: added latency/step < 2 ms: {added_ms:.2f} ms "
                       f"({'met' if added_ms < 2 else 'missed'}); throughput grows with "
                       f"workers: {'yes' if grows else 'no'} ({trend})")  # fmt: skip
+                if (hop := hops.get(kind)) is not None:
+                    floor_ms = 2 * hop * 1e3
+                    print(f"  {kind}: the broker's own two hops (task, reply) take "
+                          f"{floor_ms:.2f} ms with its client alone (this run); firebreak "
+                          f"adds {added_ms - floor_ms:.2f} ms above them")  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -704,6 +739,7 @@ async def main(args: argparse.Namespace) -> None:
     store = RedisStore(args.redis_url, prefix=store_prefix)
     tansu = Tansu()
     results: dict[str, dict[int, Config] | str] = {}
+    hops: dict[str, float | None] = {}
     redis_pid: list[int] = []
     try:
         async with store:
@@ -714,6 +750,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  no bus: {local * 1e6:,.0f} µs/step 1-at-a-time", flush=True)
             results["inproc"] = await bench_inproc(store, args, sizes)
             for kind in args.backends:
+                hops[kind] = await broker_hop(kind, args)
                 base, broker, why = await open_backend(kind, args, tansu, logdir, redis_pid)
                 if why:
                     results[kind] = f"not available ({why})"
@@ -734,7 +771,7 @@ async def main(args: argparse.Namespace) -> None:
             await store.destroy()
     finally:
         tansu.stop()
-    report(results, local, tuple(args.workers))
+    report(results, local, tuple(args.workers), hops)
     print(f"\ncommand: python bench/bus.py {' '.join(sys.argv[1:])}")
 
 
