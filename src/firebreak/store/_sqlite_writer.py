@@ -13,8 +13,7 @@ Why "nothing else ready" is the test: the loop is blocked during an inline commi
 taken only when the loop had nothing to do meanwhile. Under load other runs are ready, their
 writes go to the thread, and they share fsyncs as before. An inline write never waits for
 another process's lock (busy timeout 0): if the file is locked it goes to the thread, which
-waits `busy_timeout` as usual. WAL checkpoints run on the thread, on a connection of their
-own, never inline, and no write waits for one.
+waits `busy_timeout` as usual. WAL checkpoints run on the thread, never inline.
 
 A write submitted with ``sync=False`` commits without its own fsync when nothing synced
 shares its transaction. The WAL is one file synced in order, so such a write becomes durable
@@ -99,16 +98,9 @@ class Writer:
     """Owns the write connection: the loop thread uses it when idle, the writer thread else."""
 
     def __init__(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        *,
-        busy_timeout: float,
-        full: bool,
-        checkpointer: sqlite3.Connection,
+        self, conn: sqlite3.Connection, name: str, *, busy_timeout: float, full: bool
     ) -> None:
         self._conn = conn
-        self._checkpointer = checkpointer  # used by the writer thread only
         self._busy_timeout = busy_timeout
         # SQLite's own busy wait would block the loop on an inline write: it is off, and
         # the thread waits itself (`_begin`).
@@ -191,7 +183,8 @@ class Writer:
                         stop = True
                         break
                     if item is _CHECKPOINT:
-                        self._checkpoint()
+                        with self._using:
+                            self._checkpoint()
                     else:
                         assert isinstance(item, _Request)  # noqa: S101  -- only these queued
                         batch.append(item)
@@ -208,20 +201,17 @@ class Writer:
                         self._since_checkpoint += len(batch)
                     self._resolve(batch)
                     if self._since_checkpoint >= CHECKPOINT_EVERY:
-                        self._checkpoint()
+                        with self._using:
+                            self._checkpoint()
         finally:
             self._conn.close()
-            self._checkpointer.close()
 
     def _checkpoint(self) -> None:
-        with self._using:
-            self._since_checkpoint = 0
-        # On a connection of its own, outside `_using`: WAL lets a PASSIVE checkpoint run
-        # beside a writer, so inline commits go on meanwhile and none waits for it. PASSIVE
-        # copies what no reader still needs and never waits; a failure here is retried at
-        # the next one and loses nothing (the WAL keeps every frame).
+        self._since_checkpoint = 0
+        # PASSIVE: copies what no reader still needs and never waits; a failure here is
+        # retried at the next one and loses nothing (the WAL keeps every frame).
         with contextlib.suppress(sqlite3.Error):
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _begin(self, *, wait: bool) -> bool:
         """BEGIN IMMEDIATE, waiting up to the busy timeout while another process writes.

@@ -100,7 +100,7 @@ class SQLiteStore(SetupClose):
         async with self._setup_lock:
             if self._writer is not None:
                 return
-            write_conn, read_conn, checkpointer = await asyncio.to_thread(self._open)
+            write_conn, read_conn = await asyncio.to_thread(self._open)
             self._reader = read_conn
             self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="firebreak-sqlite-read")
             self._writer = Writer(
@@ -108,7 +108,6 @@ class SQLiteStore(SetupClose):
                 name="firebreak-sqlite-writer",
                 busy_timeout=self.busy_timeout,
                 full=self.synchronous == "FULL",
-                checkpointer=checkpointer,
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -117,8 +116,7 @@ class SQLiteStore(SetupClose):
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
 
-    def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection]:
-        """The write connection, the read connection and the checkpoint connection."""
+    def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conns: list[sqlite3.Connection] = []
         try:
@@ -128,8 +126,6 @@ class SQLiteStore(SetupClose):
             reader = self._connect()
             conns.append(reader)
             reader.execute("PRAGMA query_only = ON")
-            checkpointer = self._connect()
-            conns.append(checkpointer)
         except sqlite3.OperationalError as exc:
             for conn in conns:
                 conn.close()
@@ -142,7 +138,7 @@ class SQLiteStore(SetupClose):
             for conn in conns:
                 conn.close()
             raise
-        return writer, reader, checkpointer
+        return writer, reader
 
     def _prepare_writer(self, writer: sqlite3.Connection) -> None:
         check(writer, self.path)  # before WAL: never change a file that is not ours
