@@ -207,6 +207,10 @@ class Writer:
             self._conn.close()
 
     def _checkpoint(self) -> None:
+        # Called holding `_using`, so no commit lands meanwhile. Tried on a connection of
+        # its own beside the writer: commits made during the checkpoint kept it from
+        # completing, the WAL never restarted and grew (17 MB after 4,800 writes), and an
+        # fsync of a growing file cost 227-249 µs a commit against 115-117 µs.
         self._since_checkpoint = 0
         # PASSIVE: copies what no reader still needs and never waits; a failure here is
         # retried at the next one and loses nothing (the WAL keeps every frame).
