@@ -24,6 +24,8 @@ from firebreak.store.base import (
     StepStatus,
 )
 
+_RUNNING = str(RunStatus.RUNNING)
+
 _RUN_COLS = (
     "run_id, workflow, status, input, created_at, updated_at, resume_at, result, error,"
     " lease_owner, lease_token, lease_expires"
@@ -226,6 +228,36 @@ def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer cal
     conn: sqlite3.Connection,
 ) -> tuple[RunRecord, bool, Lease | None]:
     """Get or create the run; unless finished or foreign, lease it and mark it running."""
+    # A new run (the usual case): created leased and running, in one statement, and its
+    # record built here rather than read back (the general path below takes seven).
+    lease = _rules.decide_lease(
+        run_id=run_id,
+        owner=owner,
+        current_owner=None,
+        current_token=0,
+        current_expires=None,
+        now=now,
+        ttl=ttl,
+    )
+    cur = conn.execute(
+        "INSERT INTO runs (run_id, workflow, status, input, created_at, updated_at,"
+        " lease_owner, lease_token, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id) DO NOTHING",
+        (run_id, workflow, _RUNNING, input_json, now, now, owner, lease.token, lease.expires_at),
+    )
+    if cur.rowcount == 1:
+        run = RunRecord(
+            run_id=run_id,
+            workflow=workflow,
+            status=RunStatus.RUNNING,
+            input=_rules.loads(input_json),
+            created_at=now,
+            updated_at=now,
+            lease_owner=owner,
+            lease_token=lease.token,
+            lease_expires=lease.expires_at,
+        )
+        return run, True, lease
     run, created = create_run(run_id, workflow, input_json, now, conn)
     if run.status in TERMINAL or run.workflow != workflow:
         return run, created, None
@@ -234,13 +266,35 @@ def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer cal
     return set_run_status(lease, update, conn), created, lease
 
 
+_FINISH_RUN = (
+    "UPDATE runs SET status = ?, result = ?, error = ?, resume_at = ?, updated_at = ?,"  # noqa: S608
+    " lease_owner = NULL, lease_expires = NULL"
+    " WHERE run_id = ? AND lease_owner = ? AND lease_token = ?"
+    f" RETURNING {_RUN_COLS}"
+)
+"""The outcome, the lease released and the record back, fenced, in one statement."""
+
+
 def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRecord:
-    """Fenced final status, and the lease released, in one transaction."""
-    set_run_status(lease, args, conn)
-    release_lease(lease, conn)
-    run = get_run(lease.run_id, conn)
-    assert run is not None  # noqa: S101  -- fenced above, so it exists
-    return run
+    """Fenced final status, and the lease released, in one statement."""
+    row = _one(
+        conn,
+        _FINISH_RUN,
+        (
+            str(args.status),
+            args.result,
+            args.error,
+            args.resume_at,
+            args.now,
+            lease.run_id,
+            lease.owner,
+            lease.token,
+        ),
+    )
+    if row is None:
+        _fence(conn, lease)  # raises: the run is gone (KeyError) or the lease is not current
+        raise AssertionError("unreachable: the fenced update matched no row")  # pragma: no cover
+    return _run(row)
 
 
 # -- steps (writes) -----------------------------------------------------------------------
