@@ -218,6 +218,14 @@ def set_run_status(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> R
     return run
 
 
+_BEGIN_NEW_RUN = (
+    "INSERT INTO runs (run_id, workflow, status, input, created_at, updated_at,"  # noqa: S608
+    " lease_owner, lease_token, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f" ON CONFLICT (run_id) DO NOTHING RETURNING {_RUN_COLS}"
+)
+"""A run that did not exist, created leased and running; no row if it existed."""
+
+
 def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer calls it
     run_id: str,
     workflow: str,
@@ -228,8 +236,8 @@ def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer cal
     conn: sqlite3.Connection,
 ) -> tuple[RunRecord, bool, Lease | None]:
     """Get or create the run; unless finished or foreign, lease it and mark it running."""
-    # A new run (the usual case): created leased and running, in one statement, and its
-    # record built here rather than read back (the general path below takes seven).
+    # A new run (the usual case): created leased and running, in one statement (the
+    # general path below takes seven).
     lease = _rules.decide_lease(
         run_id=run_id,
         owner=owner,
@@ -239,25 +247,13 @@ def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer cal
         now=now,
         ttl=ttl,
     )
-    cur = conn.execute(
-        "INSERT INTO runs (run_id, workflow, status, input, created_at, updated_at,"
-        " lease_owner, lease_token, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (run_id) DO NOTHING",
+    row = _one(
+        conn,
+        _BEGIN_NEW_RUN,
         (run_id, workflow, _RUNNING, input_json, now, now, owner, lease.token, lease.expires_at),
     )
-    if cur.rowcount == 1:
-        run = RunRecord(
-            run_id=run_id,
-            workflow=workflow,
-            status=RunStatus.RUNNING,
-            input=_rules.loads(input_json),
-            created_at=now,
-            updated_at=now,
-            lease_owner=owner,
-            lease_token=lease.token,
-            lease_expires=lease.expires_at,
-        )
-        return run, True, lease
+    if row is not None:
+        return _run(row), True, lease
     run, created = create_run(run_id, workflow, input_json, now, conn)
     if run.status in TERMINAL or run.workflow != workflow:
         return run, created, None
