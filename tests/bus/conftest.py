@@ -47,7 +47,9 @@ async def _clean_redis(prefix: str) -> None:
 
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        # `{prefix}*`, not `{prefix}:*`: tests also build prefixes on theirs ("<prefix>-bus"),
+        # and the prefix ends in random hex, so nothing of another test matches.
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
         if keys:
             await client.delete(*keys)
     finally:
