@@ -704,14 +704,16 @@ def report(
     for kind, figs in results.items():
         if isinstance(figs, dict) and kind != "inproc":
             ok = [figs[n].sps for n in workers if n in figs and not figs[n].error]
-            grows = all(b >= a * 0.95 for a, b in itertools.pairwise(ok))
+            grows = "yes" if all(b >= a * 0.95 for a, b in itertools.pairwise(ok)) else "no"
+            if len(ok) < 2:  # a trend needs two worker counts
+                grows = "not measured (one worker count)"
             trend = " → ".join(f"{x:,.0f}" for x in ok)
             lat = figs.get(workers[0])
             if lat and lat.latency is not None and base is not None:
                 added_ms = (lat.latency - base) * 1e3
                 print(f"target {kind}: added latency/step < 2 ms: {added_ms:.2f} ms "
                       f"({'met' if added_ms < 2 else 'missed'}); throughput grows with "
-                      f"workers: {'yes' if grows else 'no'} ({trend})")  # fmt: skip
+                      f"workers: {grows} ({trend})")  # fmt: skip
                 if (hop := hops.get(kind)) is not None:
                     floor_ms = 2 * hop * 1e3
                     print(f"  {kind}: the broker's own two hops (task, reply) take "
