@@ -166,10 +166,8 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
-            self._since_checkpoint = 0
-            self._queue.put(_CHECKPOINT)
+        if self._count(1):
+            self._queue.put(_CHECKPOINT)  # on the thread, not inline
         return True
 
     def _run(self) -> None:
@@ -198,20 +196,27 @@ class Writer:
                     with self._using:
                         self._transact(batch, begun=False)
                         self._applied += len(batch)
-                        self._since_checkpoint += len(batch)
+                        due = self._count(len(batch))
                     self._resolve(batch)
-                    if self._since_checkpoint >= CHECKPOINT_EVERY:
+                    if due:
                         with self._using:
                             self._checkpoint()
         finally:
             self._conn.close()
+
+    def _count(self, applied: int) -> bool:
+        """Count writes applied (holding `_using`); whether a checkpoint is due now."""
+        self._since_checkpoint += applied
+        if self._since_checkpoint < CHECKPOINT_EVERY:
+            return False
+        self._since_checkpoint = 0
+        return True
 
     def _checkpoint(self) -> None:
         # Called holding `_using`, so no commit lands meanwhile. Tried on a connection of
         # its own beside the writer: commits made during the checkpoint kept it from
         # completing, the WAL never restarted and grew (17 MB after 4,800 writes), and an
         # fsync of a growing file cost 227-249 µs a commit against 115-117 µs.
-        self._since_checkpoint = 0
         # PASSIVE: copies what no reader still needs and never waits; a failure here is
         # retried at the next one and loses nothing (the WAL keeps every frame).
         with contextlib.suppress(sqlite3.Error):
