@@ -32,6 +32,7 @@ from firebreak.store.base import (
     SupportsBeginFinish,
     SupportsCommitThen,
     SupportsLeaseAndStep,
+    SupportsUnflushedCommit,
     WallClock,
     default_clock,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "SupportsBeginFinish",
     "SupportsCommitThen",
     "SupportsLeaseAndStep",
+    "SupportsUnflushedCommit",
     "open_store",
 ]
 

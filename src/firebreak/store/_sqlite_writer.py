@@ -116,6 +116,8 @@ class Writer:
         self._since_checkpoint = 0  # under _using
         self.transactions = 0
         """Transactions committed or rolled back so far (group commit makes it < requests)."""
+        self.synced = 0
+        """Of those, how many were synced (FULL: one fsync each); the rest ride on the next."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False
         self._thread.start()
@@ -272,6 +274,7 @@ class Writer:
                     conn.execute("RELEASE req")
             if conn.in_transaction:
                 conn.execute("COMMIT")
+                self.synced += self._syncing
         except Exception as exc:  # noqa: BLE001  -- the whole batch failed; every caller hears it
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):

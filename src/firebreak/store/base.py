@@ -36,6 +36,7 @@ __all__ = [
     "SupportsBeginFinish",
     "SupportsCommitThen",
     "SupportsLeaseAndStep",
+    "SupportsUnflushedCommit",
     "WallClock",
 ]
 
@@ -539,4 +540,21 @@ class SupportsCommitThen(Protocol):
         self, lease: Lease, step: StepRecord, then: Sequence[Sequence[str]]
     ) -> bool:
         """`commit_step`; if it was the first commit, run `then` in the same atomic write."""
+        ...
+
+
+@runtime_checkable
+class SupportsUnflushedCommit(Protocol):
+    """Optional: commit a step without flushing it to stable storage on its own.
+
+    The engine uses it for a run's last step only, when the run's finish (a flushed write)
+    follows at once and nothing runs in between: the two share one fsync. In every other
+    way it is `commit_step` (fenced, first commit wins, seen by readers at once). A crash of
+    the process loses nothing (the operating system has the write); a power cut before the
+    finish loses the step, and it runs again on resume, as if the cut had come just before
+    its commit. Without it the engine uses `commit_step`.
+    """
+
+    async def commit_step_unflushed(self, lease: Lease, step: StepRecord) -> bool:
+        """`commit_step`, durable with the store's next flushed write instead of on its own."""
         ...

@@ -286,6 +286,17 @@ class SQLiteStore(SetupClose):
 
     async def commit_step(self, lease: Lease, step: StepRecord) -> bool:
         """Durably record a step result; ``False`` (and no change) if already committed."""
+        return await self._commit_step(lease, step, sync=True)
+
+    async def commit_step_unflushed(self, lease: Lease, step: StepRecord) -> bool:
+        """`commit_step` without an fsync of its own (`SupportsUnflushedCommit`).
+
+        The WAL is one file synced in order, so the step is durable once the store's next
+        synced write is: the engine's finish of the run, right after.
+        """
+        return await self._commit_step(lease, step, sync=False)
+
+    async def _commit_step(self, lease: Lease, step: StepRecord, *, sync: bool) -> bool:
         if step.run_id != lease.run_id:
             raise ValueError(
                 f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
@@ -301,7 +312,7 @@ class SQLiteStore(SetupClose):
             step.run_id,
             step.completed_at or self.clock(),
         )
-        return await self._write(partial(ops.commit_step, lease, row))
+        return await self._write(partial(ops.commit_step, lease, row), sync=sync)
 
     async def update_step(
         self,
