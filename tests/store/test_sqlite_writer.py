@@ -31,12 +31,13 @@ def _writer(store: SQLiteStore) -> Writer:
     return store._writer
 
 
-async def test_a_lone_write_on_an_idle_loop_is_done_before_submit_returns(tmp_path: Path) -> None:
+async def test_a_lone_write_on_an_idle_loop_never_yields_to_the_loop(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "fb.db") as store:
         await leased(store)
-        future = _writer(store).submit(lambda conn: conn.execute("SELECT 1").fetchone()[0])
-        assert future.done()
-        assert await future == 1
+        write = _writer(store).write(lambda conn: conn.execute("SELECT 1").fetchone()[0])
+        with pytest.raises(StopIteration) as done:
+            write.send(None)  # a write that went to the thread would suspend here instead
+        assert done.value.value == 1
 
 
 async def test_writes_of_many_runs_at_once_share_transactions(tmp_path: Path) -> None:
@@ -60,16 +61,22 @@ async def test_a_file_locked_by_another_process_does_not_stall_the_loop(tmp_path
         lease = await leased(store)
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock
-        try:
-            # Submitted from an idle loop, so the inline path is tried first.
-            future = _writer(store).submit(partial(ops.commit_step, lease, _row("a")))
-            for _ in range(20):
-                await asyncio.sleep(0)
-            assert not future.done()
-        finally:
+        released = asyncio.Event()
+
+        def release() -> None:
             other.execute("COMMIT")
             other.close()
-        assert await future is True
+            released.set()
+
+        try:
+            # From an idle loop, so the inline path is tried first; the lock goes on a
+            # later turn of this loop, which a write waiting on it here would never reach.
+            asyncio.get_running_loop().call_later(0.05, release)
+            assert await _writer(store).write(partial(ops.commit_step, lease, _row("a"))) is True
+            assert released.is_set()
+        finally:
+            if not released.is_set():
+                release()
         assert list(await store.get_steps("r1")) == ["a"]
 
 
@@ -99,17 +106,17 @@ async def test_an_unsynced_write_leaves_every_other_write_fsynced(tmp_path: Path
     """`sync=False` (a run's begin) skips its own fsync, never a synced write's."""
     async with SQLiteStore(tmp_path / "fb.db") as store:
         writer = _writer(store)
-        assert await writer.submit(_synchronous, sync=False) == 1
-        assert await writer.submit(_synchronous) == 2
+        assert await writer.write(_synchronous, sync=False) == 1
+        assert await writer.write(_synchronous) == 2
 
         # Many runs at once, synced and not, batched by the thread: a synced one is synced.
         async def one(sync: bool) -> int:
-            return await writer.submit(_synchronous, sync=sync)
+            return await writer.write(_synchronous, sync=sync)
 
         got = await asyncio.gather(*(one(sync=i % 2 == 0) for i in range(20)))
         assert got[0::2] == [2] * 10
     async with SQLiteStore(tmp_path / "fb.db", synchronous="NORMAL") as store:
-        assert await _writer(store).submit(_synchronous) == 1
+        assert await _writer(store).write(_synchronous) == 1
 
 
 async def test_a_lock_held_past_the_busy_timeout_fails_the_write_clearly(tmp_path: Path) -> None:

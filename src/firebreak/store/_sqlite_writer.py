@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from firebreak.errors import StoreCorrupt, StoreError
 
@@ -60,6 +60,7 @@ class _Request(Generic[T]):
 
 
 _STOP = object()
+_MISSED = object()  # not applied inline: the write goes to the thread
 _CHECKPOINT = object()
 
 
@@ -114,6 +115,7 @@ class Writer:
         self._queued = 0  # requests ever queued (under _counting)
         self._applied = 0  # requests the thread finished (under _using)
         self._since_checkpoint = 0  # under _using
+        self._checkpoint_due = False  # an inline write queued one (under _using)
         self.transactions = 0
         """Transactions committed or rolled back so far (group commit makes it < requests)."""
         self.synced = 0
@@ -122,30 +124,38 @@ class Writer:
         self._closed = False
         self._thread.start()
 
-    def submit(
-        self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True
-    ) -> asyncio.Future[T]:
-        """Apply `fn` in a transaction, inline if idle, else in the next batch; await it.
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True) -> T:
+        """Apply `fn` in a transaction and return its result: inline if idle, else batched.
 
         ``sync=False``: no fsync of its own unless batched with a synced write.
         """
+        result = self._try_inline(fn, sync)
+        if result is _MISSED:
+            return await self._enqueue(fn, sync)
+        return cast("T", result)
+
+    def _try_inline(self, fn: Callable[[sqlite3.Connection], T], sync: bool) -> T | object:  # noqa: FBT001
+        """`fn`'s result if applied here and now; `_MISSED` if it must go to the thread."""
         if self._closed:
             raise StoreError("the store is closed")
+        if not _idle(asyncio.get_running_loop()) or not self._using.acquire(blocking=False):
+            return _MISSED
+        try:
+            # Equal counts: nothing queued ahead of this write, so order is kept. A due
+            # checkpoint goes first: inline writes could otherwise keep the thread from
+            # the connection while the WAL grows.
+            if self._queued != self._applied or self._checkpoint_due:
+                return _MISSED
+            return self._apply_inline(fn, sync)
+        finally:
+            self._using.release()
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], T], sync: bool) -> asyncio.Future[T]:  # noqa: FBT001
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        req = _Request(fn, loop, future, sync)
-        if _idle(loop) and self._using.acquire(blocking=False):
-            try:
-                # Equal counts: nothing queued ahead of this write, so order is kept.
-                done = self._queued == self._applied and self._apply_inline(req)
-            finally:
-                self._using.release()
-            if done:
-                _settle([req])
-                return future
         with self._counting:
             self._queued += 1
-        self._queue.put(req)
+        self._queue.put(_Request(fn, loop, future, sync))
         return future
 
     async def close(self) -> None:
@@ -156,21 +166,30 @@ class Writer:
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
-    def _apply_inline(self, req: _Request[Any]) -> bool:
-        """Apply one request on the calling thread; ``False`` if the file is locked."""
+    def _apply_inline(self, fn: Callable[[sqlite3.Connection], T], sync: bool) -> T | object:  # noqa: FBT001
+        """Apply one write on the calling thread; `_MISSED` if the file is locked."""
         conn = self._conn
-        self._set_sync(req.sync)
+        self._set_sync(sync)
         if not self._begin(wait=False):
-            return False  # another process writes: wait for it on the thread, not here
+            return _MISSED  # another process writes: wait for it on the thread, not here
+        self.transactions += 1
         try:
-            self._transact([req], begun=True)
-        except BaseException:  # KeyboardInterrupt on the loop thread: leave no open transaction
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            # Also KeyboardInterrupt on the loop thread: leave no open transaction.
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            err = as_store_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        self.synced += self._syncing
         if self._count(1):
+            self._checkpoint_due = True
             self._queue.put(_CHECKPOINT)  # on the thread, not inline
-        return True
+        return result
 
     def _run(self) -> None:
         stop = False
@@ -185,6 +204,7 @@ class Writer:
                     if item is _CHECKPOINT:
                         with self._using:
                             self._checkpoint()
+                            self._checkpoint_due = False
                     else:
                         assert isinstance(item, _Request)  # noqa: S101  -- only these queued
                         batch.append(item)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -162,10 +162,10 @@ class SQLiteStore(SetupClose):
 
     # -- plumbing -----------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True) -> T:
+    def _write(self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True) -> Awaitable[T]:
         if self._writer is None:
             raise StoreError("SQLiteStore is not open: call setup() or use `async with`")
-        return await self._writer.submit(fn, sync=sync)
+        return self._writer.write(fn, sync=sync)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         reader, pool = self._reader, self._read_pool
@@ -286,7 +286,7 @@ class SQLiteStore(SetupClose):
 
     async def commit_step(self, lease: Lease, step: StepRecord) -> bool:
         """Durably record a step result; ``False`` (and no change) if already committed."""
-        return await self._commit_step(lease, step, sync=True)
+        return await self._write(partial(ops.commit_step, lease, self._step_row(lease, step)))
 
     async def commit_step_unflushed(self, lease: Lease, step: StepRecord) -> bool:
         """`commit_step` without an fsync of its own (`SupportsUnflushedCommit`).
@@ -294,14 +294,15 @@ class SQLiteStore(SetupClose):
         The WAL is one file synced in order, so the step is durable once the store's next
         synced write is: the engine's finish of the run, right after.
         """
-        return await self._commit_step(lease, step, sync=False)
+        row = self._step_row(lease, step)
+        return await self._write(partial(ops.commit_step, lease, row), sync=False)
 
-    async def _commit_step(self, lease: Lease, step: StepRecord, *, sync: bool) -> bool:
+    def _step_row(self, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
         if step.run_id != lease.run_id:
             raise ValueError(
                 f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
             )
-        row = (
+        return (
             step.run_id,
             step.agent,
             str(step.status),
@@ -312,7 +313,6 @@ class SQLiteStore(SetupClose):
             step.run_id,
             step.completed_at or self.clock(),
         )
-        return await self._write(partial(ops.commit_step, lease, row), sync=sync)
 
     async def update_step(
         self,
