@@ -5,7 +5,10 @@ of instructions does not. This runs `Engine.run` of the 10-step no-op chain of
 `workflow.py` on a `MemoryStore` N times under ``valgrind --tool=callgrind``, for two
 values of N, and prints the difference per run (start-up and imports cancel out).
 
-Run: ``python bench/instructions.py [--steps 10] [--runs 50 550]`` (needs valgrind).
+Run: ``python bench/instructions.py [--steps 10] [--runs 50 550] [--store sqlite]`` (needs
+valgrind). ``--store sqlite``: on a `SQLiteStore` with ``synchronous=NORMAL`` in a scratch
+directory instead, so the count is the CPU work of a durable run without its fsyncs (an
+fsync costs time in the kernel and the disk, which callgrind does not see).
 Measured 2026-11-25: 1,902K instructions per 10-step run before that day's changes to
 the engine and the memory store, 1,194K after the afternoon's (21.8 -> 12.6 µs a step on a
 quiet machine), 912K after the evening's (7.5-8.0 µs a step).
@@ -26,27 +29,33 @@ HERE = Path(__file__).resolve().parent
 WARM_UP = 20
 
 
-async def child(steps: int, runs: int) -> None:
+async def child(steps: int, runs: int, store_kind: str) -> None:
     sys.path.insert(0, str(HERE))
     from firebreak.engine import Engine  # noqa: PLC0415
-    from firebreak.store import MemoryStore  # noqa: PLC0415
+    from firebreak.store import CheckpointStore, MemoryStore, SQLiteStore  # noqa: PLC0415
     from workflow import chain_workflow  # noqa: PLC0415 - the bench's own workflow
 
-    async with MemoryStore() as store:
-        engine = Engine(store)
-        wf = chain_workflow("bench", steps)
-        for i in range(WARM_UP + runs):
-            result = await engine.run(wf, i, run_id=f"r{i}")
-            assert result.status == "succeeded", result
+    with tempfile.TemporaryDirectory() as scratch:
+        store: CheckpointStore = (
+            MemoryStore()
+            if store_kind == "memory"
+            else SQLiteStore(Path(scratch) / "fb.db", synchronous="NORMAL")
+        )
+        async with store:
+            engine = Engine(store)
+            wf = chain_workflow("bench", steps)
+            for i in range(WARM_UP + runs):
+                result = await engine.run(wf, i, run_id=f"r{i}")
+                assert result.status == "succeeded", result
 
 
-def count(steps: int, runs: int) -> int:
+def count(steps: int, runs: int, store_kind: str) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (Debian: apt install valgrind)")
     with tempfile.TemporaryDirectory() as scratch:
         command = [valgrind, "--tool=callgrind", f"--callgrind-out-file={scratch}/cg.out"]
-        command += [sys.executable, __file__, "--child", str(steps), str(runs)]
+        command += [sys.executable, __file__, "--child", str(steps), str(runs), store_kind]
         out = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
@@ -58,15 +67,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--runs", type=int, nargs=2, default=(50, 550), metavar=("FEW", "MANY"))
-    parser.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child(*args.child))
+        asyncio.run(child(int(args.child[0]), int(args.child[1]), args.child[2]))
         return
     few, many = args.runs
-    per_run = (count(args.steps, many) - count(args.steps, few)) / (many - few)
+    kind = args.store
+    per_run = (count(args.steps, many, kind) - count(args.steps, few, kind)) / (many - few)
+    where = "in memory" if kind == "memory" else "on SQLite (NORMAL)"
     print(
-        f"{per_run / 1000:,.0f}K instructions per {args.steps}-step run in memory "
+        f"{per_run / 1000:,.0f}K instructions per {args.steps}-step run {where} "
         f"({per_run / args.steps / 1000:,.1f}K per step; {many} - {few} runs, callgrind)"
     )
 
