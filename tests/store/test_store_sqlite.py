@@ -195,3 +195,20 @@ async def test_damaged_pages_read_as_store_corrupt(tmp_path: Path) -> None:
     with pytest.raises(StoreCorrupt):
         async with SQLiteStore(path) as store:
             await store.get_steps("r1")
+
+
+async def test_values_json_cannot_hold_are_refused_clearly(tmp_path: Path) -> None:
+    """A cycle, NaN or a foreign object: a clear error, and nothing stored."""
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    async with SQLiteStore(tmp_path / "fb.db") as store:
+        with pytest.raises(ValueError, match="Circular reference"):
+            await store.create_run("r1", "wf", {"items": cyclic})
+        with pytest.raises(ValueError, match="Out of range float"):
+            await store.create_run("r1", "wf", float("nan"))
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            await store.create_run("r1", "wf", {"when": object()})
+        assert await store.get_run("r1") is None
+        run, created = await store.create_run("r1", "wf", {"ü": [1, 2.5, None, True]})
+        assert created
+        assert run.input == {"ü": [1, 2.5, None, True]}

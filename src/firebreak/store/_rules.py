@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from firebreak.errors import LeaseHeld, StaleLease, StoreError
@@ -29,15 +30,29 @@ __all__ = [
     "step_to_dict",
 ]
 
-# One encoder, reused: json.dumps with options builds a new encoder on every call.
+# One encoder, reused: json.dumps with options builds a new encoder on every call. The C
+# encoder is built once too (JSONEncoder.encode makes one per call); it runs without the
+# circular-reference check, whose marker table an error half-way would leave dirty, so a
+# cycle ends in RecursionError, reported below as the stdlib reports it.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_FLAGS = (False, False, False)  # sort_keys, skipkeys, allow_nan: as `_ENCODER`'s
+_C_ENCODE = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", *_FLAGS)
+)
 # A step becoming one of these (a resolved review) is committed then, so it takes a new seq.
 RESEQUENCE = frozenset({StepStatus.SUCCEEDED, StepStatus.DEGRADED})
 
 
 def dumps(value: JSON) -> str:
     """Encode a JSON value compactly, keeping non-ASCII text readable."""
-    return _ENCODER.encode(value)
+    if _C_ENCODE is None:  # pragma: no cover - CPython always has the C encoder
+        return _ENCODER.encode(value)
+    try:
+        return "".join(_C_ENCODE(value, 0))
+    except RecursionError:
+        raise ValueError("Circular reference detected (or nesting too deep)") from None
 
 
 def loads(text: str | None) -> JSON:

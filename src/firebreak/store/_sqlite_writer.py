@@ -146,7 +146,31 @@ class Writer:
             # the connection while the WAL grows.
             if self._queued != self._applied or self._checkpoint_due:
                 return _MISSED
-            return self._apply_inline(fn, sync)
+            conn = self._conn
+            if (self._full and sync) != self._syncing:
+                self._set_sync(sync)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return _MISSED  # another process writes: wait for it on the thread, not here
+            self.transactions += 1
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # Also KeyboardInterrupt on the loop thread: leave no open transaction.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                err = as_store_error(exc)
+                if err is exc:
+                    raise
+                raise err from exc
+            self.synced += self._syncing
+            if self._count(1):
+                self._checkpoint_due = True
+                self._queue.put(_CHECKPOINT)  # on the thread, not inline
+            return result
         finally:
             self._using.release()
 
@@ -165,31 +189,6 @@ class Writer:
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
-
-    def _apply_inline(self, fn: Callable[[sqlite3.Connection], T], sync: bool) -> T | object:  # noqa: FBT001
-        """Apply one write on the calling thread; `_MISSED` if the file is locked."""
-        conn = self._conn
-        self._set_sync(sync)
-        if not self._begin(wait=False):
-            return _MISSED  # another process writes: wait for it on the thread, not here
-        self.transactions += 1
-        try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            # Also KeyboardInterrupt on the loop thread: leave no open transaction.
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            err = as_store_error(exc)
-            if err is exc:
-                raise
-            raise err from exc
-        self.synced += self._syncing
-        if self._count(1):
-            self._checkpoint_due = True
-            self._queue.put(_CHECKPOINT)  # on the thread, not inline
-        return result
 
     def _run(self) -> None:
         stop = False
@@ -244,26 +243,21 @@ class Writer:
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-    def _begin(self, *, wait: bool) -> bool:
-        """BEGIN IMMEDIATE, waiting up to the busy timeout while another process writes.
-
-        With ``wait=False``, give up at once instead and return ``False``.
-        """
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting up to the busy timeout while another process writes."""
         deadline: float | None = None
         pauses = iter(_BUSY_PAUSES)
         while True:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if not wait:
-                    return False  # busy, or an error the thread will try again and report
                 now = time.monotonic()
                 deadline = now + self._busy_timeout if deadline is None else deadline
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now >= deadline:
                     raise
                 time.sleep(min(next(pauses, _BUSY_PAUSES[-1]), deadline - now))
             else:
-                return True
+                return
 
     def _set_sync(self, sync: bool) -> None:  # noqa: FBT001  -- the batch's need, computed
         # SQLite refuses to change this inside a transaction: set before BEGIN.
@@ -279,7 +273,7 @@ class Writer:
         try:
             if not begun:
                 self._set_sync(any(req.sync for req in batch))
-                self._begin(wait=True)
+                self._begin()
             for req in batch:
                 if not single:
                     conn.execute("SAVEPOINT req")
