@@ -9,7 +9,7 @@ ran, compensates completed steps in reverse and dead-letters it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from firebreak.engine.codec import (
@@ -232,11 +232,28 @@ class Drive:
         )
 
     async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> bool:
-        """Commit `rec`; ``False`` when another record was there first and was adopted."""
-        if not await self._commit_first(rec):
+        """Commit `rec`; ``False`` when another record was there first and was adopted.
+
+        The run's last step, when it settles a run that did not fail (nothing left to
+        start, nothing in flight, no compensation to come), may skip its own fsync: the
+        finish follows at once, with nothing run in between, and makes both durable with
+        one (`SupportsUnflushedCommit`).
+        """
+        store = self.store
+        if (
+            self.engine._unflushed_last  # noqa: SLF001 - the engine's store capability
+            and rec.status in _OK
+            and self.failure is None
+            and len(self.settled) == len(self.agents) - 1
+            and rec.agent not in self.settled
+        ):
+            first = await store.commit_step_unflushed(self.lease, rec)  # type: ignore[attr-defined]
+        else:
+            first = await store.commit_step(self.lease, rec)
+        if not first:
             # Someone committed this step first (a worker, a replaced orchestrator): the
             # stored result is the truth, so dependents get that one, not ours.
-            stored = (await self.store.get_steps(self.run_id)).get(rec.agent)
+            stored = (await store.get_steps(self.run_id)).get(rec.agent)
             if stored is not None:
                 self._adopt(stored)
                 self._announce(stored, stored.attempts, stored.degraded_reason or "")
@@ -245,24 +262,6 @@ class Drive:
         if hub.active:
             self._announce(rec, attempts, reason)
         return True
-
-    def _commit_first(self, rec: StepRecord) -> Awaitable[bool]:
-        """The store's commit of `rec`; whether it was the first.
-
-        The run's last step, when it settles a run that did not fail (nothing left to
-        start, nothing in flight, no compensation to come), may skip its own fsync: the
-        finish follows at once, with nothing run in between, and makes both durable with
-        one (`SupportsUnflushedCommit`).
-        """
-        if (
-            rec.status in _OK
-            and self.failure is None
-            and self.engine._unflushed_last  # noqa: SLF001 - the engine's store capability
-            and len(self.settled) == len(self.agents) - 1
-            and rec.agent not in self.settled
-        ):
-            return self.store.commit_step_unflushed(self.lease, rec)  # type: ignore[attr-defined,no-any-return]
-        return self.store.commit_step(self.lease, rec)
 
     def _announce(self, rec: StepRecord, attempts: int, reason: str) -> None:
         if hub.active:

@@ -1,8 +1,9 @@
 """The single SQLite writer: one connection, group commit, and no thread hop when idle.
 
-Callers on the event loop submit a write (a function of the connection). When the loop has
-nothing else ready to run and no other write is queued or in flight, the write is applied
-right there, on the loop thread: a lone commit then costs its fsync and nothing more, where
+Callers on the event loop await `Writer.write` of a function of the connection. When the
+loop has nothing else ready to run, no other write is queued or in flight and no WAL
+checkpoint is due, the write is applied right there, on the loop thread, and its result
+returned without a future: a lone commit then costs its fsync and nothing more, where
 a hand-over to the writer thread and back costs two thread wake-ups (65 us measured, more on
 a busy host). Otherwise it is queued for the writer thread, which takes everything queued,
 applies it in ONE transaction with a savepoint per request (so one request's refusal does
@@ -15,9 +16,10 @@ writes go to the thread, and they share fsyncs as before. An inline write never 
 another process's lock (busy timeout 0): if the file is locked it goes to the thread, which
 waits `busy_timeout` as usual. WAL checkpoints run on the thread, never inline.
 
-A write submitted with ``sync=False`` commits without its own fsync when nothing synced
-shares its transaction. The WAL is one file synced in order, so such a write becomes durable
-with the next synced commit; `SQLiteStore.begin_run` uses it (see there why that is safe).
+A write with ``sync=False`` commits without its own fsync when nothing synced shares its
+transaction. The WAL is one file synced in order, so such a write becomes durable with the
+next synced commit; `SQLiteStore.begin_run` and `commit_step_unflushed` use it (see there
+why that is safe).
 """
 
 from __future__ import annotations
