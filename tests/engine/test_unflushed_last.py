@@ -34,7 +34,8 @@ class Spy(MemoryStore):
         return await self.commit_step(lease, step)
 
 
-async def test_only_the_last_step_of_a_chain_skips_its_fsync() -> None:
+def chain() -> fb.Workflow:
+    """a -> b -> c, each adding one."""
     wf = fb.Workflow("chain")
 
     @wf.agent
@@ -49,6 +50,11 @@ async def test_only_the_last_step_of_a_chain_skips_its_fsync() -> None:
     async def c(ctx: fb.Context, b: int) -> int:
         return b + 1
 
+    return wf
+
+
+async def test_only_the_last_step_of_a_chain_skips_its_fsync() -> None:
+    wf = chain()
     store = Spy()
     async with store:
         assert isinstance(store, SupportsUnflushedCommit)
@@ -144,19 +150,7 @@ async def test_no_unflushed_commit_when_compensations_or_a_review_come_next() ->
 
 async def test_a_run_of_n_steps_costs_n_fsyncs_on_sqlite(tmp_path: Path) -> None:
     """Begin and last step ride on the next synced write: n-1 step commits and the finish."""
-    wf = fb.Workflow("chain")
-
-    @wf.agent
-    async def a(ctx: fb.Context, x: int) -> int:
-        return x
-
-    @wf.agent(after=[a])
-    async def b(ctx: fb.Context, a: int) -> int:
-        return a
-
-    @wf.agent(after=[b])
-    async def c(ctx: fb.Context, b: int) -> int:
-        return b
+    wf = chain()
 
     async with SQLiteStore(tmp_path / "fb.db", synchronous="FULL") as store:
         writer = store._writer
@@ -165,7 +159,7 @@ async def test_a_run_of_n_steps_costs_n_fsyncs_on_sqlite(tmp_path: Path) -> None
         result = await fb.Engine(store).run(wf, 7, run_id="r1")
         after = (writer.transactions, writer.synced)
         steps = await store.get_steps("r1")
-    assert result["c"] == 7
+    assert result["c"] == 10
     assert set(steps) == {"a", "b", "c"}
     assert after[0] - before[0] == 5  # begin, a, b, c, finish
     assert after[1] - before[1] == 3  # a, b, finish

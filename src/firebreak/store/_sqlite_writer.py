@@ -149,8 +149,7 @@ class Writer:
             if self._queued != self._applied or self._checkpoint_due:
                 return _MISSED
             conn = self._conn
-            if (self._full and sync) != self._syncing:
-                self._set_sync(sync)
+            self._set_sync(sync)
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
