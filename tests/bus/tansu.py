@@ -61,7 +61,7 @@ class Tansu:
         return f"kafka://{self.bootstrap}"
 
     def stop(self) -> None:
-        """Stop the broker by its PID (SIGTERM, then SIGKILL)."""
+        """Stop the broker by its PID (SIGTERM, then SIGKILL) and delete its log."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGTERM)
@@ -71,6 +71,7 @@ class Tansu:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
+        self.log.unlink(missing_ok=True)
 
 
 def start(timeout: float = 10.0) -> Tansu:
