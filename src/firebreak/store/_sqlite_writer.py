@@ -216,7 +216,7 @@ class Writer:
                         break
                 if batch:
                     with self._using:
-                        self._transact(batch, begun=False)
+                        self._transact(batch)
                         self._applied += len(batch)
                         due = self._count(len(batch))
                     self._resolve(batch)
@@ -267,14 +267,13 @@ class Writer:
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if want else 'NORMAL'}")
             self._syncing = want
 
-    def _transact(self, batch: list[_Request[Any]], *, begun: bool) -> None:
+    def _transact(self, batch: list[_Request[Any]]) -> None:
         conn = self._conn
         single = len(batch) == 1  # a lone request needs no savepoint: its transaction is its own
         self.transactions += 1
         try:
-            if not begun:
-                self._set_sync(any(req.sync for req in batch))
-                self._begin()
+            self._set_sync(any(req.sync for req in batch))
+            self._begin()
             for req in batch:
                 if not single:
                     conn.execute("SAVEPOINT req")
