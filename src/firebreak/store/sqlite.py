@@ -5,7 +5,9 @@ transaction committed: whatever a caller was told is stored survives a crash at 
 instant. Writes go through one connection: a lone write on an idle event loop commits right
 there (its fsync and nothing more), anything else through the writer thread, which commits
 everything queued in one transaction (group commit), so concurrent runs share fsyncs; reads
-use their own connection, which WAL lets run beside the writer.
+use their own connection, which WAL lets run beside the writer. Two writes skip an fsync
+of their own, a run's begin and its last step (`begin_run`, `commit_step_unflushed`): each
+is durable once the next synced write is, which the engine makes at once.
 
 A write whose caller is cancelled while it waits may still commit: cancellation does not
 reach into a queued batch. Every write is safe to repeat (first commit wins, CAS, upserts).
