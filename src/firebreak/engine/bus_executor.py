@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from firebreak.bus import Consumer, Delivery, TaskBus
+from firebreak.bus.base import REPLY_PREFIX
 from firebreak.clock import Clock, system_clock
 from firebreak.engine.codec import (
     NotStorable,
@@ -322,7 +323,7 @@ class BusExecutor:
         self.grace = grace
         self.resend = resend
         self.name = name or uuid.uuid4().hex[:12]
-        self.reply_queue = f"replies.{self.name}"
+        self.reply_queue = f"{REPLY_PREFIX}{self.name}"
         self._waiters: dict[tuple[str, str], _Waiting] = {}  # by (run, agent)
         self._replies: asyncio.Task[None] | None = None
         self._consumer: Consumer | None = None
