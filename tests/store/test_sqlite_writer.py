@@ -52,8 +52,15 @@ async def test_writes_of_many_runs_at_once_share_transactions(tmp_path: Path) ->
         assert _writer(store).transactions - before <= 5
 
 
-async def test_a_file_locked_by_another_process_does_not_stall_the_loop(tmp_path: Path) -> None:
-    """The write waits for the lock on the writer thread; the loop keeps running meanwhile."""
+@pytest.mark.parametrize("single", [False, True], ids=["transaction", "one-statement"])
+async def test_a_file_locked_by_another_process_does_not_stall_the_loop(
+    tmp_path: Path, single: bool
+) -> None:
+    """The write waits for the lock on the writer thread; the loop keeps running meanwhile.
+
+    Also a one-statement write (a step commit), which inline has no BEGIN to be refused:
+    its statement is, whole, and it goes to the thread the same way.
+    """
     path = tmp_path / "fb.db"
     # The lock is released only after this loop turns: a write that waited for it on the
     # loop would hang past pytest's timeout instead of the 120 s it is allowed on the thread.
@@ -72,7 +79,8 @@ async def test_a_file_locked_by_another_process_does_not_stall_the_loop(tmp_path
             # From an idle loop, so the inline path is tried first; the lock goes on a
             # later turn of this loop, which a write waiting on it here would never reach.
             asyncio.get_running_loop().call_later(0.05, release)
-            assert await _writer(store).write(partial(ops.commit_step, lease, _row("a"))) is True
+            commit = partial(ops.commit_step, lease, _row("a"))
+            assert await _writer(store).write(commit, single=single) is True
             assert released.is_set()
         finally:
             if not released.is_set():

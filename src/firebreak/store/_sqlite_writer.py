@@ -14,7 +14,9 @@ Why "nothing else ready" is the test: the loop is blocked during an inline commi
 taken only when the loop had nothing to do meanwhile. Under load other runs are ready, their
 writes go to the thread, and they share fsyncs as before. An inline write never waits for
 another process's lock (busy timeout 0): if the file is locked it goes to the thread, which
-waits `busy_timeout` as usual. WAL checkpoints run on the thread, never inline.
+waits `busy_timeout` as usual. WAL checkpoints run on the thread, never inline. A write of
+one statement (``single``: a step commit) runs inline as a transaction by itself, with no
+BEGIN and COMMIT statements around it.
 
 A write with ``sync=False`` commits without its own fsync when nothing synced shares its
 transaction. The WAL is one file synced in order, so such a write becomes durable with the
@@ -91,6 +93,12 @@ def as_store_error(exc: BaseException) -> BaseException:
     return err
 
 
+def _busy(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's "database is locked" (the primary code of an extended one)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return isinstance(exc, sqlite3.OperationalError) and code == sqlite3.SQLITE_BUSY
+
+
 def _idle(loop: asyncio.AbstractEventLoop) -> bool:
     # asyncio's run queue is private; a loop without one (uvloop) always uses the thread.
     ready = getattr(loop, "_ready", None)
@@ -126,17 +134,26 @@ class Writer:
         self._closed = False
         self._thread.start()
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True) -> T:
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True, single: bool = False
+    ) -> T:
         """Apply `fn` in a transaction and return its result: inline if idle, else batched.
 
         ``sync=False``: no fsync of its own unless batched with a synced write.
+        ``single=True``: `fn` writes with one statement (reads after a failed one are
+        fine); inline it runs as its own transaction, with no BEGIN and COMMIT around it.
         """
-        result = self._try_inline(fn, sync)
+        result = self._try_inline(fn, sync, single)
         if result is _MISSED:
             return await self._enqueue(fn, sync)
         return cast("T", result)
 
-    def _try_inline(self, fn: Callable[[sqlite3.Connection], T], sync: bool) -> T | object:  # noqa: FBT001
+    def _try_inline(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        sync: bool,  # noqa: FBT001
+        single: bool,  # noqa: FBT001
+    ) -> T | object:
         """`fn`'s result if applied here and now; `_MISSED` if it must go to the thread."""
         if self._closed:
             raise StoreError("the store is closed")
@@ -148,32 +165,46 @@ class Writer:
             # the connection while the WAL grows.
             if self._queued != self._applied or self._checkpoint_due:
                 return _MISSED
-            conn = self._conn
             self._set_sync(sync)
+            result = self._apply_inline(fn, single)
+            if result is not _MISSED:
+                self.synced += self._syncing
+                if self._count(1):
+                    self._checkpoint_due = True
+                    self._queue.put(_CHECKPOINT)  # on the thread, not inline
+            return result
+        finally:
+            self._using.release()
+
+    def _apply_inline(self, fn: Callable[[sqlite3.Connection], T], single: bool) -> T | object:  # noqa: FBT001
+        """`fn` in a transaction of its own (a single statement is one by itself).
+
+        `_MISSED`, with nothing written, while another process holds the write lock.
+        """
+        conn = self._conn
+        if not single:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
                 return _MISSED  # another process writes: wait for it on the thread, not here
-            self.transactions += 1
-            try:
-                result = fn(conn)
+        try:
+            result = fn(conn)
+            if not single:
                 conn.execute("COMMIT")
-            except BaseException as exc:
-                # Also KeyboardInterrupt on the loop thread: leave no open transaction.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                err = as_store_error(exc)
-                if err is exc:
-                    raise
-                raise err from exc
-            self.synced += self._syncing
-            if self._count(1):
-                self._checkpoint_due = True
-                self._queue.put(_CHECKPOINT)  # on the thread, not inline
-            return result
-        finally:
-            self._using.release()
+        except BaseException as exc:
+            # Also KeyboardInterrupt on the loop thread: leave no open transaction.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            elif single and _busy(exc):
+                return _MISSED  # the statement was refused whole: the thread waits for it
+            self.transactions += 1
+            err = as_store_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        self.transactions += 1
+        return result
 
     def _enqueue(self, fn: Callable[[sqlite3.Connection], T], sync: bool) -> asyncio.Future[T]:  # noqa: FBT001
         loop = asyncio.get_running_loop()

@@ -164,10 +164,12 @@ class SQLiteStore(SetupClose):
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True) -> Awaitable[T]:
+    def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, sync: bool = True, single: bool = False
+    ) -> Awaitable[T]:
         if self._writer is None:
             raise StoreError("SQLiteStore is not open: call setup() or use `async with`")
-        return self._writer.write(fn, sync=sync)
+        return self._writer.write(fn, sync=sync, single=single)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         reader, pool = self._reader, self._read_pool
@@ -288,7 +290,8 @@ class SQLiteStore(SetupClose):
 
     async def commit_step(self, lease: Lease, step: StepRecord) -> bool:
         """Durably record a step result; ``False`` (and no change) if already committed."""
-        return await self._write(partial(ops.commit_step, lease, self._step_row(lease, step)))
+        row = self._step_row(lease, step)
+        return await self._write(partial(ops.commit_step, lease, row), single=True)
 
     async def commit_step_unflushed(self, lease: Lease, step: StepRecord) -> bool:
         """`commit_step` without an fsync of its own (`SupportsUnflushedCommit`).
@@ -297,7 +300,7 @@ class SQLiteStore(SetupClose):
         synced write is: the engine's finish of the run, right after.
         """
         row = self._step_row(lease, step)
-        return await self._write(partial(ops.commit_step, lease, row), sync=False)
+        return await self._write(partial(ops.commit_step, lease, row), sync=False, single=True)
 
     def _step_row(self, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
         if step.run_id != lease.run_id:
