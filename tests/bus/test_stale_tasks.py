@@ -193,6 +193,9 @@ async def test_a_first_commit_replies_and_acks_in_the_same_write(
         worker = Worker([wf], bus=bus, store=store, name="w-one", drain=1.0)
         serving = asyncio.create_task(worker.run())
         outcome = await asyncio.wait_for(executor.execute(step_call("r-one", lease)), 10)
+        # The reply, written in the commit's script, gave the reply stream a time to live.
+        ttl = await redis_keys.pttl(bus.stream(executor.reply_queue))
+        assert 0 < ttl <= bus.reply_ttl * 1000
     worker.stop()
     await serving
     assert (outcome.status, outcome.output) == ("succeeded", 40)

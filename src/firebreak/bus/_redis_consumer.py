@@ -11,12 +11,12 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from firebreak.bus.base import Delivery, check_consumer
+from firebreak.bus.base import Delivery, check_consumer, is_reply_queue
 
 if TYPE_CHECKING:
     from firebreak.bus.redis import RedisBus
@@ -77,6 +77,8 @@ class RedisConsumer:
         self._slot = asyncio.Event()
         visibility = bus.policy.visibility
         self._claim_every = min(visibility / 4, 1.0)
+        self._replies = [q for q in queues if is_reply_queue(q)]  # streams that expire
+        self._keep_at = 0.0  # when to renew their time to live
 
     @property
     def in_flight(self) -> int:
@@ -84,17 +86,36 @@ class RedisConsumer:
         return len(self._held)
 
     async def _ensure_groups(self) -> None:
-        if self._ready:
-            return
-        for queue in self.queues:
-            try:
-                await self.bus.client.xgroup_create(
-                    self.bus.stream(queue), self.group, id="0", mkstream=True
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self._ready = True
+        if not self._ready:
+            for queue in self.queues:
+                try:
+                    await self.bus.client.xgroup_create(
+                        self.bus.stream(queue), self.group, id="0", mkstream=True
+                    )
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            self._ready = True
+            self._keep_at = 0.0
+        if self._replies and time.monotonic() >= self._keep_at:
+            # Reply streams expire unless read (see `firebreak.bus.redis`): renewed four
+            # times per time to live, so a slow turn or two cannot let one lapse.
+            self._keep_at = time.monotonic() + self.bus.reply_ttl / 4
+            await self.bus.keep(self._replies)
+
+    @contextlib.asynccontextmanager
+    async def _regrouping(self) -> AsyncIterator[None]:
+        """Around a read: NOGROUP (its stream expired or was deleted) makes them again.
+
+        The read then reads nothing; any other error goes up.
+        """
+        try:
+            yield
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._ready = False
+            await self._ensure_groups()
 
     async def get(self, wait: float) -> Delivery | None:
         """The next message: a buffered one, an abandoned one, else a new one."""
@@ -117,7 +138,10 @@ class RedisConsumer:
                 continue
             if time.monotonic() >= self._next_claim:
                 self._next_claim = time.monotonic() + self._claim_every
-                if await self._claim(free):  # it filled the room: more may be waiting
+                filled = False
+                async with self._regrouping():
+                    filled = await self._claim(free)
+                if filled:  # it filled the room: more may be waiting
                     self._next_claim = 0.0
                 if self._buffer:
                     continue
@@ -131,7 +155,8 @@ class RedisConsumer:
                 free = self.limit - len(self._held)
                 left = end - time.monotonic()
             block = max(min(left, self._claim_every), 0.001)
-            await self._read(free, block)
+            async with self._regrouping():
+                await self._read(free, block)
             if not self._buffer and time.monotonic() >= end:
                 return None
 
@@ -297,9 +322,11 @@ class RedisConsumer:
         """
         stream = self.bus.stream(delivery.queue)
         encoded = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        reply_stream = self.bus.stream(queue)
         done = await write(
             [
-                ["XADD", self.bus.stream(queue), "*", "b", encoded, "k", key],
+                ["XADD", reply_stream, "*", "b", encoded, "k", key],
+                ["PEXPIRE", reply_stream, self.bus.reply_ms],
                 ["XACK", stream, self.group, delivery.id],
                 ["XDEL", stream, delivery.id],
             ]

@@ -31,7 +31,13 @@ A worker whose store is a `RedisStore` on the same server replies and acks insid
 commit's script (`RedisConsumer.reply_and_ack_in`): the store runs the ``XADD``,
 ``XACK`` and ``XDEL`` only if the commit is the first.
 
-URL: ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&visibility_timeout=..&max_deliveries=..]``;
+Reply streams (`is_reply_queue`: an orchestrator's ``replies.<name>``) expire: every reply
+written sets the stream's time to live to ``reply_ttl`` (default 600 s), and their consumer
+renews it while it reads, so the stream of an orchestrator that died goes ``reply_ttl``
+after the last reply or read. A consumer whose stream is gone (expired while its process
+was frozen, or deleted) makes it and its group again on its next read.
+
+URL: ``redis[s]://[user:pass@]host[:port][/db][?prefix=..&visibility_timeout=..&max_deliveries=..&reply_ttl=..]``;
 other query options go to redis-py unchanged.
 
 Modules: this one is the bus (URL, stream names, the scripts, publishing, settling, dead
@@ -52,11 +58,14 @@ from firebreak._lifecycle import SetupClose
 from firebreak._urls import split_options
 from firebreak.bus._redis_batch import Batcher
 from firebreak.bus._redis_consumer import RedisConsumer, dead_letter, text
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus.base import BusPolicy, Delivery, is_reply_queue
 
-__all__ = ["RedisBus", "RedisConsumer", "from_url"]
+__all__ = ["REPLY_TTL", "RedisBus", "RedisConsumer", "from_url"]
 
-_OPTIONS = frozenset({"prefix", "visibility_timeout", "max_deliveries"})
+REPLY_TTL = 600.0
+"""Seconds a reply stream outlives its last reply or read (the default of ``reply_ttl``)."""
+
+_OPTIONS = frozenset({"prefix", "visibility_timeout", "max_deliveries", "reply_ttl"})
 
 # Touch or hand back a message only if this consumer still owns it: a message claimed by
 # another consumer meanwhile is theirs. KEYS[1] stream; ARGV group, consumer, id, mode,
@@ -74,11 +83,12 @@ return 1
 """
 
 # Settle a message in one round trip: ``XACK`` + ``XDEL`` (atomic, as a script is), after
-# an optional reply ``XADD``. KEYS[1] stream, KEYS[2] reply stream (optional); ARGV group,
-# id, reply body, reply key.
+# an optional reply ``XADD`` (and the reply stream's time to live). KEYS[1] stream, KEYS[2]
+# reply stream (optional); ARGV group, id, reply body, reply key, reply ttl ms.
 _ACK = """
 if KEYS[2] then
   redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'k', ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -99,6 +109,13 @@ for _, key in ipairs(KEYS) do
   end
 end
 return out
+"""
+
+# A reply: ``XADD`` and the reply stream's time to live. KEYS[1] stream; ARGV body, key, ms.
+_REPLY = """
+local id = redis.call('XADD', KEYS[1], '*', 'b', ARGV[1], 'k', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return id
 """
 
 # Ack and delete several messages of one stream. KEYS[1] stream; ARGV group, ids.
@@ -125,15 +142,18 @@ return out
 def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
     """Build (not connect) a bus from a ``redis://`` URL; see the module docstring."""
     ours, rest = split_options(url, _OPTIONS)
-    if policy is None:
-        try:
+    try:
+        if policy is None:
             policy = BusPolicy(
                 visibility_timeout=float(ours.get("visibility_timeout", 30.0)),
                 max_deliveries=int(ours.get("max_deliveries", 5)),
             )
-        except ValueError as exc:
-            raise ValueError(f"bus URL {url!r}: {exc}") from None
-    return RedisBus(rest, prefix=ours.get("prefix", "firebreak"), policy=policy)
+        reply_ttl = float(ours.get("reply_ttl", REPLY_TTL))
+        return RedisBus(
+            rest, prefix=ours.get("prefix", "firebreak"), policy=policy, reply_ttl=reply_ttl
+        )
+    except ValueError as exc:
+        raise ValueError(f"bus URL {url!r}: {exc}") from None
 
 
 class RedisBus(SetupClose):
@@ -147,12 +167,25 @@ class RedisBus(SetupClose):
         url: ``redis://`` or ``rediss://`` URL as redis-py reads it.
         prefix: every key starts with ``<prefix>:``.
         policy: visibility timeout and maximum deliveries.
+        reply_ttl: seconds a reply stream outlives its last reply or read.
     """
 
-    def __init__(self, url: str, *, prefix: str = "firebreak", policy: BusPolicy | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "firebreak",
+        policy: BusPolicy | None = None,
+        reply_ttl: float = REPLY_TTL,
+    ):
+        if not reply_ttl >= 1:  # PEXPIRE's unit, and a stream renewed every quarter of it
+            raise ValueError(f"reply_ttl must be >= 1 second, got {reply_ttl!r}")
         self.url = url
         self.prefix = prefix
         self.policy = policy or BusPolicy()
+        self.reply_ttl = reply_ttl
+        self.reply_ms = str(int(reply_ttl * 1000))
+        """`reply_ttl` as PEXPIRE takes it."""
         self._client: aioredis.Redis | None = None
         self._batch: Batcher | None = None
         self._sha: dict[str, str] = {}
@@ -179,7 +212,7 @@ class RedisBus(SetupClose):
             raise
         self._client = client
         self._batch = Batcher(client, publish=_PUBLISH)
-        scripts = (_CLAIM_OWN, _ACK, _ACK_MANY, _READ)
+        scripts = (_CLAIM_OWN, _ACK, _ACK_MANY, _READ, _REPLY)
         self._sha = {src: client.register_script(src).sha for src in scripts}
 
     async def close(self) -> None:
@@ -213,10 +246,18 @@ class RedisBus(SetupClose):
         return f"{self.prefix}:dead:{queue}"
 
     async def publish(self, queue: str, body: Mapping[str, Any], *, key: str) -> str:
-        """``XADD`` the message to the queue's stream."""
+        """``XADD`` the message to the queue's stream (a reply stream's time to live too)."""
         encoded = json.dumps(body, separators=(",", ":"), allow_nan=False)
-        message_id = await self.batch.call("XADD", self.stream(queue), "*", "b", encoded, "k", key)
-        return text(message_id)
+        stream = self.stream(queue)
+        if is_reply_queue(queue):
+            return text(await self._script(_REPLY, [stream], [encoded, key, self.reply_ms]))
+        return text(await self.batch.call("XADD", stream, "*", "b", encoded, "k", key))
+
+    async def keep(self, queues: Sequence[str]) -> None:
+        """Renew the time to live of the reply streams among `queues` (their reader is alive)."""
+        for queue in queues:
+            if is_reply_queue(queue):
+                await self.batch.call("PEXPIRE", self.stream(queue), self.reply_ms)
 
     def consumer(
         self, queues: Sequence[str], *, group: str, name: str, max_in_flight: int = 1
@@ -259,7 +300,7 @@ class RedisBus(SetupClose):
         if reply is not None:
             to, body, key = reply
             keys.append(self.stream(to))
-            args += [json.dumps(body, separators=(",", ":"), allow_nan=False), key]
+            args += [json.dumps(body, separators=(",", ":"), allow_nan=False), key, self.reply_ms]
         await self._script(_ACK, keys, args)
 
     async def settle_many(self, queue: str, group: str, message_ids: Sequence[str]) -> None:
