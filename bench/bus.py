@@ -713,8 +713,9 @@ def report(
             grows = "no"
             if all(r >= 1.05 for r in steps):
                 grows = "yes"
-            elif all(r >= 0.95 for r in steps):
-                grows = "flat (within 5 %)"
+            elif all(r >= 0.95 for r in steps):  # grows until the cores are full, or not at all
+                grows = "yes, then flat" if any(r >= 1.05 for r in steps) else "flat"
+                grows += " (within 5 %)"
             if len(ok) < 2:  # a trend needs two worker counts
                 grows = "not measured (one worker count)"
             trend = " → ".join(f"{x:,.0f}" for x in ok)
