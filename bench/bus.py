@@ -652,8 +652,10 @@ async def broker_hops(kind: str, args: argparse.Namespace) -> float | None:
         print(f"  {kind}: broker hop not measured ({type(exc).__name__}: {exc})", flush=True)
         return None
     task = statistics.median(next(iter(samples.values())))  # firebreak's variant comes first
-    # RabbitMQ replies go through a queue in memory; every other bus uses one kind of queue.
-    reply = samples.get(broker_floor.AMQP_REPLY) if kind == "amqp" else None
+    # Replies go through a queue in memory (RabbitMQ) or a plain subject (NATS); the other
+    # buses use one kind of queue for both.
+    variant = broker_floor.REPLY_HOPS.get(kind)
+    reply = None if variant is None else samples.get(variant)
     return task + (task if reply is None else statistics.median(reply))
 
 

@@ -10,7 +10,8 @@ import bus_backend_nats
 import pytest
 
 from firebreak.bus import BusPolicy, open_bus
-from firebreak.bus.nats import NatsBus, from_url, token
+from firebreak.bus.base import REPLY_PREFIX
+from firebreak.bus.nats import NatsBus, NatsReplyConsumer, from_url, token
 
 POLICY = BusPolicy(visibility_timeout=0.3, max_deliveries=3)
 
@@ -167,3 +168,40 @@ async def test_publish_gives_up_after_publish_timeout_when_unreachable(prefix: s
         await bus.client.close()  # as if the server were gone for good
         with pytest.raises(Exception):  # noqa: B017 - nats-py's closed-connection error
             await bus.publish(f"q-{uuid.uuid4().hex[:6]}", {}, key="r")
+
+
+async def test_a_reply_queue_is_a_plain_subject_and_leaves_nothing_on_the_server(
+    bus: NatsBus,
+) -> None:
+    """Replies go over core NATS: the reader gets them (key and body as sent, in order, no
+    more than its room at a time) and no JetStream stream is ever made for them."""
+    replies = f"{REPLY_PREFIX}o1"
+    reader = bus.consumer([replies], group="orchestrator", name="o1", max_in_flight=1)
+    assert isinstance(reader, NatsReplyConsumer)
+    assert await reader.get(0.05) is None  # subscribed from here on
+    for n in range(2):
+        await bus.publish(replies, {"n": n}, key="run/ é")
+    first = await reader.get(1.0)
+    assert first is not None
+    assert (first.body, first.key, first.deliveries) == ({"n": 0}, "run/ é", 1)
+    assert await reader.get(0.1) is None  # one slot, held
+    await reader.release(first)  # back, first in line
+    again = await reader.get(1.0)
+    assert again is not None
+    assert again.body == {"n": 0}
+    await reader.ack(again)
+    second = await reader.get(1.0)
+    assert second is not None
+    assert second.body == {"n": 1}
+    await reader.reject(second, "not wanted")  # dropped: a notice has no dead letters
+    assert reader.in_flight == 0
+    assert await bus.dead_letters(replies) == []
+    names = [info.config.name for info in await bus.js.streams_info()]
+    assert bus.stream(replies) not in names
+    await reader.close()
+    await bus.delete(replies)  # nothing to delete, and no error
+
+
+async def test_a_consumer_of_reply_and_task_queues_at_once_is_refused(bus: NatsBus) -> None:
+    with pytest.raises(ValueError, match="reply queues or task queues"):
+        bus.consumer(["flow.a", f"{REPLY_PREFIX}o1"], group="g", name="c")

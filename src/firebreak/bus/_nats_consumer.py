@@ -28,7 +28,7 @@ from firebreak.bus.base import Delivery, check_consumer
 if TYPE_CHECKING:
     from firebreak.bus.nats import NatsBus
 
-__all__ = ["API_TIMEOUT", "KEY", "TRANSIENT", "NatsConsumer"]
+__all__ = ["API_TIMEOUT", "KEY", "TRANSIENT", "NatsConsumer", "json_object"]
 
 log = logging.getLogger("firebreak.bus.nats")
 
@@ -65,7 +65,7 @@ def _status(msg: Msg) -> str | None:
     return JetStreamContext.is_status_msg(msg)
 
 
-def _object(text: str) -> dict[str, Any] | None:
+def json_object(text: str) -> dict[str, Any] | None:
     """`text` as a JSON object, or ``None``."""
     try:
         value = json.loads(text)
@@ -289,7 +289,7 @@ class NatsConsumer:
         deliveries = max(delivered - releases, 1)
         key = unquote((msg.headers or {}).get(KEY, ""))
         text = msg.data.decode(errors="replace")
-        body = _object(text)
+        body = json_object(text)
         reason = ""
         if deliveries > policy.max_deliveries:
             reason = f"delivered {deliveries} times (max {policy.max_deliveries})"

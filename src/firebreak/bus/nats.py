@@ -10,7 +10,9 @@ Layout, for a bus with prefix ``P`` (names are escaped so any queue name is vali
   what a dead consumer held is redelivered to another once its ack wait has passed;
 - one **dead-letter stream** per queue, ``P_D_<queue>`` on subject ``P.dead.<queue>``;
 - one key-value bucket ``P_R`` counting hand-backs (`release`) per message, so they are not
-  counted as deliveries (JetStream counts a ``NAK`` as one).
+  counted as deliveries (JetStream counts a ``NAK`` as one);
+- no stream for a reply queue (`is_reply_queue`): its subject ``P.q.<queue>`` is published
+  to with core NATS and read by a subscription (`NatsReplyConsumer`, ``_nats_replies``).
 
 Deliveries: ``Delivery.id`` is the message's stream sequence; ``deliveries`` is JetStream's
 ``num_delivered`` minus the message's hand-backs. A message seen with more than
@@ -82,9 +84,10 @@ from nats.js.kv import KeyValue
 
 from firebreak._lifecycle import SetupClose
 from firebreak.bus._nats_consumer import API_TIMEOUT, KEY, TRANSIENT, NatsConsumer
-from firebreak.bus.base import BusPolicy, Delivery
+from firebreak.bus._nats_replies import MSG_ID, NatsReplyConsumer
+from firebreak.bus.base import BusPolicy, Delivery, is_reply_queue
 
-__all__ = ["NatsBus", "NatsConsumer", "from_url"]
+__all__ = ["NatsBus", "NatsConsumer", "NatsReplyConsumer", "from_url"]
 
 log = logging.getLogger(__name__)
 
@@ -387,9 +390,16 @@ class NatsBus(SetupClose):
             return int(ack.seq)
 
     async def publish(self, queue: str, body: Mapping[str, Any], *, key: str) -> str:
-        """Append a message to the queue's stream; its id is its stream sequence."""
+        """Append a message to the queue's stream; its id is its stream sequence.
+
+        A reply queue's message goes out with core NATS instead (see `_nats_replies`); its
+        id is the one in its header.
+        """
         data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-        headers = {"Nats-Msg-Id": uuid.uuid4().hex, KEY: quote(key, safe="")}
+        headers = {MSG_ID: uuid.uuid4().hex, KEY: quote(key, safe="")}
+        if is_reply_queue(queue):
+            await self.client.publish(self.subject(queue), data, headers=headers)
+            return headers[MSG_ID]
         seq = await self._publish(queue, self.subject(queue), data, headers, dead=False)
         return str(seq)
 
@@ -399,13 +409,23 @@ class NatsBus(SetupClose):
         """Publish a dead letter for message `message_id` of `queue` (de-duplicated)."""
         letter = {"id": message_id, "k": key, "b": body, "n": deliveries, "reason": reason}
         data = json.dumps(letter, separators=(",", ":")).encode()
-        headers = {"Nats-Msg-Id": f"dead:{message_id}"}
+        headers = {MSG_ID: f"dead:{message_id}"}
         await self._publish(queue, self.dead_subject(queue), data, headers, dead=True)
 
     def consumer(
         self, queues: Sequence[str], *, group: str, name: str, max_in_flight: int = 1
-    ) -> NatsConsumer:
-        """A consumer of `queues` in `group` (stream and durable are made on its first `get`)."""
+    ) -> NatsConsumer | NatsReplyConsumer:
+        """A consumer of `queues` in `group` (stream and durable are made on its first `get`).
+
+        Reply queues are read by a `NatsReplyConsumer` (core NATS), which reads nothing else.
+        """
+        replies = [is_reply_queue(q) for q in queues]
+        if any(replies):
+            if not all(replies):
+                raise ValueError("a NATS consumer reads reply queues or task queues, not both")
+            return NatsReplyConsumer(
+                self, list(queues), group=group, name=name, limit=max_in_flight
+            )
         return NatsConsumer(self, list(queues), group=group, name=name, limit=max_in_flight)
 
     async def dead_letters(self, queue: str, *, limit: int = 100) -> list[Delivery]:
@@ -439,7 +459,12 @@ class NatsBus(SetupClose):
         return out
 
     async def delete(self, queue: str) -> None:
-        """Delete the queue's stream (with its consumers), dead letters and hand-back counts."""
+        """Delete the queue's stream (with its consumers), dead letters and hand-back counts.
+
+        A reply queue has none of them: nothing to do.
+        """
+        if is_reply_queue(queue):
+            return
         for name in (self.stream(queue), self.dead_stream(queue)):
             self._streams.discard(name)
             with contextlib.suppress(nats.js.errors.NotFoundError):
