@@ -5,7 +5,10 @@ reads the store), so they need none of JetStream: a reply queue (`is_reply_queue
 plain subject, published to with core NATS (at most once, in memory) and read through a
 subscription. Nothing stays on the server once its orchestrator is gone, and a reply takes
 one hop through the server with no stream write and no pull. A reply published while
-nobody subscribes (an orchestrator that died, or is reconnecting) is dropped.
+nobody subscribes (an orchestrator that died, or is reconnecting) is dropped; the reader
+subscribes on its first `get`, which the executor starts as it publishes its first task,
+so that task's reply could in principle come before the subscription (it is then found by
+the executor's store poll).
 """
 
 from __future__ import annotations
