@@ -22,7 +22,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[i
 from firebreak.bus._kafka_group import join
 from firebreak.bus._kafka_handouts import commit, log_handout, log_of, log_settled, take_over
 from firebreak.bus._kafka_records import COUNT, DUE, ID, header, json_object, key_of, tp_of
-from firebreak.bus.base import Delivery, check_consumer
+from firebreak.bus.base import ConsumerBase, Delivery
 
 if TYPE_CHECKING:
     from firebreak.bus.kafka import KafkaBus
@@ -53,18 +53,13 @@ class _Partition:
     owned: bool = True  # False between a revocation and the assignment that returns it
 
 
-class KafkaConsumer:
+class KafkaConsumer(ConsumerBase["KafkaBus"]):
     """A member of a Kafka consumer group over the topics of one or more queues."""
 
     def __init__(
         self, bus: KafkaBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        check_consumer(queues, limit)
-        self.bus = bus
-        self.queues = queues
-        self.group = group
-        self.name = name
-        self.limit = limit
+        super().__init__(bus, queues, group=group, name=name, limit=limit)
         self.waiting = False
         """Whether a `get` is waiting now (the assignor gives partitions to such members)."""
         self._queue_of: dict[str, str] = {}

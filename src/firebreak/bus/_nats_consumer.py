@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 
-from firebreak.bus.base import Delivery, check_consumer
+from firebreak.bus.base import ConsumerBase, Delivery
 
 if TYPE_CHECKING:
     from firebreak.bus.nats import NatsBus
@@ -101,7 +101,7 @@ class _Pull:
     compact_at: float = 0.0  # no compaction before this
 
 
-class NatsConsumer:
+class NatsConsumer(ConsumerBase["NatsBus"]):
     """A member of a consumer group (a durable pull consumer per queue) of a `NatsBus`.
 
     It pulls only for its free slots. Over several queues, each queue waits with its own
@@ -112,12 +112,7 @@ class NatsConsumer:
     def __init__(
         self, bus: NatsBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        check_consumer(queues, limit)
-        self.bus = bus
-        self.queues = queues
-        self.group = group
-        self.name = name
-        self.limit = limit
+        super().__init__(bus, queues, group=group, name=name, limit=limit)
         self._pulls = [_Pull(queue=q, stream=bus.stream(q), inbox="") for q in queues]
         self._arrived: deque[tuple[_Pull, Msg, float]] = deque()
         self._held: dict[tuple[str, str], _Held] = {}

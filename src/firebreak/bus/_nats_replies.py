@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from firebreak.bus._nats_consumer import KEY, json_object
-from firebreak.bus.base import Delivery, check_consumer
+from firebreak.bus.base import ConsumerBase, Delivery
 
 if TYPE_CHECKING:
     from firebreak.bus.nats import NatsBus
@@ -38,7 +38,7 @@ MSG_ID = "Nats-Msg-Id"
 """Header carrying a message's id (a reply's, as a task's)."""
 
 
-class NatsReplyConsumer:
+class NatsReplyConsumer(ConsumerBase["NatsBus"]):
     """A reader of reply queues: a subscription each, what arrived waiting in memory.
 
     `get` hands out what arrived, no more than ``max_in_flight`` unacked at a time (the rest
@@ -50,12 +50,7 @@ class NatsReplyConsumer:
     def __init__(
         self, bus: NatsBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        check_consumer(queues, limit)
-        self.bus = bus
-        self.queues = queues
-        self.group = group
-        self.name = name
-        self.limit = limit
+        super().__init__(bus, queues, group=group, name=name, limit=limit)
         self._subs: list[Subscription] = []
         self._arrived: deque[Delivery] = deque()
         self._held: set[tuple[str, str]] = set()

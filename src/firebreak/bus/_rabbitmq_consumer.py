@@ -20,7 +20,7 @@ import aiormq.abc
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from firebreak.bus.base import Delivery, check_consumer
+from firebreak.bus.base import ConsumerBase, Delivery
 
 if TYPE_CHECKING:
     from firebreak.bus.rabbitmq import RabbitBus
@@ -97,18 +97,13 @@ class _Held:
     via: _Push | None
 
 
-class RabbitConsumer:
+class RabbitConsumer(ConsumerBase["RabbitBus"]):
     """A consumer of one or more queues of a `RabbitBus`; see the module docstring."""
 
     def __init__(
         self, bus: RabbitBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        check_consumer(queues, limit)
-        self.bus = bus
-        self.queues = queues
-        self.group = group
-        self.name = name
-        self.limit = limit
+        super().__init__(bus, queues, group=group, name=name, limit=limit)
         self._held: dict[tuple[str, str], _Held] = {}
         # Pushed, not yet handed out: (its subscription, the message, when it goes back).
         self._inbox: deque[tuple[_Push, AbstractIncomingMessage, float]] = deque()

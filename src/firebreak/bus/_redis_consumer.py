@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from firebreak.bus.base import Delivery, check_consumer, is_reply_queue
+from firebreak.bus.base import ConsumerBase, Delivery, is_reply_queue
 
 if TYPE_CHECKING:
     from firebreak.bus.redis import RedisBus
@@ -56,18 +56,13 @@ def dead_letter(queue: str, fields: Mapping[str, str]) -> Delivery:
     )
 
 
-class RedisConsumer:
+class RedisConsumer(ConsumerBase["RedisBus"]):
     """A member of a consumer group over one or more streams of a `RedisBus`."""
 
     def __init__(
         self, bus: RedisBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        check_consumer(queues, limit)
-        self.bus = bus
-        self.queues = queues
-        self.group = group
-        self.name = name
-        self.limit = limit
+        super().__init__(bus, queues, group=group, name=name, limit=limit)
         self._held: set[tuple[str, str]] = set()
         self._buffer: deque[Delivery] = deque()
         self._ready = False

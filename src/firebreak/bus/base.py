@@ -28,12 +28,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 __all__ = [
     "REPLY_PREFIX",
     "BusPolicy",
     "Consumer",
+    "ConsumerBase",
     "Delivery",
     "TaskBus",
     "check_consumer",
@@ -206,3 +207,21 @@ def check_consumer(queues: list[str], limit: int) -> None:
         raise ValueError("a consumer needs at least one queue")
     if limit < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+
+
+BusT = TypeVar("BusT")
+
+
+class ConsumerBase(Generic[BusT]):
+    """What every backend's consumer keeps of how it was made.
+
+    Its bus, queues, group, name and room (``max_in_flight``), checked by `check_consumer`.
+    """
+
+    def __init__(self, bus: BusT, queues: list[str], *, group: str, name: str, limit: int) -> None:
+        check_consumer(queues, limit)
+        self.bus = bus
+        self.queues = queues
+        self.group = group
+        self.name = name
+        self.limit = limit

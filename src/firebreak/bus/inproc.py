@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from firebreak._lifecycle import SetupClose
-from firebreak.bus.base import BusPolicy, Delivery, check_consumer
+from firebreak.bus.base import BusPolicy, ConsumerBase, Delivery
 from firebreak.clock import Clock, system_clock
 
 __all__ = ["InprocBus", "InprocConsumer", "from_url"]
@@ -171,18 +171,13 @@ class InprocBus(SetupClose):
         return dead
 
 
-class InprocConsumer:
+class InprocConsumer(ConsumerBase[InprocBus]):
     """A member of a consumer group of an `InprocBus`."""
 
     def __init__(
         self, bus: InprocBus, queues: list[str], *, group: str, name: str, limit: int
     ) -> None:
-        check_consumer(queues, limit)
-        self.bus = bus
-        self.queues = queues
-        self.group = group
-        self.name = name
-        self.limit = limit
+        super().__init__(bus, queues, group=group, name=name, limit=limit)
         self._held: dict[tuple[str, str], _Message] = {}
         self._closed = False
         for queue in queues:
