@@ -69,7 +69,7 @@ class Procs:
         self.procs["o1"].send_signal(signal.SIGKILL)  # dies mid-batch, leases held
         finished_first = self.log("o1").count("done ")
         self.start("o2", "orchestrator_main.py", store, bus, "1.5", *runs)
-        self.wait_for("o2", "done", count=len(runs), timeout=40)
+        self.wait_for("o2", "done", count=len(runs), timeout=max(40, timeout))
         return finished_first
 
     def stop_workers(self, names: list[str], timeout: float = 15.0) -> None:
