@@ -1,4 +1,5 @@
-"""`SupportsBeginFinish` (begin_run, finish_run) on every backend that offers it.
+"""`SupportsBeginFinish` (begin_run, finish_run) and `SupportsCommitAndFinish` on every
+backend that offers them.
 
 The conformance suite checks the `CheckpointStore` operations; these are the checks of the
 optional pair the engine uses to start and end a drive of a run in one write each: memory,
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from firebreak.store import (
     SQLiteStore,
     StepRecord,
     SupportsBeginFinish,
+    SupportsCommitAndFinish,
 )
 from servers import require_server
 
@@ -51,33 +54,47 @@ def wall() -> Wall:
     return Wall()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path, wall: Wall) -> AsyncIterator[Any]:
-    kind = request.param
+@asynccontextmanager
+async def opened(kind: str, tmp_path: Path, wall: Wall) -> AsyncIterator[Any]:
+    """A store of `kind` on `wall`'s time; a server's in a prefix or schema of its own."""
     name = f"fbbf_{uuid.uuid4().hex[:16]}"
-    opened: Any
+    store: Any
     if kind == "memory":
-        opened = MemoryStore(clock=wall)
+        store = MemoryStore(clock=wall)
     elif kind == "sqlite":
-        opened = SQLiteStore(tmp_path / "runs.db", clock=wall)
+        store = SQLiteStore(tmp_path / "runs.db", clock=wall)
     elif kind == "redis":
         require_server("redis", REDIS_URL)
         from firebreak.store.redis import RedisStore  # noqa: PLC0415 - the redis extra
 
-        opened = RedisStore(REDIS_URL, prefix=name, clock=wall)
+        store = RedisStore(REDIS_URL, prefix=name, clock=wall)
     else:
         require_server("postgres", POSTGRES_URL)
         from firebreak.store.postgres import PostgresStore  # noqa: PLC0415 - the postgres extra
 
-        opened = PostgresStore(POSTGRES_URL, schema=name, clock=wall)
-    async with opened:
+        store = PostgresStore(POSTGRES_URL, schema=name, clock=wall)
+    async with store:
         try:
-            assert isinstance(opened, SupportsBeginFinish)
-            assert isinstance(opened, CheckpointStore)
-            yield opened
+            assert isinstance(store, CheckpointStore)
+            yield store
         finally:
             if kind in {"redis", "postgres"}:
-                await opened.destroy()
+                await store.destroy()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, wall: Wall) -> AsyncIterator[Any]:
+    async with opened(request.param, tmp_path, wall) as store:
+        assert isinstance(store, SupportsBeginFinish)
+        yield store
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def folding(request: pytest.FixtureRequest, tmp_path: Path, wall: Wall) -> AsyncIterator[Any]:
+    """The stores that offer `SupportsCommitAndFinish`."""
+    async with opened(request.param, tmp_path, wall) as store:
+        assert isinstance(store, SupportsCommitAndFinish)
+        yield store
 
 
 async def test_begin_creates_leases_and_marks_running(store: Any, wall: Wall) -> None:
@@ -250,3 +267,67 @@ async def test_postgres_audits_begin_and_finish_like_the_operations_they_replace
     assert done["what"]["status"] == "succeeded"
     assert done["actor"] == released["actor"] == "o1"
     assert released["what"]["token"] == 1
+
+
+# -- commit_step_and_finish ----------------------------------------------------------------
+
+
+async def test_commit_and_finish_records_the_step_and_the_outcome(folding: Any, wall: Wall) -> None:
+    _, _, lease = await folding.begin_run("r1", "wf", 1, owner="o1", ttl=30.0)
+    assert lease is not None
+    wall.t += 2.0
+    step = StepRecord(run_id="r1", agent="last", status="degraded", output=0, degraded_reason="x")
+    result = {"missing": {"last": "x"}, "outputs": {"last": 0}}
+    assert await folding.commit_step_and_finish(lease, step, "degraded", result=result) is True
+    run = await folding.get_run("r1")
+    assert run.status is RunStatus.DEGRADED
+    assert run.result == result
+    assert run.error is None
+    assert (run.lease_owner, run.lease_expires) == (None, None)
+    assert run.updated_at == pytest.approx(T0 + 2.0)
+    stored = (await folding.get_steps("r1"))["last"]
+    assert (stored.status, stored.output, stored.degraded_reason) == ("degraded", 0, "x")
+    assert [r.run_id for r in await folding.list_runs(status="degraded")] == ["r1"]
+
+
+async def test_commit_and_finish_of_a_step_committed_already_writes_nothing(folding: Any) -> None:
+    _, _, lease = await folding.begin_run("r1", "wf", 1, owner="o1", ttl=30.0)
+    assert lease is not None
+    first = StepRecord(run_id="r1", agent="a", status="succeeded", output=1)
+    assert await folding.commit_step(lease, first) is True
+    before = await folding.get_run("r1")
+    again = StepRecord(run_id="r1", agent="a", status="succeeded", output=2)
+    assert await folding.commit_step_and_finish(lease, again, "succeeded", result={}) is False
+    assert await folding.get_run("r1") == before  # still running, still leased
+    assert (await folding.get_steps("r1"))["a"].output == 1  # the first commit stands
+
+
+async def test_commit_and_finish_under_a_stale_lease_writes_nothing(
+    folding: Any, wall: Wall
+) -> None:
+    _, _, old = await folding.begin_run("r1", "wf", 1, owner="o1", ttl=30.0)
+    assert old is not None
+    wall.t += 31.0
+    _, _, new = await folding.begin_run("r1", "wf", 1, owner="o2", ttl=30.0)
+    assert new is not None
+    step = StepRecord(run_id="r1", agent="a", status="succeeded", output=1)
+    with pytest.raises(StaleLease):
+        await folding.commit_step_and_finish(old, step, "succeeded", result={})
+    with pytest.raises(KeyError):
+        gone = Lease(run_id="nope", owner="o1", token=1, expires_at=T0 + 60)
+        await folding.commit_step_and_finish(
+            gone, StepRecord(run_id="nope", agent="a", status="succeeded"), "succeeded"
+        )
+    assert await folding.get_steps("r1") == {}
+    run = await folding.get_run("r1")
+    assert (run.status, run.lease_owner) == (RunStatus.RUNNING, "o2")
+
+
+async def test_commit_and_finish_refuses_a_result_that_is_not_json(folding: Any) -> None:
+    _, _, lease = await folding.begin_run("r1", "wf", 1, owner="o1", ttl=30.0)
+    assert lease is not None
+    step = StepRecord(run_id="r1", agent="a", status="succeeded", output=1)
+    with pytest.raises((TypeError, ValueError)):
+        await folding.commit_step_and_finish(lease, step, "succeeded", result={"x": object()})
+    assert await folding.get_steps("r1") == {}  # nothing half-written
+    assert (await folding.get_run("r1")).status is RunStatus.RUNNING

@@ -57,6 +57,7 @@ class Drive:
         self.store = engine.store
         self.workflow = workflow
         self.agents = workflow.agents  # one read-only view (the property makes one per use)
+        self._last = len(self.agents) - 1  # settled agents when the last one commits
         self.name = workflow.name
         self.record = record
         self.run_id = record.run_id
@@ -234,20 +235,17 @@ class Drive:
     async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> bool:
         """Commit `rec`; ``False`` when another record was there first and was adopted.
 
-        The run's last step, when it settles a run that did not fail (nothing left to
-        start, nothing in flight, no compensation to come), may skip its own fsync: the
-        finish follows at once, with nothing run in between, and makes both durable with
-        one (`SupportsUnflushedCommit`).
+        A commit that settles the run records the run's outcome in the same write where
+        the store can (`SupportsCommitAndFinish`): one fsync for both on a durable store.
         """
         store = self.store
-        if (
-            self.engine._unflushed_last  # noqa: SLF001 - the engine's store capability
-            and rec.status in _OK
-            and self.failure is None
-            and len(self.settled) == len(self.agents) - 1
-            and rec.agent not in self.settled
-        ):
-            first = await store.commit_step_unflushed(self.lease, rec)  # type: ignore[attr-defined]
+        ending = self._ending(rec) if len(self.settled) == self._last else None
+        if ending is not None:
+            status, result = ending
+            first = await store.commit_step_and_finish(  # type: ignore[attr-defined]
+                self.lease, rec, status, result=result
+            )
+            self.ended = first
         else:
             first = await store.commit_step(self.lease, rec)
         if not first:
@@ -262,6 +260,30 @@ class Drive:
         if hub.active:
             self._announce(rec, attempts, reason)
         return True
+
+    def _ending(self, rec: StepRecord) -> tuple[RunStatus, dict[str, Any]] | None:
+        """The run's outcome and result if committing `rec` settles it, else ``None``.
+
+        Only for a store that records both in one write, and only when nothing can follow:
+        every other agent settled, none failed (no compensation to come), none waiting for
+        a review or paused. Built as `_finish` builds it once `_settle` has applied `rec`.
+        """
+        if not (
+            self.engine._commit_and_finish  # noqa: SLF001 - the engine's store capability
+            and rec.status in _OK
+            and self.failure is None
+            and self.pause_until is None
+            and len(self.settled) == self._last
+            and rec.agent not in self.settled
+            and StepStatus.NEEDS_REVIEW not in self.settled.values()
+        ):
+            return None
+        missing = self.missing
+        if rec.status == StepStatus.DEGRADED:
+            missing = {**missing, rec.agent: rec.degraded_reason or "degraded"}
+        status = RunStatus.DEGRADED if missing else RunStatus.SUCCEEDED
+        outputs = {**self.stored, rec.agent: rec.output}
+        return status, {"missing": missing, "reviews": self.reviews, "outputs": outputs}
 
     def _announce(self, rec: StepRecord, attempts: int, reason: str) -> None:
         if hub.active:
@@ -390,10 +412,11 @@ class Drive:
             reason = f"degraded: {', '.join(self.missing)}" if self.missing else ""
             # As committed: encoded once, when each step committed (or as loaded).
             result["outputs"] = self.stored
-        await self.engine._end(  # noqa: SLF001 - the engine's own helper
-            self.lease, status, result=result, resume_at=self.pause_until
-        )
-        self.ended = True
+        if not self.ended:  # else the last step's commit recorded it (`_ending`)
+            await self.engine._end(  # noqa: SLF001 - the engine's own helper
+                self.lease, status, result=result, resume_at=self.pause_until
+            )
+            self.ended = True
         if hub.active:
             emit(
                 RunStateChanged(

@@ -51,7 +51,7 @@ from firebreak.store import (
     RunStatus,
     StepStatus,
     SupportsBeginFinish,
-    SupportsUnflushedCommit,
+    SupportsCommitAndFinish,
     open_store,
 )
 from firebreak.workflow import Workflow
@@ -144,7 +144,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.pause_for = pause_for
         self._begin_finish = isinstance(self.store, SupportsBeginFinish)
-        self._unflushed_last = isinstance(self.store, SupportsUnflushedCommit)
+        self._commit_and_finish = isinstance(self.store, SupportsCommitAndFinish)
         self._inflight: dict[str, asyncio.Future[RunResult]] = {}
         if max_in_flight is not None and max_in_flight < 1:
             raise ConfigError("max_in_flight", f"must be >= 1 or None, got {max_in_flight!r}")

@@ -30,9 +30,9 @@ from firebreak.store.base import (
     StepRecord,
     StepStatus,
     SupportsBeginFinish,
+    SupportsCommitAndFinish,
     SupportsCommitThen,
     SupportsLeaseAndStep,
-    SupportsUnflushedCommit,
     WallClock,
     default_clock,
 )
@@ -55,9 +55,9 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SupportsBeginFinish",
+    "SupportsCommitAndFinish",
     "SupportsCommitThen",
     "SupportsLeaseAndStep",
-    "SupportsUnflushedCommit",
     "open_store",
 ]
 

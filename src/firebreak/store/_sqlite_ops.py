@@ -230,7 +230,7 @@ rows in a temporary table, built and dropped per statement (a quarter of the SQL
 for a step of a durable run); the record is built from what was written instead."""
 
 
-def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer calls it
+def begin_new_run(  # noqa: PLR0917 - bound by partial() in the order the writer calls it
     run_id: str,
     workflow: str,
     input_json: str,
@@ -238,10 +238,12 @@ def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer cal
     now: float,
     ttl: float,
     conn: sqlite3.Connection,
-) -> tuple[RunRecord, bool, Lease | None]:
-    """Get or create the run; unless finished or foreign, lease it and mark it running."""
-    # A new run (the usual case): created leased and running, in one statement (the
-    # general path below takes seven).
+) -> tuple[RunRecord, bool, Lease | None] | None:
+    """`begin_run` for a run that does not exist yet, in one statement; ``None`` if it does.
+
+    The usual case: the run is created leased and running (the general path takes seven
+    statements). One statement, so an idle store commits it with no BEGIN and COMMIT.
+    """
     lease = _rules.decide_lease(
         run_id=run_id,
         owner=owner,
@@ -252,19 +254,35 @@ def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer cal
         ttl=ttl,
     )
     row = (run_id, workflow, _RUNNING, input_json, now, now, owner, lease.token, lease.expires_at)
-    if conn.execute(_BEGIN_NEW_RUN, row).rowcount == 1:
-        run = RunRecord(
-            run_id=run_id,
-            workflow=workflow,
-            status=RunStatus.RUNNING,
-            input=_rules.loads(input_json),
-            created_at=now,
-            updated_at=now,
-            lease_owner=owner,
-            lease_token=lease.token,
-            lease_expires=lease.expires_at,
-        )
-        return run, True, lease
+    if conn.execute(_BEGIN_NEW_RUN, row).rowcount == 0:
+        return None
+    run = RunRecord(
+        run_id=run_id,
+        workflow=workflow,
+        status=RunStatus.RUNNING,
+        input=_rules.loads(input_json),
+        created_at=now,
+        updated_at=now,
+        lease_owner=owner,
+        lease_token=lease.token,
+        lease_expires=lease.expires_at,
+    )
+    return run, True, lease
+
+
+def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer calls it
+    run_id: str,
+    workflow: str,
+    input_json: str,
+    owner: str,
+    now: float,
+    ttl: float,
+    conn: sqlite3.Connection,
+) -> tuple[RunRecord, bool, Lease | None]:
+    """Get or create the run; unless finished or foreign, lease it and mark it running."""
+    began = begin_new_run(run_id, workflow, input_json, owner, now, ttl, conn)
+    if began is not None:
+        return began
     run, created = create_run(run_id, workflow, input_json, now, conn)
     if run.status in TERMINAL or run.workflow != workflow:
         return run, created, None
@@ -281,9 +299,8 @@ _FINISH_RUN = (
 """The outcome and the lease released, fenced, in one statement."""
 
 
-def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRecord:
-    """Fenced final status, and the lease released, in one statement; the record back."""
-    params = (
+def _finish_params(lease: Lease, args: RunUpdate) -> tuple[Any, ...]:
+    return (
         str(args.status),
         args.result,
         args.error,
@@ -293,7 +310,11 @@ def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRe
         lease.owner,
         lease.token,
     )
-    if conn.execute(_FINISH_RUN, params).rowcount == 0:
+
+
+def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRecord:
+    """Fenced final status, and the lease released, in one statement; the record back."""
+    if conn.execute(_FINISH_RUN, _finish_params(lease, args)).rowcount == 0:
         _fence(conn, lease)  # raises: the run is gone (KeyError) or the lease is not current
         raise AssertionError("unreachable: the fenced update matched no row")  # pragma: no cover
     run = get_run(lease.run_id, conn)
@@ -334,6 +355,16 @@ def commit_step(lease: Lease, row: tuple[Any, ...], conn: sqlite3.Connection) ->
         _fence(conn, lease)  # raises: the run is gone (KeyError) or the lease is not current
         raise  # another constraint: not the fence's doing
     return cur.rowcount == 1
+
+
+def commit_step_and_finish(
+    lease: Lease, row: tuple[Any, ...], args: RunUpdate, conn: sqlite3.Connection
+) -> bool:
+    """`commit_step`; if it was the first commit, the run's outcome (`finish_run`'s update)."""
+    if not commit_step(lease, row, conn):
+        return False
+    conn.execute(_FINISH_RUN, _finish_params(lease, args))  # fenced by the insert just made
+    return True
 
 
 def update_step(lease: Lease, args: StepUpdate, conn: sqlite3.Connection) -> StepRecord:

@@ -20,8 +20,7 @@ BEGIN and COMMIT statements around it.
 
 A write with ``sync=False`` commits without its own fsync when nothing synced shares its
 transaction. The WAL is one file synced in order, so such a write becomes durable with the
-next synced commit; `SQLiteStore.begin_run` and `commit_step_unflushed` use it (see there
-why that is safe).
+next synced commit; `SQLiteStore.begin_run` uses it (see there why that is safe).
 """
 
 from __future__ import annotations

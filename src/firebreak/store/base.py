@@ -34,9 +34,9 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SupportsBeginFinish",
+    "SupportsCommitAndFinish",
     "SupportsCommitThen",
     "SupportsLeaseAndStep",
-    "SupportsUnflushedCommit",
     "WallClock",
 ]
 
@@ -544,17 +544,22 @@ class SupportsCommitThen(Protocol):
 
 
 @runtime_checkable
-class SupportsUnflushedCommit(Protocol):
-    """Optional: commit a step without flushing it to stable storage on its own.
+class SupportsCommitAndFinish(Protocol):
+    """Optional: commit a run's last step and record how the run ended, in one write.
 
-    The engine uses it for a run's last step only, when the run's finish (a flushed write)
-    follows at once and nothing runs in between: the two share one fsync. In every other
-    way it is `commit_step` (fenced, first commit wins, seen by readers at once). A crash of
-    the process loses nothing (the operating system has the write); a power cut before the
-    finish loses the step, and it runs again on resume, as if the cut had come just before
-    its commit. Without it the engine uses `commit_step`.
+    The engine uses it when a step's commit settles the run (nothing left to start, nothing
+    in flight, no compensation or review to come): the step, the run's outcome and the
+    lease's release are one atomic write, so a durable store pays one fsync for both
+    instead of two. If the step was committed already (a worker or another drive was
+    first), nothing is written and the engine goes on as after `commit_step`. Without it
+    the engine calls `commit_step`, then `finish_run`.
     """
 
-    async def commit_step_unflushed(self, lease: Lease, step: StepRecord) -> bool:
-        """`commit_step`, durable with the store's next flushed write instead of on its own."""
+    async def commit_step_and_finish(
+        self, lease: Lease, step: StepRecord, status: RunStatus | str, *, result: JSON = None
+    ) -> bool:
+        """`commit_step`, and `finish_run(lease, status, result=result)` if it was first.
+
+        One atomic write; ``False`` (and nothing written) if the step was committed already.
+        """
         ...

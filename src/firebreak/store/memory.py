@@ -411,6 +411,23 @@ class MemoryStore(SetupClose):
         )  # fmt: skip
         return True
 
+    async def commit_step_and_finish(
+        self, lease: Lease, step: StepRecord, status: RunStatus | str, *, result: JSON = None
+    ) -> bool:
+        """`commit_step`, then the run's outcome if it was first (`SupportsCommitAndFinish`).
+
+        Atomic as every write here is: nothing between the two awaits anything.
+        """
+        new_result = _clone(result)  # reject non-JSON before writing anything
+        new_status = status if type(status) is RunStatus else RunStatus(status)
+        if not await self.commit_step(lease, step):
+            return False
+        run = self._runs[lease.run_id]  # fenced by the commit just made
+        self._runs[lease.run_id] = _finished(
+            run, new_status, new_result, None, None, self.clock(), None, None
+        )
+        return True
+
     async def reset_steps(self, lease: Lease, agents: Sequence[str]) -> int:
         """Forget the committed steps of `agents` (fenced); returns how many there were."""
         self._fenced(lease)

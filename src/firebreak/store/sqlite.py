@@ -5,9 +5,9 @@ transaction committed: whatever a caller was told is stored survives a crash at 
 instant. Writes go through one connection: a lone write on an idle event loop commits right
 there (its fsync and nothing more), anything else through the writer thread, which commits
 everything queued in one transaction (group commit), so concurrent runs share fsyncs; reads
-use their own connection, which WAL lets run beside the writer. Two writes skip an fsync
-of their own, a run's begin and its last step (`begin_run`, `commit_step_unflushed`): each
-is durable once the next synced write is, which the engine makes at once.
+use their own connection, which WAL lets run beside the writer. One write skips an fsync
+of its own, a run's begin (`begin_run`): it is durable once the run's next synced write is.
+A run's last step and its finish are one transaction (`commit_step_and_finish`).
 
 A write whose caller is cancelled while it waits may still commit: cancellation does not
 reach into a queued batch. Every write is safe to repeat (first commit wins, CAS, upserts).
@@ -212,10 +212,12 @@ class SQLiteStore(SetupClose):
         next write loses the start of a run that had committed nothing and returned nothing,
         along with the process running it. One fsync a run fewer.
         """
-        return await self._write(
-            partial(ops.begin_run, run_id, workflow, _rules.dumps(input), owner, self.clock(), ttl),
-            sync=False,
-        )
+        args = (run_id, workflow, _rules.dumps(input), owner, self.clock(), ttl)
+        # A new run (the usual case) in one statement; an existing one in a transaction.
+        began = await self._write(partial(ops.begin_new_run, *args), sync=False, single=True)
+        if began is None:
+            return await self._write(partial(ops.begin_run, *args), sync=False)
+        return began
 
     async def finish_run(
         self,
@@ -293,14 +295,22 @@ class SQLiteStore(SetupClose):
         row = self._step_row(lease, step)
         return await self._write(partial(ops.commit_step, lease, row), single=True)
 
-    async def commit_step_unflushed(self, lease: Lease, step: StepRecord) -> bool:
-        """`commit_step` without an fsync of its own (`SupportsUnflushedCommit`).
+    async def commit_step_and_finish(
+        self, lease: Lease, step: StepRecord, status: RunStatus | str, *, result: JSON = None
+    ) -> bool:
+        """`commit_step`, then the run's outcome if it was first (`SupportsCommitAndFinish`).
 
-        The WAL is one file synced in order, so the step is durable once the store's next
-        synced write is: the engine's finish of the run, right after.
+        One transaction, so one fsync for both.
         """
         row = self._step_row(lease, step)
-        return await self._write(partial(ops.commit_step, lease, row), sync=False, single=True)
+        args = ops.RunUpdate(
+            status=RunStatus(status),
+            result=None if result is None else _rules.dumps(result),
+            error=None,
+            resume_at=None,
+            now=self.clock(),
+        )
+        return await self._write(partial(ops.commit_step_and_finish, lease, row, args))
 
     def _step_row(self, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
         if step.run_id != lease.run_id:
