@@ -111,6 +111,27 @@ async def test_finished_runs_expire_failed_runs_stay(make_store: MakeStore) -> N
             await store.destroy()
 
 
+async def test_a_run_finished_with_its_last_step_expires_too(make_store: MakeStore) -> None:
+    """`commit_step_and_finish` applies the finished-run TTL as `finish_run` does."""
+    async with make_store(finished_ttl=60) as store:
+        try:
+            lease = await leased(store, "ok")
+            await store.commit_step(lease, step("ok", "a", 1))
+            last = step("ok", "b", 2)
+            result = {"outputs": {"a": 1, "b": 2}}
+            assert await store.commit_step_and_finish(lease, last, "succeeded", result=result)
+            client = store._need()
+            for key in ("run", "steps", "seqs"):
+                assert 0 < await client.pttl(f"{store.prefix}:{key}:ok") <= 60_000
+            run = await store.get_run("ok")
+            assert run is not None
+            assert (run.status, run.result, run.lease_owner) == ("succeeded", result, None)
+            assert [r.run_id for r in await store.list_runs(status="succeeded")] == ["ok"]
+            assert await store.list_runs(status="running") == []
+        finally:
+            await store.destroy()
+
+
 async def test_a_resumed_finished_run_stops_expiring(make_store: MakeStore) -> None:
     async with make_store(failed_ttl=60) as store:
         try:

@@ -507,15 +507,28 @@ HOT_BATCH = (
     + _LEASE_AND_STEP_BODY
     + r"""end
 
--- The hot calls of many runs in one call: BEGIN_RUN, COMMIT_STEP, FINISH_RUN and a worker's
--- LEASE_AND_STEP, each run as its own script would run it (so as a unit of its own, in the
--- order given).
+-- COMMIT_STEP, then FINISH_RUN only if the commit was the first (`commit_step_and_finish`).
+-- ARGV: COMMIT_STEP's (P .. completed_at), then FINISH_RUN's after the fence: status,
+--       result, error, resume_at ('' = none), now, ttl_ms ('' = keep forever)
+-- Reply: the commit's
+local function commit_finish(ARGV)
+  local done = commit_step({unpack(ARGV, 1, 11)})
+  if done[1] == 'ok' then
+    finish_run({ARGV[1], ARGV[2], ARGV[3], ARGV[4], unpack(ARGV, 12, 17)})
+  end
+  return done
+end
+
+-- The hot calls of many runs in one call: BEGIN_RUN, COMMIT_STEP, FINISH_RUN, the two
+-- together, and a worker's LEASE_AND_STEP, each run as its own script would run it (so as
+-- a unit of its own, in the order given).
 -- ARGV: P, a JSON array of operations [kind, arguments after P...], every argument a
 --       string (but a commit's commands to run after it); kind 'b' (BEGIN_RUN),
---       'c' (COMMIT_STEP), 'f' (FINISH_RUN) or 'l' (LEASE_AND_STEP).
+--       'c' (COMMIT_STEP), 'f' (FINISH_RUN), 'cf' (commit_finish) or 'l' (LEASE_AND_STEP).
 -- Reply: each operation's reply, in order; {'err', message} for one whose script raised
 -- (the others still apply, as in a pipeline of the separate scripts).
-local scripts = {b = begin_run, c = commit_step, f = finish_run, l = lease_and_step}
+local scripts = {b = begin_run, c = commit_step, f = finish_run, cf = commit_finish,
+                 l = lease_and_step}
 local out = {}
 for i, op in ipairs(cjson.decode(ARGV[2])) do
   local fn = scripts[op[1]]

@@ -360,11 +360,6 @@ class RedisStore(RedisQueues, SetupClose):
     ) -> Any:
         """Run a status-setting script (fenced); return its ``{'ok', run}`` reply."""
         new = RunStatus(status)
-        ttl = ""
-        if new in {RunStatus.SUCCEEDED, RunStatus.DEGRADED}:
-            ttl = self._finished_ms
-        elif new is RunStatus.FAILED:
-            ttl = self._failed_ms
         reply = await self._eval(
             script,
             *self._fence_args(lease),
@@ -373,10 +368,18 @@ class RedisStore(RedisQueues, SetupClose):
             _rules.dumps(error),
             "" if resume_at is None else repr(float(resume_at)),
             repr(self.clock()),
-            ttl,
+            self._ttl(new),
         )
         self._fenced(lease, reply)
         return reply
+
+    def _ttl(self, status: RunStatus) -> str:
+        """Milliseconds a run with `status` keeps its keys ('' = for good)."""
+        if status in {RunStatus.SUCCEEDED, RunStatus.DEGRADED}:
+            return self._finished_ms
+        if status is RunStatus.FAILED:
+            return self._failed_ms
+        return ""
 
     async def due_runs(self, now: float) -> list[RunRecord]:
         """Return paused runs whose ``resume_at <= now``, soonest first."""
@@ -424,15 +427,31 @@ class RedisStore(RedisQueues, SetupClose):
         it is the first, as part of the same script; one that fails fails the call
         (`StoreError`), though the commit stays (a script is not rolled back).
         """
+        args = self._commit_args("c", lease, step)
+        if then:
+            args.append([list(command) for command in then])
+        return await self._commit_hot(lease, args)
+
+    async def commit_step_and_finish(
+        self, lease: Lease, step: StepRecord, status: RunStatus | str, *, result: JSON = None
+    ) -> bool:
+        """`commit_step`, then the run's outcome if it was first, in one script.
+
+        `SupportsCommitAndFinish`: `finish_run`'s update and lease release, one round trip.
+        """
+        new = RunStatus(status)
+        args = self._commit_args("cf", lease, step)
+        args += [str(new), _rules.dumps(result), "null", "", repr(self.clock()), self._ttl(new)]
+        return await self._commit_hot(lease, args)
+
+    def _commit_args(self, kind: str, lease: Lease, step: StepRecord) -> list[Any]:
+        """``HOT_BATCH`` arguments of a step commit: kind, then COMMIT_STEP's after P."""
         if step.run_id != lease.run_id:
             raise ValueError(
                 f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
             )
-        self._need()
-        pipeline = self._pipeline
-        assert pipeline is not None  # noqa: S101  -- set together with the client
-        args: list[Any] = [
-            "c",
+        return [
+            kind,
             *self._fence_args(lease),
             step.agent,
             str(step.status),
@@ -442,8 +461,11 @@ class RedisStore(RedisQueues, SetupClose):
             "null" if step.degraded_reason is None else _rules.dumps(step.degraded_reason),
             repr(float(step.completed_at or self.clock())),
         ]
-        if then:
-            args.append([list(command) for command in then])
+
+    async def _commit_hot(self, lease: Lease, args: list[Any]) -> bool:
+        self._need()
+        pipeline = self._pipeline
+        assert pipeline is not None  # noqa: S101  -- set together with the client
         reply = await pipeline.hot(args)
         self._fenced(lease, reply)
         return bool(reply[0] == "ok")
