@@ -18,7 +18,12 @@ import random
 from typing import Any
 
 import firebreak as fb
-from firebreak.demos.invoice_agents import OCR_TIMEOUT, SERVICE_TIMEOUT, InvoiceWorld
+from firebreak.demos.invoice_agents import (
+    OCR_TIMEOUT,
+    SERVICE_TIMEOUT,
+    InvoiceWorld,
+    check_invoice,
+)
 
 world = InvoiceWorld(seed=7)  # the simulated OCR, tax, ERP and archive services, real time
 
@@ -27,7 +32,8 @@ retry = fb.Retry(attempts=3, base=1.0, cap=8.0, rng=random.Random(7))
 # unreadable total goes straight to the enhanced engine.
 ocr_retry = fb.Retry(attempts=3, base=1.0, cap=8.0, on=fb.Transient, rng=random.Random(7))
 
-invoice_workflow = fb.Workflow("invoice", deadline=300)
+# A malformed invoice is rejected before any agent runs, and dead-lettered with the reason.
+invoice_workflow = fb.Workflow("invoice", deadline=300, input=check_invoice)
 
 
 def readable(output: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import firebreak as fb
-from firebreak.demos.invoice_agents import InvoiceWorld, build_workflow
+from firebreak.demos.invoice_agents import InvoiceWorld, build_workflow, check_invoice
 from firebreak.demos.invoices import BatchReport, VirtualClock, main, run_batch, run_demo
 from firebreak.events import StepAttempted
 from firebreak.testing import capture_events
@@ -94,6 +94,7 @@ def test_the_example_workflow_is_the_demo_workflow() -> None:
     example: fb.Workflow = module.invoice_workflow
     demo = build_workflow(InvoiceWorld(7), protected=True)
     assert example.order() == demo.order()
+    assert example.input_schema is demo.input_schema is check_invoice
     for name, agent in example.agents.items():
         other = demo.agents[name]
         assert (agent.after, agent.critical, agent.breaker, agent.timeout) == (
@@ -122,3 +123,23 @@ async def test_the_sample_invoice_runs_through(tmp_path: Path) -> None:
     assert result.status == fb.RunStatus.SUCCEEDED
     assert result["match_po"]["how"] == "normalised reference"
     assert result["post_entry"]["po"] == result["match_po"]["po"]
+
+
+async def test_a_malformed_invoice_is_refused_before_any_agent_and_dead_lettered() -> None:
+    """The invoice workflow's input schema: no OCR call for an invoice without its fields."""
+    world = InvoiceWorld(7)
+    calls: list[str] = []
+    async with fb.Engine("memory://") as engine:
+        with capture_events() as seen:
+            result = await engine.run(build_workflow(world), {"id": 3}, run_id="bad")
+        calls = [e.agent for e in seen if isinstance(e, StepAttempted)]
+        dead = await engine.store.dlq_list()
+        steps = await engine.store.get_steps("bad")
+    assert result.status == fb.RunStatus.FAILED
+    assert result.error is not None
+    assert result.error["type"] == "firebreak.errors.InvalidInput"
+    assert "invoice field 'id' has the wrong type" in result.error["message"]
+    assert calls == []
+    assert steps == {}
+    assert [d.run_id for d in dead] == ["bad"]
+    assert "invoice field 'id'" in dead[0].reason

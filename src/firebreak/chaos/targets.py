@@ -16,6 +16,7 @@ from typing import Any
 
 from firebreak.chaos.inject import corrupt_value
 from firebreak.clock import Clock
+from firebreak.demos.invoice_agents import check_invoice
 from firebreak.errors import ConfigError
 from firebreak.workflow import Workflow
 
@@ -71,42 +72,6 @@ def of_workflow(
         overrides=overrides or {},
         ref=ref,
     )
-
-
-_INVOICE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "id": str,
-    "number": str,
-    "vendor": str,
-    "vendor_name": str,
-    "po_ref": str,
-    "currency": str,
-    "lines": list,
-    "vat_rate": (int, float),
-    "total": (int, float),
-    "scan": str,
-}
-
-
-def check_invoice(value: Any) -> Any:
-    """Input schema of the invoice example: the fields, their types, sane amounts."""
-    if not isinstance(value, Mapping):
-        raise TypeError(f"an invoice is a JSON object, got {type(value).__name__}")
-    for name, kind in _INVOICE_FIELDS.items():
-        if name not in value:
-            raise ValueError(f"invoice field {name!r} is missing")
-        if isinstance(value[name], bool) or not isinstance(value[name], kind):
-            raise TypeError(f"invoice field {name!r} has the wrong type: {value[name]!r}")
-    for text in ("id", "number", "vendor", "vendor_name", "currency", "po_ref"):
-        if not value[text].isprintable() or (not value[text] and text != "po_ref"):
-            raise ValueError(f"invoice field {text!r} is not printable text")
-    if value["scan"] not in ("good", "poor"):
-        raise ValueError(f"invoice field 'scan' must be good or poor, got {value['scan']!r}")
-    if value["total"] < 0 or not value["lines"]:
-        raise ValueError("invoice total is negative or it has no lines")
-    for line in value["lines"]:
-        if not isinstance(line, Mapping) or not isinstance(line.get("amount"), int | float):
-            raise TypeError(f"invoice line {line!r} has no amount")
-    return value
 
 
 def invoices(seed: int = 7) -> Target:

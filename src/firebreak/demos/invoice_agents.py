@@ -41,6 +41,7 @@ __all__ = [
     "NoPurchaseOrder",
     "ServiceUnavailable",
     "build_workflow",
+    "check_invoice",
 ]
 
 HANG: Final = 600.0
@@ -326,6 +327,46 @@ class InvoiceWorld:
         return {"document_id": f"DOC-{extract['id']}"}
 
 
+_INVOICE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "number": str,
+    "vendor": str,
+    "vendor_name": str,
+    "po_ref": str,
+    "currency": str,
+    "lines": list,
+    "vat_rate": (int, float),
+    "total": (int, float),
+    "scan": str,
+}
+
+
+def check_invoice(value: Any) -> Any:
+    """Input schema of the invoice workflow: the fields, their types, sane amounts.
+
+    Declared on the protected workflow (``Workflow(..., input=check_invoice)``): a
+    malformed invoice is rejected before any agent runs and dead-lettered with the reason.
+    """
+    if not isinstance(value, Mapping):
+        raise TypeError(f"an invoice is a JSON object, got {type(value).__name__}")
+    for name, kind in _INVOICE_FIELDS.items():
+        if name not in value:
+            raise ValueError(f"invoice field {name!r} is missing")
+        if isinstance(value[name], bool) or not isinstance(value[name], kind):
+            raise TypeError(f"invoice field {name!r} has the wrong type: {value[name]!r}")
+    for text in ("id", "number", "vendor", "vendor_name", "currency", "po_ref"):
+        if not value[text].isprintable() or (not value[text] and text != "po_ref"):
+            raise ValueError(f"invoice field {text!r} is not printable text")
+    if value["scan"] not in ("good", "poor"):
+        raise ValueError(f"invoice field 'scan' must be good or poor, got {value['scan']!r}")
+    if value["total"] < 0 or not value["lines"]:
+        raise ValueError("invoice total is negative or it has no lines")
+    for line in value["lines"]:
+        if not isinstance(line, Mapping) or not isinstance(line.get("amount"), int | float):
+            raise TypeError(f"invoice line {line!r} has no amount")
+    return value
+
+
 def build_workflow(world: InvoiceWorld, *, protected: bool = True) -> fb.Workflow:
     """The invoice workflow on `world`'s services: with firebreak's patterns, or naive.
 
@@ -340,7 +381,11 @@ def build_workflow(world: InvoiceWorld, *, protected: bool = True) -> fb.Workflo
     # timeout or an unreadable result goes straight to the enhanced engine.
     ocr_retry = fb.Retry(attempts=3, base=1.0, cap=8.0, on=fb.Transient, rng=retry.rng)
     on = protected
-    wf = fb.Workflow("invoice" if on else "invoice-naive", deadline=300)
+    wf = (
+        fb.Workflow("invoice", deadline=300, input=check_invoice)
+        if on
+        else fb.Workflow("invoice-naive", deadline=300)
+    )
 
     async def ocr_enhanced(ctx: fb.Context, invoice: dict[str, Any]) -> Any:
         return await world.ocr(ctx, invoice, enhanced=True)
