@@ -89,7 +89,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, wall: Wall) -> A
         yield store
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def folding(request: pytest.FixtureRequest, tmp_path: Path, wall: Wall) -> AsyncIterator[Any]:
     """The stores that offer `SupportsCommitAndFinish`."""
     async with opened(request.param, tmp_path, wall) as store:

@@ -198,6 +198,46 @@ async def test_begins_commits_and_finishes_of_many_runs_share_one_statement(
         ]
 
 
+async def test_a_run_driven_by_the_engine_finishes_with_its_last_commit(make_store: Make) -> None:
+    """Migration 4: begin, one transaction per step, the last one with the finish; audited
+    as a separate commit and finish would be."""
+    import firebreak as fb  # noqa: PLC0415 - the engine, only here
+
+    wf = fb.Workflow("chain")
+
+    @wf.agent
+    async def a(ctx: fb.Context, x: int) -> int:
+        return x + 1
+
+    @wf.agent(after=[a])
+    async def b(ctx: fb.Context, a: int) -> int:
+        return a + 1
+
+    async with make_store() as store:
+        committer = store._committer
+        assert committer is not None
+        before = committer.batches
+        result = await fb.Engine(store).run(wf, 1, run_id="r1")
+        assert result["b"] == 3
+        assert committer.batches - before == 3  # begin, a, b with the finish
+        run = await store.get_run("r1")
+        assert run is not None
+        assert (run.status, run.lease_owner) == ("succeeded", None)
+        assert run.result == {"missing": {}, "reviews": [], "outputs": {"a": 2, "b": 3}}
+        log = await store.audit_log("r1")
+        assert [e["kind"] for e in log] == [
+            "run_created",
+            "lease_acquired",
+            "run_status",
+            "step_committed",
+            "step_committed",
+            "run_status",
+            "lease_released",
+        ]
+        assert log[-2]["what"]["status"] == "succeeded"
+        assert log[-1]["what"]["token"] == log[1]["what"]["token"]
+
+
 async def test_a_refused_begin_or_finish_in_a_batch_does_not_undo_the_others(
     make_store: Make,
 ) -> None:

@@ -1,13 +1,13 @@
 """The hot writes of `PostgresStore` as operations of one statement (``apply_batch``).
 
 Every drive of a run makes the same writes: begin (`begin`), one commit per step
-(`commit`) and finish (`finish`). Each is encoded here as an `Op`: its fields for the
-``apply_batch`` function (migration 3) and a `judge` that turns the row the
-server returns for it into the caller's answer or error. Any number of operations, of any
-kinds and runs, then travel as one statement in one transaction (`_pg_batch`); `apply_one`
-sends one alone. The server raises nothing for an unknown run, a stale lease, a held lease
-or a duplicate step: it reports, and the judge decides, so one operation never fails the
-others of its batch.
+(`commit`) and finish (`finish`), or a last commit that carries the finish. Each is
+encoded here as an `Op`: its fields for the ``apply_batch`` function (migrations 3 and 4)
+and a `judge` that turns the row the server returns for it into the caller's answer or
+error. Any number of operations, of any kinds and runs, then travel as one statement in one
+transaction (`_pg_batch`); `apply_one` sends one alone. The server raises nothing for an
+unknown run, a stale lease, a held lease or a duplicate step: it reports, and the judge
+decides, so one operation never fails the others of its batch.
 """
 
 from __future__ import annotations
@@ -115,10 +115,12 @@ def begin(run_id: str, workflow: str, input_json: str, *, owner: str, now: float
 # -- commit a step -------------------------------------------------------------------------
 
 
-def commit(lease: Lease, step: StepRecord, now: float) -> Op:
+def commit(lease: Lease, step: StepRecord, now: float, finish: RunUpdate | None = None) -> Op:
     """Fenced first-commit-wins insert of `step`; the judge says whether it was new.
 
-    Raises `TypeError` or `ValueError` here, before anything is sent, for a non-JSON value.
+    `finish`: the run's outcome, recorded in the same op if the commit is the first
+    (migration 4; its status and result only). Raises `TypeError` or `ValueError` here,
+    before anything is sent, for a non-JSON value.
     """
     output = _rules.dumps(step.output)
     error = None if step.error is None else _rules.dumps(step.error)
@@ -129,7 +131,7 @@ def commit(lease: Lease, step: StepRecord, now: float) -> Op:
         _rules.check_fence(lease, row[13], int(row[14]))
         return bool(row[2])
 
-    args = (
+    args: tuple[Any, ...] = (
         "c",
         step.run_id,
         lease.owner,
@@ -144,6 +146,8 @@ def commit(lease: Lease, step: StepRecord, now: float) -> Op:
         step.degraded_reason,
         step.completed_at or now,
     )
+    if finish is not None:
+        args = (*args, str(finish.status), finish.result)
     return Op(step.run_id, args, judge)
 
 

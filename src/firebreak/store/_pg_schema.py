@@ -18,6 +18,193 @@ from firebreak.errors import StoreCorrupt
 
 __all__ = ["LATEST", "MIGRATIONS", "migrate"]
 
+_APPLY_BATCH_3 = """CREATE FUNCTION apply_batch(p_ops jsonb)
+        RETURNS TABLE (o_n integer, o_found boolean, o_created boolean, o_done boolean,
+                       o_seq integer, o_run_id text, o_workflow text, o_status text,
+                       o_input json, o_created_at float8, o_updated_at float8,
+                       o_resume_at float8, o_result json, o_error json, o_lease_owner text,
+                       o_lease_token bigint, o_lease_expires float8)
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            op record;
+            v_run runs;
+            v_after runs;
+        BEGIN
+            o_n := 0;
+            FOR op IN
+                SELECT e->>0 AS kind, e->>1 AS run_id, e->>2 AS owner,
+                       (e->>3)::bigint AS token, (e->>4)::float8 AS now, e->>5 AS workflow,
+                       e->>6 AS agent, e->>7 AS status, e->>8 AS data,
+                       (e->>9)::integer AS attempts, e->>10 AS error, e->>11 AS reason,
+                       (e->>12)::float8 AS num
+                FROM jsonb_array_elements(p_ops) AS e
+            LOOP
+                o_n := o_n + 1;
+                o_created := false;
+                o_done := false;
+                o_seq := NULL;
+                v_run := NULL;
+                IF op.kind = 'c' THEN
+                    SELECT * INTO v_run FROM runs r WHERE r.run_id = op.run_id
+                        FOR NO KEY UPDATE;
+                    o_found := FOUND;
+                    IF o_found AND v_run.lease_owner = op.owner
+                            AND v_run.lease_token = op.token THEN
+                        INSERT INTO steps AS s (run_id, agent, status, output, attempts, error,
+                                                degraded_reason, seq, completed_at)
+                        VALUES (op.run_id, op.agent, op.status, op.data::json,
+                                op.attempts, op.error::json, op.reason,
+                                COALESCE((SELECT MAX(x.seq) FROM steps x
+                                          WHERE x.run_id = op.run_id), 0) + 1,
+                                op.num)
+                        ON CONFLICT (run_id, agent) DO NOTHING
+                        RETURNING s.seq INTO o_seq;
+                        o_done := o_seq IS NOT NULL;
+                        IF o_done THEN
+                            INSERT INTO audit (at, actor, run_id, kind, what)
+                            VALUES (op.now, op.owner, op.run_id, 'step_committed',
+                                    jsonb_build_object('agent', op.agent,
+                                                       'status', op.status, 'seq', o_seq,
+                                                       'attempts', op.attempts,
+                                                       'token', op.token,
+                                                       'degraded_reason', op.reason));
+                        END IF;
+                    END IF;
+                    -- a commit's row carries only the fence (owner, token)
+                    o_run_id := NULL;
+                    o_workflow := NULL;
+                    o_status := NULL;
+                    o_input := NULL;
+                    o_created_at := NULL;
+                    o_updated_at := NULL;
+                    o_resume_at := NULL;
+                    o_result := NULL;
+                    o_error := NULL;
+                    o_lease_owner := v_run.lease_owner;
+                    o_lease_token := v_run.lease_token;
+                    o_lease_expires := NULL;
+                    RETURN NEXT;
+                    CONTINUE;
+                ELSIF op.kind = 'b' THEN
+                    INSERT INTO runs AS r (run_id, workflow, status, input, created_at,
+                                           updated_at)
+                    VALUES (op.run_id, op.workflow, 'pending', op.data::json, op.now,
+                            op.now)
+                    ON CONFLICT (run_id) DO NOTHING;
+                    o_created := FOUND;
+                    IF o_created THEN
+                        INSERT INTO audit (at, actor, run_id, kind, what)
+                        VALUES (op.now, NULL, op.run_id, 'run_created',
+                                jsonb_build_object('workflow', op.workflow));
+                    END IF;
+                    SELECT * INTO v_run FROM runs r WHERE r.run_id = op.run_id
+                        FOR NO KEY UPDATE;
+                    o_found := FOUND;
+                    IF o_found AND v_run.workflow = op.workflow
+                            AND v_run.status NOT IN ('succeeded', 'degraded', 'failed')
+                            AND (v_run.lease_owner IS NULL OR v_run.lease_expires IS NULL
+                                 OR v_run.lease_expires <= op.now
+                                 OR v_run.lease_owner = op.owner) THEN
+                        UPDATE runs AS r SET lease_owner = op.owner,
+                            lease_token = r.lease_token + 1, lease_expires = op.num,
+                            status = 'running', result = NULL, error = NULL,
+                            resume_at = NULL, updated_at = op.now
+                        WHERE r.run_id = op.run_id
+                        RETURNING r.* INTO v_after;
+                        o_done := true;
+                        INSERT INTO audit (at, actor, run_id, kind, what) VALUES
+                            (op.now, op.owner, op.run_id, 'lease_acquired',
+                             jsonb_build_object('token', v_after.lease_token,
+                                                'expires_at', v_after.lease_expires,
+                                                'previous', v_run.lease_owner)),
+                            (op.now, op.owner, op.run_id, 'run_status',
+                             jsonb_build_object('status', v_after.status,
+                                                'resume_at', v_after.resume_at,
+                                                'error', v_after.error::jsonb,
+                                                'token', v_after.lease_token));
+                        v_run := v_after;
+                    END IF;
+                ELSE
+                    UPDATE runs AS r SET status = op.status, result = op.data::json,
+                        error = op.error::json, resume_at = op.num,
+                        updated_at = op.now, lease_owner = NULL, lease_expires = NULL
+                    WHERE r.run_id = op.run_id AND r.lease_owner = op.owner
+                        AND r.lease_token = op.token
+                    RETURNING r.* INTO v_run;
+                    o_done := FOUND;
+                    IF o_done THEN
+                        o_found := true;
+                        INSERT INTO audit (at, actor, run_id, kind, what) VALUES
+                            (op.now, op.owner, op.run_id, 'run_status',
+                             jsonb_build_object('status', v_run.status,
+                                                'resume_at', v_run.resume_at,
+                                                'error', v_run.error::jsonb,
+                                                'token', v_run.lease_token)),
+                            (op.now, op.owner, op.run_id, 'lease_released',
+                             jsonb_build_object('token', v_run.lease_token));
+                    ELSE
+                        SELECT * INTO v_run FROM runs r WHERE r.run_id = op.run_id;
+                        o_found := FOUND;
+                    END IF;
+                END IF;
+                o_run_id := v_run.run_id;
+                o_workflow := v_run.workflow;
+                o_status := v_run.status;
+                o_input := v_run.input;
+                o_created_at := v_run.created_at;
+                o_updated_at := v_run.updated_at;
+                o_resume_at := v_run.resume_at;
+                o_result := v_run.result;
+                o_error := v_run.error;
+                o_lease_owner := v_run.lease_owner;
+                o_lease_token := v_run.lease_token;
+                o_lease_expires := v_run.lease_expires;
+                RETURN NEXT;
+            END LOOP;
+        END $$"""
+"""Migration 3's `apply_batch`, as released (migration 4 replaces it, derived from this)."""
+
+_FINISH_WITH_COMMIT = """
+                        IF o_done AND op.outcome IS NOT NULL THEN
+                            -- the commit that settles the run: the run's finish, in this op
+                            UPDATE runs AS r SET status = op.outcome,
+                                result = op.result::json, error = NULL, resume_at = NULL,
+                                updated_at = op.now, lease_owner = NULL, lease_expires = NULL
+                            WHERE r.run_id = op.run_id;
+                            INSERT INTO audit (at, actor, run_id, kind, what) VALUES
+                                (op.now, op.owner, op.run_id, 'run_status',
+                                 jsonb_build_object('status', op.outcome, 'resume_at', NULL,
+                                                    'error', NULL, 'token', op.token)),
+                                (op.now, op.owner, op.run_id, 'lease_released',
+                                 jsonb_build_object('token', op.token));
+                        END IF;"""
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    if text.count(old) != 1:
+        raise AssertionError(f"migration source changed: {old!r} is not there once")
+    return text.replace(old, new)
+
+
+def _apply_batch_4() -> str:
+    """Migration 3's function with the commit that may carry its run's finish.
+
+    A commit op may end with two more fields, the run's outcome (status) and result
+    (JSON text): when the commit is the first, the run is finished in the same op
+    (`commit_step_and_finish`), fenced by the run row the commit locked, with the audit
+    rows a finish writes. Derived from the released text so the two cannot drift apart.
+    """
+    text = _replace_once(_APPLY_BATCH_3, "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+    text = _replace_once(
+        text,
+        "(e->>12)::float8 AS num",
+        "(e->>12)::float8 AS num, e->>13 AS outcome, e->>14 AS result",
+    )
+    committed = """'degraded_reason', op.reason));
+                        END IF;"""
+    return _replace_once(text, committed, committed + _FINISH_WITH_COMMIT)
+
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: runs, steps, shared state, dead letters, reviews, the audit trail, notifications.
     (
@@ -248,156 +435,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # conditional update (migration 2), and the plan, cached for the session, kept
     # scanning every run of the workflow as the table grew.
     (
-        """CREATE FUNCTION apply_batch(p_ops jsonb)
-        RETURNS TABLE (o_n integer, o_found boolean, o_created boolean, o_done boolean,
-                       o_seq integer, o_run_id text, o_workflow text, o_status text,
-                       o_input json, o_created_at float8, o_updated_at float8,
-                       o_resume_at float8, o_result json, o_error json, o_lease_owner text,
-                       o_lease_token bigint, o_lease_expires float8)
-        LANGUAGE plpgsql VOLATILE AS $$
-        DECLARE
-            op record;
-            v_run runs;
-            v_after runs;
-        BEGIN
-            o_n := 0;
-            FOR op IN
-                SELECT e->>0 AS kind, e->>1 AS run_id, e->>2 AS owner,
-                       (e->>3)::bigint AS token, (e->>4)::float8 AS now, e->>5 AS workflow,
-                       e->>6 AS agent, e->>7 AS status, e->>8 AS data,
-                       (e->>9)::integer AS attempts, e->>10 AS error, e->>11 AS reason,
-                       (e->>12)::float8 AS num
-                FROM jsonb_array_elements(p_ops) AS e
-            LOOP
-                o_n := o_n + 1;
-                o_created := false;
-                o_done := false;
-                o_seq := NULL;
-                v_run := NULL;
-                IF op.kind = 'c' THEN
-                    SELECT * INTO v_run FROM runs r WHERE r.run_id = op.run_id
-                        FOR NO KEY UPDATE;
-                    o_found := FOUND;
-                    IF o_found AND v_run.lease_owner = op.owner
-                            AND v_run.lease_token = op.token THEN
-                        INSERT INTO steps AS s (run_id, agent, status, output, attempts, error,
-                                                degraded_reason, seq, completed_at)
-                        VALUES (op.run_id, op.agent, op.status, op.data::json,
-                                op.attempts, op.error::json, op.reason,
-                                COALESCE((SELECT MAX(x.seq) FROM steps x
-                                          WHERE x.run_id = op.run_id), 0) + 1,
-                                op.num)
-                        ON CONFLICT (run_id, agent) DO NOTHING
-                        RETURNING s.seq INTO o_seq;
-                        o_done := o_seq IS NOT NULL;
-                        IF o_done THEN
-                            INSERT INTO audit (at, actor, run_id, kind, what)
-                            VALUES (op.now, op.owner, op.run_id, 'step_committed',
-                                    jsonb_build_object('agent', op.agent,
-                                                       'status', op.status, 'seq', o_seq,
-                                                       'attempts', op.attempts,
-                                                       'token', op.token,
-                                                       'degraded_reason', op.reason));
-                        END IF;
-                    END IF;
-                    -- a commit's row carries only the fence (owner, token)
-                    o_run_id := NULL;
-                    o_workflow := NULL;
-                    o_status := NULL;
-                    o_input := NULL;
-                    o_created_at := NULL;
-                    o_updated_at := NULL;
-                    o_resume_at := NULL;
-                    o_result := NULL;
-                    o_error := NULL;
-                    o_lease_owner := v_run.lease_owner;
-                    o_lease_token := v_run.lease_token;
-                    o_lease_expires := NULL;
-                    RETURN NEXT;
-                    CONTINUE;
-                ELSIF op.kind = 'b' THEN
-                    INSERT INTO runs AS r (run_id, workflow, status, input, created_at,
-                                           updated_at)
-                    VALUES (op.run_id, op.workflow, 'pending', op.data::json, op.now,
-                            op.now)
-                    ON CONFLICT (run_id) DO NOTHING;
-                    o_created := FOUND;
-                    IF o_created THEN
-                        INSERT INTO audit (at, actor, run_id, kind, what)
-                        VALUES (op.now, NULL, op.run_id, 'run_created',
-                                jsonb_build_object('workflow', op.workflow));
-                    END IF;
-                    SELECT * INTO v_run FROM runs r WHERE r.run_id = op.run_id
-                        FOR NO KEY UPDATE;
-                    o_found := FOUND;
-                    IF o_found AND v_run.workflow = op.workflow
-                            AND v_run.status NOT IN ('succeeded', 'degraded', 'failed')
-                            AND (v_run.lease_owner IS NULL OR v_run.lease_expires IS NULL
-                                 OR v_run.lease_expires <= op.now
-                                 OR v_run.lease_owner = op.owner) THEN
-                        UPDATE runs AS r SET lease_owner = op.owner,
-                            lease_token = r.lease_token + 1, lease_expires = op.num,
-                            status = 'running', result = NULL, error = NULL,
-                            resume_at = NULL, updated_at = op.now
-                        WHERE r.run_id = op.run_id
-                        RETURNING r.* INTO v_after;
-                        o_done := true;
-                        INSERT INTO audit (at, actor, run_id, kind, what) VALUES
-                            (op.now, op.owner, op.run_id, 'lease_acquired',
-                             jsonb_build_object('token', v_after.lease_token,
-                                                'expires_at', v_after.lease_expires,
-                                                'previous', v_run.lease_owner)),
-                            (op.now, op.owner, op.run_id, 'run_status',
-                             jsonb_build_object('status', v_after.status,
-                                                'resume_at', v_after.resume_at,
-                                                'error', v_after.error::jsonb,
-                                                'token', v_after.lease_token));
-                        v_run := v_after;
-                    END IF;
-                ELSE
-                    UPDATE runs AS r SET status = op.status, result = op.data::json,
-                        error = op.error::json, resume_at = op.num,
-                        updated_at = op.now, lease_owner = NULL, lease_expires = NULL
-                    WHERE r.run_id = op.run_id AND r.lease_owner = op.owner
-                        AND r.lease_token = op.token
-                    RETURNING r.* INTO v_run;
-                    o_done := FOUND;
-                    IF o_done THEN
-                        o_found := true;
-                        INSERT INTO audit (at, actor, run_id, kind, what) VALUES
-                            (op.now, op.owner, op.run_id, 'run_status',
-                             jsonb_build_object('status', v_run.status,
-                                                'resume_at', v_run.resume_at,
-                                                'error', v_run.error::jsonb,
-                                                'token', v_run.lease_token)),
-                            (op.now, op.owner, op.run_id, 'lease_released',
-                             jsonb_build_object('token', v_run.lease_token));
-                    ELSE
-                        SELECT * INTO v_run FROM runs r WHERE r.run_id = op.run_id;
-                        o_found := FOUND;
-                    END IF;
-                END IF;
-                o_run_id := v_run.run_id;
-                o_workflow := v_run.workflow;
-                o_status := v_run.status;
-                o_input := v_run.input;
-                o_created_at := v_run.created_at;
-                o_updated_at := v_run.updated_at;
-                o_resume_at := v_run.resume_at;
-                o_result := v_run.result;
-                o_error := v_run.error;
-                o_lease_owner := v_run.lease_owner;
-                o_lease_token := v_run.lease_token;
-                o_lease_expires := v_run.lease_expires;
-                RETURN NEXT;
-            END LOOP;
-        END $$""",
+        _APPLY_BATCH_3,
         # Status is no longer in an index predicate, so a status change need not touch
         # the indexes (a HOT update) when the page has room, which the fill factor keeps.
         "DROP INDEX runs_paused",
         "CREATE INDEX runs_resume ON runs (resume_at, pos) WHERE resume_at IS NOT NULL",
         "ALTER TABLE runs SET (fillfactor = 50)",
     ),
+    # 4: a step commit that may also finish its run (`_apply_batch_4`).
+    (_apply_batch_4(),),
 )
 """Migration N+1 is ``MIGRATIONS[N]``; append, never edit a released one."""
 
