@@ -264,16 +264,16 @@ class Drive:
     def _ending(self, rec: StepRecord) -> tuple[RunStatus, dict[str, Any]] | None:
         """The run's outcome and result if committing `rec` settles it, else ``None``.
 
-        Only for a store that records both in one write, and only when nothing can follow:
-        every other agent settled, none failed (no compensation to come), none waiting for
-        a review or paused. Built as `_finish` builds it once `_settle` has applied `rec`.
+        `_commit` asks once all agents but one have settled. Only for a store that records
+        both in one write, and only when nothing can follow: `rec` is that last agent, none
+        failed (no compensation to come), none waits for a review or is paused. Built as
+        `_finish` builds it once `_settle` has applied `rec`.
         """
         if not (
             self.engine._commit_and_finish  # noqa: SLF001 - the engine's store capability
             and rec.status in _OK
             and self.failure is None
             and self.pause_until is None
-            and len(self.settled) == self._last
             and rec.agent not in self.settled
             and StepStatus.NEEDS_REVIEW not in self.settled.values()
         ):

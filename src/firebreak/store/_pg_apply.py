@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 
 from firebreak.errors import StaleLease, StoreError
 from firebreak.store import _rules
-from firebreak.store._pg_ops import RunUpdate
+from firebreak.store._rules import RunUpdate
 from firebreak.store.base import TERMINAL, Lease, RunRecord, RunStatus, StepRecord
 
 __all__ = ["APPLY", "Op", "apply_one", "begin", "commit", "finish", "params"]
@@ -119,9 +119,11 @@ def commit(lease: Lease, step: StepRecord, now: float, finish: RunUpdate | None 
     """Fenced first-commit-wins insert of `step`; the judge says whether it was new.
 
     `finish`: the run's outcome, recorded in the same op if the commit is the first
-    (migration 4; its status and result only). Raises `TypeError` or `ValueError` here,
-    before anything is sent, for a non-JSON value.
+    (migration 4; its status and result only). Raises `ValueError` here, before anything
+    is sent, for a step of another run than the lease's, and `TypeError` or `ValueError`
+    for a non-JSON value.
     """
+    _rules.check_same_run(lease, step.run_id)
     output = _rules.dumps(step.output)
     error = None if step.error is None else _rules.dumps(step.error)
 

@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 
 from firebreak.errors import StateConflict, StoreError
 from firebreak.store import _rules
+from firebreak.store._rules import RunUpdate
 from firebreak.store.base import (
     Lease,
     RunRecord,
@@ -191,17 +192,6 @@ async def due_runs(conn: Conn, now: float) -> list[RunRecord]:
         (now,),
     )
     return [run_from_row(r) for r in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class RunUpdate:
-    """Encoded arguments of `set_run_status`."""
-
-    status: RunStatus
-    result: str | None
-    error: str | None
-    resume_at: float | None
-    now: float
 
 
 _SET_STATUS = f"""

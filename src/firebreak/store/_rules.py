@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -13,12 +14,15 @@ from firebreak.store.base import (
     STEP_TRANSITIONS,
     Lease,
     ReviewStatus,
+    RunStatus,
     StepRecord,
     StepStatus,
 )
 
 __all__ = [
+    "RunUpdate",
     "check_fence",
+    "check_same_run",
     "check_transition",
     "current_lease",
     "decide_lease",
@@ -87,6 +91,41 @@ def decide_lease(
         assert current_expires is not None  # noqa: S101
         raise LeaseHeld(run_id, owner=current_owner, expires_at=current_expires)
     return Lease(run_id=run_id, owner=owner, token=current_token + 1, expires_at=now + ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """Encoded arguments of `set_run_status` and `finish_run`, as the SQL stores write them."""
+
+    status: RunStatus
+    result: str | None
+    error: str | None
+    resume_at: float | None
+    now: float
+
+    @classmethod
+    def encode(
+        cls,
+        status: RunStatus | str,
+        result: JSON | None,
+        error: dict[str, Any] | None,
+        resume_at: float | None,
+        now: float,
+    ) -> RunUpdate:
+        """The update with `result` and `error` as JSON text (``None`` stays NULL)."""
+        return cls(
+            status=RunStatus(status),
+            result=None if result is None else dumps(result),
+            error=None if error is None else dumps(error),
+            resume_at=resume_at,
+            now=now,
+        )
+
+
+def check_same_run(lease: Lease, run_id: str) -> None:
+    """Refuse a step of run `run_id` committed under a lease on another run."""
+    if run_id != lease.run_id:
+        raise ValueError(f"step of run {run_id!r} committed under a lease on {lease.run_id!r}")
 
 
 def check_fence(lease: Lease, current_owner: str | None, current_token: int) -> None:

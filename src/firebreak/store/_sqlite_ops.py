@@ -12,6 +12,7 @@ from typing import Any
 
 from firebreak.errors import StateConflict, StoreError
 from firebreak.store import _rules
+from firebreak.store._rules import RunUpdate
 from firebreak.store.base import (
     TERMINAL,
     DeadLetter,
@@ -37,17 +38,6 @@ _REVIEW_COLS = (
     "id, run_id, workflow, agent, reason, suggestions, context, status, value,"
     " created_at, resolved_at"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RunUpdate:
-    """Encoded arguments of `set_run_status`."""
-
-    status: RunStatus
-    result: str | None
-    error: str | None
-    resume_at: float | None
-    now: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,7 +274,7 @@ class PostgresStore(SetupClose):
 
         Rides in a group commit with other runs' writes, like `commit_step`.
         """
-        update = self._run_update(status, result, error, resume_at)
+        update = _rules.RunUpdate.encode(status, result, error, resume_at, self.clock())
         run: RunRecord = await self._write(apply.finish(lease, update))
         return run
 
@@ -299,24 +299,8 @@ class PostgresStore(SetupClose):
         resume_at: float | None = None,
     ) -> RunRecord:
         """Set the run's status, result, error and resume time (fenced by `lease`)."""
-        update = self._run_update(status, result, error, resume_at)
+        update = _rules.RunUpdate.encode(status, result, error, resume_at, self.clock())
         return await self._do(ops.set_run_status, lease, update)
-
-    def _run_update(
-        self,
-        status: RunStatus | str,
-        result: JSON | None,
-        error: dict[str, Any] | None,
-        resume_at: float | None,
-    ) -> ops.RunUpdate:
-        """The encoded outcome of `set_run_status` and `finish_run`, stamped now."""
-        return ops.RunUpdate(
-            status=RunStatus(status),
-            result=None if result is None else _rules.dumps(result),
-            error=None if error is None else _rules.dumps(error),
-            resume_at=resume_at,
-            now=self.clock(),
-        )
 
     async def due_runs(self, now: float) -> list[RunRecord]:
         """Return paused runs whose ``resume_at <= now``, soonest first."""
@@ -346,10 +330,6 @@ class PostgresStore(SetupClose):
         Concurrent calls share one transaction (group commit); each is still fenced by
         its own lease and judged on its own.
         """
-        if step.run_id != lease.run_id:
-            raise ValueError(
-                f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
-            )
         done: bool = await self._write(apply.commit(lease, step, self.clock()))
         return done
 
@@ -361,11 +341,7 @@ class PostgresStore(SetupClose):
         One operation of a group commit (schema migration 4), audited as a commit and then
         a finish; one transaction fewer per run.
         """
-        if step.run_id != lease.run_id:
-            raise ValueError(
-                f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
-            )
-        finish = self._run_update(status, result, None, None)
+        finish = _rules.RunUpdate.encode(status, result, None, None, self.clock())
         done: bool = await self._write(apply.commit(lease, step, self.clock(), finish))
         return done
 

@@ -446,10 +446,7 @@ class RedisStore(RedisQueues, SetupClose):
 
     def _commit_args(self, kind: str, lease: Lease, step: StepRecord) -> list[Any]:
         """``HOT_BATCH`` arguments of a step commit: kind, then COMMIT_STEP's after P."""
-        if step.run_id != lease.run_id:
-            raise ValueError(
-                f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
-            )
+        _rules.check_same_run(lease, step.run_id)
         return [
             kind,
             *self._fence_args(lease),

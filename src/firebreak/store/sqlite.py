@@ -229,13 +229,7 @@ class SQLiteStore(SetupClose):
         resume_at: float | None = None,
     ) -> RunRecord:
         """Set the final status and release the lease, in one transaction."""
-        args = ops.RunUpdate(
-            status=RunStatus(status),
-            result=None if result is None else _rules.dumps(result),
-            error=None if error is None else _rules.dumps(error),
-            resume_at=resume_at,
-            now=self.clock(),
-        )
+        args = _rules.RunUpdate.encode(status, result, error, resume_at, self.clock())
         return await self._write(partial(ops.finish_run, lease, args))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -259,13 +253,7 @@ class SQLiteStore(SetupClose):
         resume_at: float | None = None,
     ) -> RunRecord:
         """Set the run's status, result, error and resume time (fenced by `lease`)."""
-        args = ops.RunUpdate(
-            status=RunStatus(status),
-            result=None if result is None else _rules.dumps(result),
-            error=None if error is None else _rules.dumps(error),
-            resume_at=resume_at,
-            now=self.clock(),
-        )
+        args = _rules.RunUpdate.encode(status, result, error, resume_at, self.clock())
         return await self._write(partial(ops.set_run_status, lease, args))
 
     async def due_runs(self, now: float) -> list[RunRecord]:
@@ -303,20 +291,11 @@ class SQLiteStore(SetupClose):
         One transaction, so one fsync for both.
         """
         row = self._step_row(lease, step)
-        args = ops.RunUpdate(
-            status=RunStatus(status),
-            result=None if result is None else _rules.dumps(result),
-            error=None,
-            resume_at=None,
-            now=self.clock(),
-        )
+        args = _rules.RunUpdate.encode(status, result, None, None, self.clock())
         return await self._write(partial(ops.commit_step_and_finish, lease, row, args))
 
     def _step_row(self, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
-        if step.run_id != lease.run_id:
-            raise ValueError(
-                f"step of run {step.run_id!r} committed under a lease on {lease.run_id!r}"
-            )
+        _rules.check_same_run(lease, step.run_id)
         return (
             step.run_id,
             step.agent,
