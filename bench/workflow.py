@@ -59,17 +59,30 @@ async def noop(x: int) -> int:
     return x
 
 
+def _noop_agent(param: str) -> Callable[..., Awaitable[Any]]:
+    """``async def agent(ctx, /, <param>): return await noop(<param>)``: what the other
+    systems' steps do (an await of `noop`), taking the dependency under its own name."""
+    scope: dict[str, Any] = {"noop": noop}
+    exec(f"async def agent(ctx, /, {param}):\n    return await noop({param})", scope)  # noqa: S102
+    return scope["agent"]  # type: ignore[no-any-return]
+
+
 def chain_workflow(name: str, steps: int, pause: float = 0.0, on_start: Any = None) -> fb.Workflow:
     """A linear firebreak workflow ``s0 -> s1 -> ... -> s{steps-1}``; each passes its input on.
 
-    Agents take their dependency under its own name (the firebreak convention), so each
-    gets a signature naming the previous step; `on_start(agent)` is called as each starts.
+    Agents take their dependency under its own name (the firebreak convention). The timed
+    chain's agents await `noop` as the peers' steps do; with `pause` or `on_start` (called
+    as each agent starts: the resume measurement) each is a generic agent that does that.
     """
     wf = fb.Workflow(name)
     previous: str | None = None
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY)
     for k in range(steps):
         param = previous or "value"
+        if on_start is None and not pause:
+            wf.add(_noop_agent(param), name=f"s{k}", after=[previous] if previous else [])
+            previous = f"s{k}"
+            continue
 
         async def agent(ctx: Any, /, **kwargs: Any) -> Any:
             if on_start is not None:

@@ -40,6 +40,37 @@ async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, St
 _OK = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)  # settled so that dependents may run
 
 
+class Graph:
+    """A workflow's schedule, as each drive of it starts: computed once per workflow."""
+
+    __slots__ = ("_after", "_roots", "_waits", "dependents")
+
+    def __init__(self, workflow: Workflow) -> None:
+        agents = workflow.agents
+        self._after = {name: spec.after for name, spec in agents.items()}
+        self.dependents: dict[str, list[str]] = {name: [] for name in agents}
+        """Direct dependents of each agent."""
+        for name, after in self._after.items():
+            for dep in after:
+                self.dependents[dep].append(name)
+        self._waits = {name: len(after) for name, after in self._after.items()}
+        self._roots = [name for name, count in self._waits.items() if count == 0]
+
+    def start(self, settled: Mapping[str, StepStatus]) -> tuple[dict[str, int], list[str]]:
+        """How many dependencies each unsettled agent still waits for, and those at 0.
+
+        Copies of the figures computed once when nothing has settled yet (a new run).
+        """
+        if not settled:
+            return self._waits.copy(), self._roots.copy()
+        blocked = {
+            name: sum(settled.get(dep) not in _OK for dep in after)
+            for name, after in self._after.items()
+            if name not in settled
+        }
+        return blocked, [name for name, count in blocked.items() if count == 0]
+
+
 class Drive:
     """One drive of one run: the scheduling loop and what happens at its end."""
 
@@ -85,17 +116,9 @@ class Drive:
         self._announce_start()
         limit = self.workflow.deadline
         deadline = None if limit is None else self.engine.clock.now() + limit
-        dependents = self.engine._dependents(self.workflow)  # noqa: SLF001 - engine's cache
-        # How many dependencies each unsettled agent still waits for; at 0 it is ready.
-        settled = self.settled
-        blocked = {
-            spec.name: sum(settled.get(dep) not in _OK for dep in spec.after)
-            if settled
-            else len(spec.after)
-            for spec in self.agents.values()
-            if spec.name not in settled
-        }
-        ready = [name for name, count in blocked.items() if count == 0]
+        graph = self.engine._graph(self.workflow)  # noqa: SLF001 - the engine's cache
+        dependents = graph.dependents
+        blocked, ready = graph.start(self.settled)
         running: set[asyncio.Task[tuple[str, StepOutcome]]] = set()
         done: list[asyncio.Task[tuple[str, StepOutcome]]] = []
         wake = asyncio.Event()

@@ -23,7 +23,7 @@ from typing import Any
 from firebreak._eager import await_rest
 from firebreak.clock import Cancellable, Clock, system_clock
 from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
-from firebreak.engine.drive import Drive
+from firebreak.engine.drive import Drive, Graph
 from firebreak.engine.executor import Executor, LocalExecutor
 from firebreak.engine.result import RunResult
 from firebreak.errors import (
@@ -149,7 +149,7 @@ class Engine:
         if max_in_flight is not None and max_in_flight < 1:
             raise ConfigError("max_in_flight", f"must be >= 1 or None, got {max_in_flight!r}")
         self.max_in_flight = max_in_flight
-        self._graphs: dict[int, tuple[Workflow, dict[str, list[str]]]] = {}
+        self._graphs: dict[int, tuple[Workflow, Graph]] = {}
 
     async def __aenter__(self) -> Engine:
         if self._owns_store:
@@ -235,17 +235,14 @@ class Engine:
             validated = validate_input(workflow, record.input)
         return await self._drive(workflow, record, lease, validated, created=created)
 
-    def _dependents(self, workflow: Workflow) -> dict[str, list[str]]:
-        """Direct dependents of each agent, computed once per workflow object."""
+    def _graph(self, workflow: Workflow) -> Graph:
+        """What a drive schedules by, computed once per workflow object."""
         cached = self._graphs.get(id(workflow))
         if cached is not None and cached[0] is workflow:
             return cached[1]
-        dependents: dict[str, list[str]] = {name: [] for name in workflow.agents}
-        for spec in workflow.agents.values():
-            for dep in spec.after:
-                dependents[dep].append(spec.name)
-        self._graphs[id(workflow)] = (workflow, dependents)
-        return dependents
+        graph = Graph(workflow)
+        self._graphs[id(workflow)] = (workflow, graph)
+        return graph
 
     async def _begin(
         self, run_id: str, workflow: str, stored: Any

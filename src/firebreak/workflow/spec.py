@@ -239,7 +239,9 @@ class AgentSpec:
             run_input: the input the run was started with.
             outputs: the outputs (or degraded defaults) of at least this agent's dependencies.
         """
-        kwargs = {dep: outputs[dep] for dep in self.params}
+        kwargs = {}
+        for dep in self.params:  # a loop, not a comprehension: no frame of its own (3.11)
+            kwargs[dep] = outputs[dep]
         if self.input_param is not None:
             kwargs[self.input_param] = run_input
         return kwargs
