@@ -16,14 +16,14 @@ import pytest
 from store_helpers import leased, step
 
 from firebreak.errors import StoreError
-from firebreak.store import SQLiteStore
+from firebreak.store import Lease, SQLiteStore
 from firebreak.store import _sqlite_ops as ops
 from firebreak.store import _sqlite_writer as writer_module
 from firebreak.store._sqlite_writer import Writer
 
 
-def _row(agent: str) -> tuple[object, ...]:
-    return ("r1", agent, "succeeded", "null", 1, None, None, "r1", 0.0)
+def _insert(lease: Lease, agent: str) -> ops.StepInsert:
+    return ops.step_insert(lease, step("r1", agent, None), 1.0)
 
 
 def _writer(store: SQLiteStore) -> Writer:
@@ -79,7 +79,7 @@ async def test_a_file_locked_by_another_process_does_not_stall_the_loop(
             # From an idle loop, so the inline path is tried first; the lock goes on a
             # later turn of this loop, which a write waiting on it here would never reach.
             asyncio.get_running_loop().call_later(0.05, release)
-            commit = partial(ops.commit_step, lease, _row("a"))
+            commit = partial(ops.commit_step, lease, _insert(lease, "a"))
             assert await _writer(store).write(commit, single=single) is True
             assert released.is_set()
         finally:

@@ -282,29 +282,27 @@ def begin_run(  # noqa: PLR0917 - bound by partial() in the order the writer cal
 
 
 _FINISH_RUN = (
-    "UPDATE runs SET status = ?, result = ?, error = ?, resume_at = ?, updated_at = ?,"
-    " lease_owner = NULL, lease_expires = NULL"
+    "UPDATE runs SET status = ?, result = ?, error = {error}, resume_at = {resume_at},"
+    " updated_at = ?, lease_owner = NULL, lease_expires = NULL"
     " WHERE run_id = ? AND lease_owner = ? AND lease_token = ?"
 )
 """The outcome and the lease released, fenced, in one statement."""
+_FINISH_FULL_RUN = _FINISH_RUN.format(error="?", resume_at="?")
+_FINISH_PLAIN_RUN = _FINISH_RUN.format(error="NULL", resume_at="NULL")  # as _COMMIT_PLAIN_STEP
 
 
-def _finish_params(lease: Lease, args: RunUpdate) -> tuple[Any, ...]:
-    return (
-        str(args.status),
-        args.result,
-        args.error,
-        args.resume_at,
-        args.now,
-        lease.run_id,
-        lease.owner,
-        lease.token,
-    )
+def _finish(lease: Lease, args: RunUpdate) -> tuple[str, tuple[Any, ...]]:
+    """`_FINISH_RUN` with its parameters; NULL written as such when neither is set."""
+    fence = (lease.run_id, lease.owner, lease.token)
+    if args.error is None and args.resume_at is None:
+        return _FINISH_PLAIN_RUN, (str(args.status), args.result, args.now, *fence)
+    params = (str(args.status), args.result, args.error, args.resume_at, args.now, *fence)
+    return _FINISH_FULL_RUN, params
 
 
 def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRecord:
     """Fenced final status, and the lease released, in one statement; the record back."""
-    if conn.execute(_FINISH_RUN, _finish_params(lease, args)).rowcount == 0:
+    if conn.execute(*_finish(lease, args)).rowcount == 0:
         _fence(conn, lease)  # raises: the run is gone (KeyError) or the lease is not current
         raise AssertionError("unreachable: the fenced update matched no row")  # pragma: no cover
     run = get_run(lease.run_id, conn)
@@ -318,8 +316,8 @@ def finish_run(lease: Lease, args: RunUpdate, conn: sqlite3.Connection) -> RunRe
 _COMMIT_STEP = (
     f"INSERT INTO steps ({_STEP_COLS}) VALUES (?, ?,"  # noqa: S608  -- constant
     " (SELECT ? FROM runs WHERE run_id = ? AND lease_token = ? AND lease_owner = ?),"
-    " ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?), ?)"
-    " ON CONFLICT (run_id, agent) DO NOTHING"
+    " ?, ?, {error}, {reason}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?),"
+    " ?) ON CONFLICT (run_id, agent) DO NOTHING"
 )
 """The fence and the insert in one statement: the status is read through the fence, so
 under a lease that is not the run's it is NULL and the NOT NULL constraint refuses the row.
@@ -331,16 +329,32 @@ Callgrind, a 10-step run's SQL with the begin and finish below: 1,171K instructi
 (temporary tables in all three), 716K now (plus 37K for the finish's read-back)."""
 
 
-def commit_step(lease: Lease, row: tuple[Any, ...], conn: sqlite3.Connection) -> bool:
-    """Fenced insert; the first commit of (run_id, agent) wins.
+_COMMIT_FULL_STEP = _COMMIT_STEP.format(error="?", reason="?")
+_COMMIT_PLAIN_STEP = _COMMIT_STEP.format(error="NULL", reason="NULL")
+"""For a step with no error and no degraded reason (most steps): NULL written as such.
 
-    `row` is `SQLiteStore`'s: run_id, agent, status, output, attempts, error,
-    degraded_reason, run_id (for the next seq), completed_at.
-    """
+A ``None`` parameter costs CPython's sqlite3 a failed adapter lookup (an AttributeError
+raised and cleared, about 3K instructions); that was two per step of every run."""
+
+StepInsert = tuple[str, tuple[Any, ...]]
+"""A step's fenced insert: the statement and its parameters."""
+
+
+def step_insert(lease: Lease, step: StepRecord, completed_at: float) -> StepInsert:
+    """The insert that commits `step` under `lease` (`commit_step` runs it)."""
+    head: tuple[Any, ...] = (step.run_id, step.agent, str(step.status))
+    head += (lease.run_id, lease.token, lease.owner, _rules.dumps(step.output), step.attempts)
+    tail = (step.run_id, completed_at)
+    error, reason = step.error, step.degraded_reason
+    if error is None and reason is None:
+        return _COMMIT_PLAIN_STEP, head + tail
+    return _COMMIT_FULL_STEP, (*head, None if error is None else _rules.dumps(error), reason, *tail)
+
+
+def commit_step(lease: Lease, insert: StepInsert, conn: sqlite3.Connection) -> bool:
+    """Fenced insert (`step_insert`); the first commit of (run_id, agent) wins."""
     try:
-        cur = conn.execute(
-            _COMMIT_STEP, (*row[:3], lease.run_id, lease.token, lease.owner, *row[3:])
-        )
+        cur = conn.execute(*insert)
     except sqlite3.IntegrityError:
         _fence(conn, lease)  # raises: the run is gone (KeyError) or the lease is not current
         raise  # another constraint: not the fence's doing
@@ -348,12 +362,12 @@ def commit_step(lease: Lease, row: tuple[Any, ...], conn: sqlite3.Connection) ->
 
 
 def commit_step_and_finish(
-    lease: Lease, row: tuple[Any, ...], args: RunUpdate, conn: sqlite3.Connection
+    lease: Lease, insert: StepInsert, args: RunUpdate, conn: sqlite3.Connection
 ) -> bool:
     """`commit_step`; if it was the first commit, the run's outcome (`finish_run`'s update)."""
-    if not commit_step(lease, row, conn):
+    if not commit_step(lease, insert, conn):
         return False
-    conn.execute(_FINISH_RUN, _finish_params(lease, args))  # fenced by the insert just made
+    conn.execute(*_finish(lease, args))  # fenced by the insert just made
     return True
 
 

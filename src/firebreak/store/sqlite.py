@@ -280,8 +280,8 @@ class SQLiteStore(SetupClose):
 
     async def commit_step(self, lease: Lease, step: StepRecord) -> bool:
         """Durably record a step result; ``False`` (and no change) if already committed."""
-        row = self._step_row(lease, step)
-        return await self._write(partial(ops.commit_step, lease, row), single=True)
+        insert = self._step_insert(lease, step)
+        return await self._write(partial(ops.commit_step, lease, insert), single=True)
 
     async def commit_step_and_finish(
         self, lease: Lease, step: StepRecord, status: RunStatus | str, *, result: JSON = None
@@ -290,23 +290,13 @@ class SQLiteStore(SetupClose):
 
         One transaction, so one fsync for both.
         """
-        row = self._step_row(lease, step)
+        insert = self._step_insert(lease, step)
         args = _rules.RunUpdate.encode(status, result, None, None, self.clock())
-        return await self._write(partial(ops.commit_step_and_finish, lease, row, args))
+        return await self._write(partial(ops.commit_step_and_finish, lease, insert, args))
 
-    def _step_row(self, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
+    def _step_insert(self, lease: Lease, step: StepRecord) -> ops.StepInsert:
         _rules.check_same_run(lease, step.run_id)
-        return (
-            step.run_id,
-            step.agent,
-            str(step.status),
-            _rules.dumps(step.output),
-            step.attempts,
-            None if step.error is None else _rules.dumps(step.error),
-            step.degraded_reason,
-            step.run_id,
-            step.completed_at or self.clock(),
-        )
+        return ops.step_insert(lease, step, step.completed_at or self.clock())
 
     async def update_step(
         self,
