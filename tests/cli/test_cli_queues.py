@@ -116,6 +116,17 @@ def test_dlq_drop_removes_the_entry_and_unknown_ids_exit_2(fb: Invoke, failed_ru
     assert fb("dlq", "show", failed_run).exit_code == 2
 
 
+def test_dlq_commands_take_the_run_id_too(fb: Invoke, failed_run: str) -> None:
+    """The run id names the run's one entry: what a user has at hand after `firebreak run`."""
+    assert out_json(fb("dlq", "show", "f1", "--json"))["id"] == failed_run
+    replayed = fb("dlq", "replay", "f1", "-w", "cli_workflows:failing", "--json", env=CARD_DECLINED)
+    assert replayed.exit_code == 1  # failed again: back in the queue, under the same run id
+    assert out_json(fb("dlq", "show", "f1", "--json"))["run_id"] == "f1"
+    assert fb("dlq", "drop", "f1").exit_code == 0
+    assert out_json(fb("dlq", "list", "--json")) == []
+    assert fb("dlq", "show", "f1").exit_code == 2
+
+
 def test_review_list_and_show_give_the_question_and_suggestions(
     fb: Invoke, review_item: str
 ) -> None:

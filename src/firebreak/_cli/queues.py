@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from firebreak.engine import Engine, RunResult
-from firebreak.store import DeadLetter, ReviewItem, ReviewStatus, RunRecord, open_store
+from firebreak.store import (
+    DeadLetter,
+    ReviewItem,
+    ReviewStatus,
+    RunRecord,
+    find_dead_letter,
+    open_store,
+)
 
 from .common import InputFile, Json, Store, console, err_console, finish
 from .exits import CliError, ExitCode, cli_errors, exit_code, run_async
@@ -61,7 +68,7 @@ def dlq_list(
 
 @dlq_app.command("show")
 def dlq_show(
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry.")],
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id, or its run's id.")],
     *,
     store: Store = None,
     as_json: Json = False,
@@ -71,7 +78,7 @@ def dlq_show(
 
         async def go() -> DeadLetter:
             async with open_store(store) as opened:
-                entry = await opened.dlq_get(entry_id)
+                entry = await find_dead_letter(opened, entry_id)
             if entry is None:
                 raise CliError(f"no dead-letter entry {entry_id!r}")
             return entry
@@ -85,7 +92,7 @@ def dlq_show(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry.")],
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id, or its run's id.")],
     *,
     workflow_ref: Annotated[
         str,
@@ -132,7 +139,7 @@ def dlq_replay(
 
 @dlq_app.command("drop")
 def dlq_drop(
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry.")],
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id, or its run's id.")],
     *,
     store: Store = None,
 ) -> None:
@@ -141,7 +148,8 @@ def dlq_drop(
 
         async def go() -> bool:
             async with open_store(store) as opened:
-                return await opened.dlq_drop(entry_id)
+                entry = await find_dead_letter(opened, entry_id)
+                return entry is not None and await opened.dlq_drop(entry.id)
 
         if not run_async(go()):
             raise CliError(f"no dead-letter entry {entry_id!r}")

@@ -52,6 +52,7 @@ from firebreak.store import (
     StepStatus,
     SupportsBeginFinish,
     SupportsCommitAndFinish,
+    find_dead_letter,
     open_store,
 )
 from firebreak.workflow import Workflow
@@ -355,9 +356,9 @@ class Engine:
 
         Steps that failed, were skipped or were compensated run again; so do `from_step`
         and everything after it, when given. A patched `input` replaces the stored one and
-        every step runs again.
+        every step runs again. `entry_id` may also be the run's id (one entry per run).
         """
-        entry = await self.store.dlq_get(entry_id)
+        entry = await find_dead_letter(self.store, entry_id)
         if entry is None:
             raise RunNotFound(f"no dead-letter entry {entry_id!r}", id=entry_id)
         if entry.workflow != workflow.name:
@@ -376,7 +377,7 @@ class Engine:
                 redo = set(steps)
             await self.store.reset_steps(lease, sorted(redo))
             await self.store.set_run_status(lease, RunStatus.PENDING)
-            await self.store.dlq_drop(entry_id)
+            await self.store.dlq_drop(entry.id)
         finally:
             with contextlib.suppress(StoreError, KeyError):
                 await self.store.release_lease(lease)

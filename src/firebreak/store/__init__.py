@@ -58,6 +58,7 @@ __all__ = [
     "SupportsCommitAndFinish",
     "SupportsCommitThen",
     "SupportsLeaseAndStep",
+    "find_dead_letter",
     "open_store",
 ]
 
@@ -132,3 +133,15 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
     raise ValueError(
         f"store scheme {scheme!r} is not supported; supported: {', '.join(_SUPPORTED)}"
     )
+
+
+async def find_dead_letter(store: CheckpointStore, key: str) -> DeadLetter | None:
+    """The dead-letter entry with id `key`, else the entry of run `key`, else ``None``.
+
+    A run has at most one entry, so its run id names it as well as the entry's own id
+    does (the one people have at hand). The run id is looked up through the queue's list.
+    """
+    entry = await store.dlq_get(key)
+    if entry is not None:
+        return entry
+    return next((entry for entry in await store.dlq_list() if entry.run_id == key), None)
