@@ -7,7 +7,8 @@ another) and 50 at a time, by:
 * firebreak in memory (`MemoryStore`) and durable (`SQLiteStore`, WAL, synchronous=FULL),
 * LangGraph without a checkpointer and with its `AsyncSqliteSaver`;
 
-plus one raw fsynced SQLite INSERT+COMMIT (the floor of "durable"), and the resume latency
+plus one raw fsynced SQLite INSERT+COMMIT (the floor of "durable"), the SQLite store's own
+writes for a workflow without the engine (the floor of this design), and the resume latency
 after ``kill -9``: a child process runs a long workflow on SQLite and is SIGKILLed; a new
 child opens the store and resumes; we measure from "store opened" to "first resumed step
 starts", and check that no committed step ran again.
@@ -258,17 +259,40 @@ class RawCommit:
         self.conn.close()
 
 
-async def paired(raw: RawCommit, fb_run: Runner, lg_run: Runner, first: int, n: int) -> list[float]:
-    """Seconds per workflow of [STEPS raw commits, firebreak, firebreak, LangGraph saver]:
-    firebreak alternated with the raw commits (one workflow, then STEPS commits), then with
-    LangGraph, so that each ratio compares two systems under the same disk weather.
+def store_only(store: SQLiteStore) -> Runner:
+    """A workflow's writes on `store` with no engine: begin, STEPS step commits (the last
+    with the finish), as `Engine.run` makes them. The floor of a durable run on this disk."""
+    from firebreak.store import RunStatus, StepRecord, StepStatus  # noqa: PLC0415
+
+    async def run(i: int) -> None:
+        run_id = f"floor-{i}"
+        _, _, lease = await store.begin_run(run_id, "bench", i, owner="bench", ttl=30)
+        assert lease is not None
+        for k in range(STEPS):
+            step = StepRecord(run_id=run_id, agent=f"s{k}", status=StepStatus.SUCCEEDED, output=i)
+            if k < STEPS - 1:
+                await store.commit_step(lease, step)
+            else:
+                await store.commit_step_and_finish(lease, step, RunStatus.SUCCEEDED, result={})
+
+    return run
+
+
+async def paired(
+    raw: RawCommit, fb_run: Runner, lg_run: Runner, floor: Runner, first: int, n: int
+) -> list[float]:
+    """Seconds per workflow of [STEPS raw commits, firebreak, firebreak, LangGraph saver,
+    STEPS raw commits, the store alone]: firebreak alternated with the raw commits (one
+    workflow, then STEPS commits), then with LangGraph, then the store without the engine
+    with the raw commits, so that each ratio compares two systems under the same disk
+    weather.
 
     Two alternations, not one of all three: a LangGraph workflow between every firebreak
     one left firebreak's code cold in the CPU's caches at each start (10 short steps after
     10 ms of other code), which cost it 0.1-0.2 commits a step and is not what one
     workflow after another does.
     """
-    totals = [0.0, 0.0, 0.0, 0.0]
+    totals = [0.0] * 6
     for i in range(first, first + n):
         totals[0] += raw.measure(STEPS) * STEPS
         start = time.perf_counter()
@@ -281,6 +305,11 @@ async def paired(raw: RawCommit, fb_run: Runner, lg_run: Runner, first: int, n: 
         start = time.perf_counter()
         await lg_run(i)
         totals[3] += time.perf_counter() - start
+    for i in range(first, first + n):
+        totals[4] += raw.measure(STEPS) * STEPS
+        start = time.perf_counter()
+        await floor(i)
+        totals[5] += time.perf_counter() - start
     return [t / n for t in totals]
 
 
@@ -302,6 +331,8 @@ async def measure_all(
     raw = RawCommit(scratch / "raw.db")
     try:
         async with AsyncExitStack() as stack:
+            floor_store = SQLiteStore(scratch / "floor.db", synchronous="FULL")
+            floor = store_only(await stack.enter_async_context(floor_store))
             runners: dict[str, Runner] = {}
             for name, variant in variants.items():
                 where = scratch / name.replace(" ", "_").replace("(", "").replace(")", "")
@@ -319,6 +350,8 @@ async def measure_all(
                 await sequential(run, first, warm)
                 first += warm
             raw.measure(max(commit_n // 10, WARM_RAW))
+            for i in range(WARM_DURABLE):
+                await floor(-1 - i)
             for _ in range(rounds):
                 commits.append(raw.measure(commit_n))
                 for name, run in runners.items():
@@ -328,7 +361,7 @@ async def measure_all(
                     figures[name].conc.append(await concurrent(run, first, n_conc))
                     first += n_conc
                 fb_run, lg_run = runners[DURABLE], runners[LG_DURABLE]
-                pairs.append(await paired(raw, fb_run, lg_run, first, sizes[LG_DURABLE][0]))
+                pairs.append(await paired(raw, fb_run, lg_run, floor, first, sizes[LG_DURABLE][0]))
                 first += 2 * sizes[LG_DURABLE][0]
     finally:
         raw.close()
@@ -498,7 +531,7 @@ async def main(quick: bool, scratch: Path) -> None:  # noqa: FBT001
     # Durable sequential, paired (firebreak alternating with raw commits, then with
     # LangGraph, per workflow): the disk's fsync cost drifts too much between separate
     # measurements to divide them.
-    per_commit = statistics.median(fb / raw for raw, fb, _, _ in pairs)
+    per_commit = statistics.median(fb / raw for raw, fb, *_ in pairs)
     print(
         "  durable sequential (paired rounds, µs per step: raw/firebreak, then"
         f" firebreak/LangGraph: {'; '.join(_pair_text(p) for p in pairs)})"
@@ -507,7 +540,12 @@ async def main(quick: bool, scratch: Path) -> None:  # noqa: FBT001
         f"  durable sequential: firebreak = {per_commit:.2f} fsynced commits per step, median"
         f" (target <= 1.5)  {_mark(per_commit <= 1.5)}"
     )
-    ratio = statistics.median(lg / fb for _, _, fb, lg in pairs)
+    floor = statistics.median(store / raw for *_, raw, store in pairs)
+    print(
+        f"  durable sequential, the floor: the SQLite store alone (the same writes, no engine)"
+        f" = {floor:.2f} fsynced commits per step, median; the engine adds the rest"
+    )
+    ratio = statistics.median(lg / fb for _, _, fb, lg, *_ in pairs)
     print(
         f"  durable sequential: LangGraph saver / firebreak = {ratio:.1f}x, median"
         f" (target >= 6x)  {_mark(ratio >= 6)}"
@@ -538,7 +576,7 @@ async def main(quick: bool, scratch: Path) -> None:  # noqa: FBT001
 
 
 def _pair_text(pair: list[float]) -> str:
-    raw, fb_raw, fb_lg, lg = (x / STEPS * 1e6 for x in pair)
+    raw, fb_raw, fb_lg, lg, *_ = (x / STEPS * 1e6 for x in pair)
     return f"{raw:.0f}/{fb_raw:.0f}, {fb_lg:.0f}/{lg:.0f}"
 
 
