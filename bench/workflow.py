@@ -40,7 +40,7 @@ from typing import Any, TypedDict
 
 import firebreak as fb
 from firebreak.engine import Engine
-from firebreak.store import MemoryStore, SQLiteStore
+from firebreak.store import MemoryStore, RunStatus, SQLiteStore, StepRecord, StepStatus
 
 STEPS = 10
 CONCURRENCY = 50
@@ -262,7 +262,6 @@ class RawCommit:
 def store_only(store: SQLiteStore) -> Runner:
     """A workflow's writes on `store` with no engine: begin, STEPS step commits (the last
     with the finish), as `Engine.run` makes them. The floor of a durable run on this disk."""
-    from firebreak.store import RunStatus, StepRecord, StepStatus  # noqa: PLC0415
 
     async def run(i: int) -> None:
         run_id = f"floor-{i}"

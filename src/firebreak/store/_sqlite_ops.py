@@ -342,8 +342,10 @@ StepInsert = tuple[str, tuple[Any, ...]]
 
 def step_insert(lease: Lease, step: StepRecord, completed_at: float) -> StepInsert:
     """The insert that commits `step` under `lease` (`commit_step` runs it)."""
-    head: tuple[Any, ...] = (step.run_id, step.agent, str(step.status))
-    head += (lease.run_id, lease.token, lease.owner, _rules.dumps(step.output), step.attempts)
+    head: tuple[Any, ...] = (
+        step.run_id, step.agent, str(step.status), lease.run_id, lease.token, lease.owner,
+        _rules.dumps(step.output), step.attempts,
+    )  # fmt: skip
     tail = (step.run_id, completed_at)
     error, reason = step.error, step.degraded_reason
     if error is None and reason is None:
