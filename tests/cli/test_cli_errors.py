@@ -26,7 +26,10 @@ def one_line(text: str) -> str:
     [
         ("no_such_module:wf", "cannot import 'no_such_module': no module named 'no_such_module'"),
         ("no_such_pkg.flows:wf", "no module named 'no_such_pkg'"),
-        ("cli_workflows:nope", "module 'cli_workflows' has no attribute 'nope'"),
+        (
+            "cli_workflows:nope",
+            "module 'cli_workflows' has no attribute 'nope'; it defines degrading, failing, ok,",
+        ),
         ("cli_workflows:not_a_workflow", "is not a firebreak.Workflow (got a int)"),
         ("cli_workflows", "is not MODULE:WORKFLOW"),
         ("cli_workflows:", "is not MODULE:WORKFLOW"),

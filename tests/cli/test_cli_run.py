@@ -181,10 +181,18 @@ def test_runs_lists_newest_first_and_filters(
     ok = out_json(fb("runs", "--workflow", "cli-ok", "--limit", "1", "--json"))
     assert [r["run_id"] for r in ok] == ["c"]
 
-    table = fb("runs")
+    table = fb("runs", env={"COLUMNS": "80"})
     assert table.exit_code == 0
-    assert "cli-degrading" in table.stdout
     assert "3 runs" in table.stdout
+    # At 80 columns every row is one line: the ids whole, times unbroken (an update on the
+    # day of creation shows its time alone).
+    rows = [line for line in table.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["c", "b", "a"]
+    assert "cli-degrading" in rows[1]
+    created, updated = (cell.strip() for cell in rows[0].split("│")[4:6])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created), created
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", updated), updated
+    assert fb("runs", "--limit", "1").stdout.startswith("1 run ")
 
 
 def test_runs_refuses_an_unknown_status(fb: Invoke) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +36,7 @@ from firebreak.workflow import Workflow
 
 from .common import Json, Store, console, err_console
 from .exits import CliError, ExitCode, cli_errors
-from .loading import _importable_from_cwd, read_json
+from .loading import import_ref, read_json
 from .render import write_json
 
 __all__ = ["chaos_app", "register"]
@@ -48,18 +47,7 @@ chaos_app = typer.Typer(
 
 
 def _target(ref: str, input_file: Path | None) -> Target:
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise CliError(f"{ref!r} is not MODULE:TARGET (e.g. firebreak.chaos:invoices)")
-    _importable_from_cwd()
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise CliError(f"cannot import {module_name!r}: {exc}") from None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise CliError(f"module {module_name!r} has no attribute {attr!r}")
+    obj = import_ref(ref, (Target, Workflow), "e.g. firebreak.chaos:invoices")
     if isinstance(obj, Workflow):
         if input_file is None:
             raise CliError(f"{ref!r} is a workflow: give its inputs with --input FILE.json")

@@ -14,7 +14,7 @@ from firebreak.workflow import Workflow
 
 from .exits import CliError
 
-__all__ = ["load_workflow", "load_workflows", "read_json"]
+__all__ = ["import_ref", "load_workflow", "load_workflows", "read_json"]
 
 _EXAMPLE = "e.g. myapp.flows:invoice"
 
@@ -26,20 +26,18 @@ def _importable_from_cwd() -> None:
         sys.path.insert(0, cwd)
 
 
-def load_workflow(ref: str) -> Workflow:
-    """Import the `Workflow` that ``MODULE:ATTR`` names (``ATTR`` may be dotted).
+def import_ref(ref: str, kinds: tuple[type, ...], example: str = _EXAMPLE) -> Any:
+    """Import the object that ``MODULE:ATTR`` names (``ATTR`` may be dotted).
 
-    The current directory is importable. A missing module or attribute, an object that
-    is not a `Workflow`, or a `FirebreakError` while importing (an invalid definition)
-    is a `CliError`; any other error inside the module is the user's bug and propagates
-    with its traceback.
+    A missing attribute's error lists what the module defines of `kinds`, as a hint.
 
     Raises:
-        CliError: the reference does not name a workflow.
+        CliError: a malformed reference, a missing module or attribute, or a
+            `FirebreakError` while importing (an invalid definition).
     """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise CliError(f"{ref!r} is not MODULE:WORKFLOW ({_EXAMPLE})")
+        raise CliError(f"{ref!r} is not MODULE:{kinds[0].__name__.upper()} ({example})")
     _importable_from_cwd()
     try:
         module = importlib.import_module(module_name)
@@ -58,7 +56,24 @@ def load_workflow(ref: str) -> Workflow:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise CliError(f"module {module_name!r} has no attribute {attr!r}") from None
+            found = sorted(k for k, v in vars(module).items() if isinstance(v, kinds))
+            hint = f"; it defines {', '.join(found)}" if found else ""
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
+    return obj
+
+
+def load_workflow(ref: str) -> Workflow:
+    """Import the `Workflow` that ``MODULE:ATTR`` names (``ATTR`` may be dotted).
+
+    The current directory is importable. A missing module or attribute, an object that
+    is not a `Workflow`, or a `FirebreakError` while importing (an invalid definition)
+    is a `CliError`; any other error inside the module is the user's bug and propagates
+    with its traceback.
+
+    Raises:
+        CliError: the reference does not name a workflow.
+    """
+    obj = import_ref(ref, (Workflow,))
     if not isinstance(obj, Workflow):
         raise CliError(f"{ref!r} is not a firebreak.Workflow (got a {type(obj).__name__})")
     return obj

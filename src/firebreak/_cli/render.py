@@ -97,11 +97,17 @@ def dead_letter_json(entry: DeadLetter) -> dict[str, Any]:
     return data
 
 
-def when(timestamp: float | None) -> str:
-    """Epoch seconds as local date and time; empty for none."""
+def when(timestamp: float | None, since: float | None = None) -> str:
+    """Epoch seconds as local date and time; empty for none.
+
+    Only the time when it falls on the same local day as `since`.
+    """
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp, tz=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    at = datetime.fromtimestamp(timestamp, tz=UTC).astimezone()
+    if since and datetime.fromtimestamp(since, tz=UTC).astimezone().date() == at.date():
+        return at.strftime("%H:%M:%S")
+    return at.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def short(value: Any, limit: int = _SHORT) -> str:
@@ -153,12 +159,15 @@ def print_result(console: Console, result: RunResult) -> None:
 
 def runs_table(records: Sequence[RunRecord]) -> Table:
     """Runs, newest first: id, workflow, status, times, and why it is not a success."""
-    table = Table(title=f"{len(records)} runs", title_justify="left")
+    count = f"{len(records)} run{'' if len(records) == 1 else 's'}"
+    table = Table(title=count, title_justify="left")
     table.add_column("run", overflow="fold")
-    table.add_column("workflow")
-    table.add_column("status")
-    table.add_column("created")
-    table.add_column("updated")
+    table.add_column("workflow", overflow="fold")
+    # Times and statuses are never broken across lines (an update on the day of creation
+    # shows its time alone, so the table fits 80 columns): ids and the note fold instead.
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("updated", no_wrap=True)
     table.add_column("note", overflow="fold")
     for rec in records:
         note = error_line(rec.error)
@@ -169,7 +178,7 @@ def runs_table(records: Sequence[RunRecord]) -> Table:
             rec.workflow,
             status_text(rec.status),
             when(rec.created_at),
-            when(rec.updated_at),
+            when(rec.updated_at, since=rec.created_at),
             note,
         )
     return table
