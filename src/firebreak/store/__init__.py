@@ -139,9 +139,7 @@ async def find_dead_letter(store: CheckpointStore, key: str) -> DeadLetter | Non
     """The dead-letter entry with id `key`, else the entry of run `key`, else ``None``.
 
     A run has at most one entry, so its run id names it as well as the entry's own id
-    does (the one people have at hand). The run id is looked up through the queue's list.
+    does (the one people have at hand).
     """
     entry = await store.dlq_get(key)
-    if entry is not None:
-        return entry
-    return next((entry for entry in await store.dlq_list() if entry.run_id == key), None)
+    return entry if entry is not None else await store.dlq_of_run(key)

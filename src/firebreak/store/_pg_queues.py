@@ -105,6 +105,12 @@ async def dlq_get(conn: Conn, entry_id: str) -> DeadLetter | None:
     return None if row is None else _dead(row)
 
 
+async def dlq_of_run(conn: Conn, run_id: str) -> DeadLetter | None:
+    """The run's dead letter (``run_id`` is UNIQUE)."""
+    row = await one(conn, f"SELECT {DLQ_COLS} FROM dead_letters WHERE run_id = %s", (run_id,))  # noqa: S608
+    return None if row is None else _dead(row)
+
+
 async def dlq_size(conn: Conn, workflow: str | None) -> int:
     """Count dead letters."""
     if workflow is None:

@@ -79,6 +79,15 @@ class RedisQueues:
         h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:dlq:e:{id}")))
         return codec.dead(h) if h else None
 
+    async def dlq_of_run(self: _Host, run_id: str) -> DeadLetter | None:
+        """Return the run's entry (a run has at most one), or ``None``."""
+        entry_id = await self._do(self._need().hget(f"{self.prefix}:dlq:byrun", run_id))
+        if entry_id is None:
+            return None
+        key = entry_id if isinstance(entry_id, str) else entry_id.decode()
+        h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:dlq:e:{key}")))
+        return codec.dead(h) if h else None  # dropped between the two reads
+
     async def dlq_drop(self: _Host, id: str) -> bool:  # noqa: A002  -- record field name
         """Remove the entry; ``False`` if it was not there."""
         return bool(await self._eval("DLQ_DROP", id))

@@ -573,6 +573,12 @@ def dlq_get(entry_id: str, conn: sqlite3.Connection) -> DeadLetter | None:
     return None if row is None else _dead(row)
 
 
+def dlq_of_run(run_id: str, conn: sqlite3.Connection) -> DeadLetter | None:
+    """The run's dead letter (``run_id`` is UNIQUE)."""
+    row = _one(conn, f"SELECT {_DLQ_COLS} FROM dead_letters WHERE run_id = ?", (run_id,))  # noqa: S608
+    return None if row is None else _dead(row)
+
+
 def dlq_size(workflow: str | None, conn: sqlite3.Connection) -> int:
     """Count dead letters."""
     if workflow is None:

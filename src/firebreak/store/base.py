@@ -404,6 +404,10 @@ class CheckpointStore(Protocol):
         """Return the entry, or ``None``."""
         ...
 
+    async def dlq_of_run(self, run_id: str) -> DeadLetter | None:
+        """Return the run's entry (a run has at most one), or ``None``."""
+        ...
+
     async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
         """Remove the entry; ``False`` if it was not there."""
         ...

@@ -552,6 +552,11 @@ class MemoryStore(SetupClose):
         entry = self._dlq.get(id)
         return None if entry is None else self._dead_out(entry)
 
+    async def dlq_of_run(self, run_id: str) -> DeadLetter | None:
+        """Return the run's entry (a run has at most one), or ``None``."""
+        entry = next((d for d in self._dlq.values() if d.run_id == run_id), None)
+        return None if entry is None else self._dead_out(entry)
+
     async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
         """Remove the entry; ``False`` if it was not there."""
         return self._dlq.pop(id, None) is not None

@@ -390,6 +390,10 @@ class SQLiteStore(SetupClose):
         """Return the entry, or ``None``."""
         return await self._read(partial(ops.dlq_get, id))
 
+    async def dlq_of_run(self, run_id: str) -> DeadLetter | None:
+        """Return the run's entry (a run has at most one), or ``None``."""
+        return await self._read(partial(ops.dlq_of_run, run_id))
+
     async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
         """Remove the entry; ``False`` if it was not there."""
         return await self._write(partial(ops.dlq_drop, id))

@@ -30,6 +30,8 @@ async def check_dead_letters_round_trip_with_steps(env: ConformanceEnv) -> None:
     assert (entry.input, entry.steps, entry.created_at) == ({"n": 1}, steps, wall.wall())
     assert await store.dlq_list() == [entry]
     assert await store.dlq_get("missing") is None
+    assert await store.dlq_of_run("r1") == entry
+    assert await store.dlq_of_run("missing") is None
 
 
 async def check_dead_letter_queue_filters_counts_and_drops(env: ConformanceEnv) -> None:
@@ -49,6 +51,7 @@ async def check_dead_letter_queue_filters_counts_and_drops(env: ConformanceEnv) 
     )
     assert await store.dlq_drop(ids[0])
     assert not await store.dlq_drop(ids[0])
+    assert await store.dlq_of_run("r0") is None
     assert await store.dlq_size() == 2
     entry = await store.dlq_get(ids[1])
     assert entry is not None
@@ -62,6 +65,9 @@ async def check_dead_letter_of_a_run_failing_again_is_replaced(env: ConformanceE
     await store.dlq_put(run_id="r2", workflow="wf", reason="other")
     second = await store.dlq_put(run_id="r1", workflow="wf", reason="again")
     assert first == second
+    entry = await store.dlq_of_run("r1")
+    assert entry is not None
+    assert (entry.id, entry.reason) == (first, "again")
     assert [(d.run_id, d.reason) for d in await store.dlq_list()] == [
         ("r2", "other"),
         ("r1", "again"),
