@@ -9,6 +9,8 @@ import cli_workflows
 import pytest
 from cli_helpers import Invoke, out_json
 
+from firebreak.store import _rules
+
 CARD_DECLINED = {"FIREBREAK_TEST_CARD_DECLINED": "1"}
 
 
@@ -43,7 +45,7 @@ def test_dlq_list_and_show_describe_the_failure(fb: Invoke, failed_run: str) -> 
 
     table = fb("dlq", "list")
     assert table.exit_code == 0
-    assert "1 dead letters" in table.stdout
+    assert "1 dead letter " in table.stdout
     text = fb("dlq", "show", failed_run).stdout
     assert "Permanent: card declined" in text
 
@@ -137,7 +139,29 @@ def test_review_list_and_show_give_the_question_and_suggestions(
     text = fb("review", "show", review_item).stdout
     assert "which category?" in text
     assert 'suggestion 1: "invoice"' in text
-    assert "1 review items" in fb("review", "list").stdout
+    table = fb("review", "list", env={"COLUMNS": "80"}).stdout
+    assert "1 review item " in table
+    assert f"│ {review_item[:12]} │" in table  # its start, as docker shows ids
+    assert review_item not in table
+
+
+def test_review_commands_take_a_unique_start_of_the_id(
+    fb: Invoke, write_json: Callable[[str, Any], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = iter(["abc123" + "0" * 26, "abc456" + "0" * 26])
+    monkeypatch.setattr(_rules, "new_id", lambda: next(ids))
+    for run in ("r1", "r2"):
+        fb("run", "cli_workflows:review", "-i", write_json(f"{run}.json", {}), "--run-id", run)
+
+    assert out_json(fb("review", "show", "abc4", "--json"))["run_id"] == "r2"
+    ambiguous = fb("review", "show", "abc")
+    assert ambiguous.exit_code == 2
+    assert "'abc' is the start of 2 review items' ids: give more of it" in ambiguous.stderr
+    assert fb("review", "show", "abd").exit_code == 2
+    answer = write_json("answer.json", "invoice")
+    result = fb("review", "resolve", "abc1", "--value", answer, "--json")
+    assert result.exit_code == 0, result.output
+    assert out_json(result)["item"]["id"] == "abc123" + "0" * 26
 
 
 def test_resolve_with_workflow_validates_and_continues_the_run(

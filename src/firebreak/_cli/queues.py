@@ -9,6 +9,7 @@ import typer
 
 from firebreak.engine import Engine, RunResult
 from firebreak.store import (
+    CheckpointStore,
     DeadLetter,
     ReviewItem,
     ReviewStatus,
@@ -38,6 +39,23 @@ dlq_app = typer.Typer(
 review_app = typer.Typer(
     help="The manual-review queue: steps waiting for a person.", no_args_is_help=True
 )
+
+
+async def find_review(store: CheckpointStore, key: str) -> ReviewItem:
+    """The review item with id `key`, else the one item whose id starts with it.
+
+    Raises:
+        CliError: no item, or several, match.
+    """
+    item = await store.review_get(key)
+    if item is not None:
+        return item
+    found = [i for i in await store.review_list(status=None) if key and i.id.startswith(key)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise CliError(f"{key!r} is the start of {len(found)} review items' ids: give more of it")
+    raise CliError(f"no review item {key!r}")
 
 
 # -- the dead-letter queue -----------------------------------------------------------------
@@ -184,7 +202,9 @@ def review_list(
 
 @review_app.command("show")
 def review_show(
-    item_id: Annotated[str, typer.Argument(metavar="ID", help="The item.")],
+    key: Annotated[
+        str, typer.Argument(metavar="ID", help="The item's id, or a unique start of it.")
+    ],
     *,
     store: Store = None,
     as_json: Json = False,
@@ -194,10 +214,7 @@ def review_show(
 
         async def go() -> ReviewItem:
             async with open_store(store) as opened:
-                item = await opened.review_get(item_id)
-            if item is None:
-                raise CliError(f"no review item {item_id!r}")
-            return item
+                return await find_review(opened, key)
 
         item = run_async(go())
     if as_json:
@@ -208,7 +225,9 @@ def review_show(
 
 @review_app.command("resolve")
 def review_resolve(
-    item_id: Annotated[str, typer.Argument(metavar="ID", help="The item.")],
+    key: Annotated[
+        str, typer.Argument(metavar="ID", help="The item's id, or a unique start of it.")
+    ],
     *,
     value_file: Annotated[
         Path,
@@ -241,9 +260,8 @@ def review_resolve(
 
         async def go() -> tuple[ReviewItem, RunRecord | None]:
             async with Engine(store) as engine:
-                item = await engine.store.review_get(item_id)
-                if item is None:
-                    raise CliError(f"no review item {item_id!r}")
+                item = await find_review(engine.store, key)
+                item_id = item.id
                 if item.status == ReviewStatus.RESOLVED:
                     raise CliError(f"review item {item_id!r} is already resolved")
                 if workflow is not None and workflow.name != item.workflow:
@@ -257,6 +275,7 @@ def review_resolve(
                 return resolved, run
 
         resolved, run = run_async(go())
+    item_id = resolved.id
     code = exit_code(run.status) if run is not None else ExitCode.OK
     if as_json:
         write_json({"item": resolved, "run": run})

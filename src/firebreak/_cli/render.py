@@ -97,6 +97,11 @@ def dead_letter_json(entry: DeadLetter) -> dict[str, Any]:
     return data
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 run``, ``3 runs``: a table's title."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def when(timestamp: float | None, since: float | None = None) -> str:
     """Epoch seconds as local date and time; empty for none.
 
@@ -159,8 +164,7 @@ def print_result(console: Console, result: RunResult) -> None:
 
 def runs_table(records: Sequence[RunRecord]) -> Table:
     """Runs, newest first: id, workflow, status, times, and why it is not a success."""
-    count = f"{len(records)} run{'' if len(records) == 1 else 's'}"
-    table = Table(title=count, title_justify="left")
+    table = Table(title=counted(len(records), "run"), title_justify="left")
     table.add_column("run", overflow="fold")
     table.add_column("workflow", overflow="fold")
     # Times and statuses are never broken across lines (an update on the day of creation
@@ -270,14 +274,14 @@ def print_run(
 
 def dlq_table(entries: Sequence[DeadLetter]) -> Table:
     """Dead-letter entries, oldest first."""
-    table = Table(title=f"{len(entries)} dead letters", title_justify="left")
-    table.add_column("id", overflow="fold")
+    table = Table(title=counted(len(entries), "dead letter"), title_justify="left")
+    # By run: every dlq command takes the run's id (the entry's own is in `dlq show`).
     table.add_column("run", overflow="fold")
-    table.add_column("workflow")
-    table.add_column("failed at")
+    table.add_column("workflow", overflow="fold")
+    table.add_column("failed at", no_wrap=True)
     table.add_column("reason", overflow="fold")
     for entry in entries:
-        table.add_row(entry.id, entry.run_id, entry.workflow, when(entry.created_at), entry.reason)
+        table.add_row(entry.run_id, entry.workflow, when(entry.created_at), entry.reason)
     return table
 
 
@@ -302,21 +306,24 @@ def print_dead_letter(console: Console, entry: DeadLetter) -> None:
         console.print(table)
 
 
+SHORT_ID = 12
+"""Characters of a review item's id that its table shows, as docker shows ids."""
+
+
 def review_table(items: Sequence[ReviewItem]) -> Table:
-    """Review items, oldest first."""
-    table = Table(title=f"{len(items)} review items", title_justify="left")
-    table.add_column("id", overflow="fold")
+    """Review items, oldest first; each id cut to `SHORT_ID` characters."""
+    table = Table(title=counted(len(items), "review item"), title_justify="left")
+    # The id's start, as docker shows it: `review show|resolve` take any unique start.
+    table.add_column("id", no_wrap=True)
     table.add_column("run", overflow="fold")
-    table.add_column("workflow")
-    table.add_column("agent")
-    table.add_column("status")
+    table.add_column("agent", overflow="fold")
+    table.add_column("status", no_wrap=True)
     table.add_column("reason", overflow="fold")
-    table.add_column("suggestions", overflow="fold")
+    table.add_column("suggestions", overflow="fold", min_width=11)
     for item in items:
         table.add_row(
-            item.id,
+            item.id[:SHORT_ID],
             item.run_id,
-            item.workflow,
             item.agent,
             status_text(item.status),
             item.reason,
