@@ -298,6 +298,20 @@ class Writer:
             self._syncing = want
 
     def _transact(self, batch: list[_Request[Any]]) -> None:
+        """Apply `batch` in one transaction, a savepoint per request, and commit it.
+
+        SQLite rolls a whole transaction back by itself on some errors (SQLITE_FULL: a
+        full disk; SQLITE_IOERR): the requests applied before the one that failed are
+        undone with it. They are applied again, in a new transaction, without it (every
+        write is safe to repeat); each pass drops at least one request.
+        """
+        pending = batch
+        while pending:
+            undone = self._transact_once(pending)
+            pending = [req for req in pending if req.error is None] if undone else []
+
+    def _transact_once(self, batch: list[_Request[Any]]) -> bool:
+        """One transaction of `batch`; whether SQLite rolled it back (then none committed)."""
         conn = self._conn
         single = len(batch) == 1  # a lone request needs no savepoint: its transaction is its own
         self.transactions += 1
@@ -311,6 +325,8 @@ class Writer:
                     req.result = req.fn(conn)
                 except Exception as exc:  # noqa: BLE001  -- handed to the caller, not swallowed
                     req.error = as_store_error(exc)
+                    if not conn.in_transaction:
+                        return not single  # SQLite undid the others too: apply them again
                     conn.execute("ROLLBACK" if single else "ROLLBACK TO req")
                     if single:
                         break
@@ -326,6 +342,7 @@ class Writer:
             err = as_store_error(exc)
             for req in batch:
                 req.error, req.result = err, None
+        return False
 
     @staticmethod
     def _resolve(batch: list[_Request[Any]]) -> None:

@@ -1,0 +1,115 @@
+"""A store that cannot write (disk full): runs stop with `StoreError`, nothing committed
+is lost, and each run resumes from its last committed step once there is room again.
+
+The limit is SQLite's own (``PRAGMA max_page_count`` on the store's writing connection):
+the very error, ``SQLITE_FULL``, that a full disk gives, on a real file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from engine_helpers import Calls
+
+import firebreak as fb
+from firebreak.errors import StoreError
+from firebreak.store import RunStatus, SQLiteStore, StepStatus
+
+BIG = 120_000  # characters per output: a few steps fill the room left
+
+
+@contextmanager
+def full_after(store: SQLiteStore, pages: int) -> Iterator[None]:
+    """Let the file grow by `pages` 4 KB pages only, as if the disk then filled up."""
+    conn = store._writer._conn  # the one connection that writes
+    used = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {used + pages}")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA max_page_count = 4294967294")
+
+
+def chain(calls: Calls) -> fb.Workflow:
+    wf = fb.Workflow("bulky")
+
+    @wf.agent
+    async def fetch(ctx: fb.Context, n: int) -> str:
+        calls(f"{ctx.run_id}/fetch")
+        return "f" * BIG
+
+    @wf.agent(after=[fetch])
+    async def parse(ctx: fb.Context, fetch: str) -> str:
+        calls(f"{ctx.run_id}/parse")
+        return "p" * BIG
+
+    @wf.agent(after=[parse])
+    async def summarize(ctx: fb.Context, parse: str) -> int:
+        calls(f"{ctx.run_id}/summarize")
+        return len(parse)
+
+    return wf
+
+
+async def test_a_full_disk_stops_the_run_and_it_resumes_where_it_stopped(tmp_path: Path) -> None:
+    calls = Calls()
+    wf = chain(calls)
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        engine = fb.Engine(store)
+        with full_after(store, 40), pytest.raises(StoreError, match="full"):
+            await engine.run(wf, 1, run_id="r1")
+
+        run = await store.get_run("r1")
+        steps = await store.get_steps("r1")
+        assert run is not None
+        assert run.status == RunStatus.RUNNING  # not lost, not failed: waiting to resume
+        assert run.lease_owner is None  # released: a resume need not wait for it to expire
+        assert {k: s.status for k, s in steps.items()} == {"fetch": StepStatus.SUCCEEDED}
+
+        result = await engine.run(wf, 1, run_id="r1")  # room again
+    assert result.status == RunStatus.SUCCEEDED
+    assert result["summarize"] == BIG
+    assert result.executed == ("parse", "summarize")
+    assert calls.log == ["r1/fetch", "r1/parse", "r1/parse", "r1/summarize"]
+
+
+async def test_runs_sharing_a_full_disk_are_told_why_keep_their_steps_and_resume(
+    tmp_path: Path,
+) -> None:
+    calls = Calls()
+    wf = chain(calls)
+    ids = [f"r{i}" for i in range(6)]
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        engine = fb.Engine(store)
+        with full_after(store, 150):
+            outcomes = await asyncio.gather(
+                *(engine.run(wf, 1, run_id=run_id) for run_id in ids), return_exceptions=True
+            )
+        stopped = [i for i, o in zip(ids, outcomes, strict=True) if isinstance(o, BaseException)]
+        assert stopped  # the room was too small for all six
+        for outcome in outcomes:  # each is told the cause (not a rollback's own error)
+            if isinstance(outcome, BaseException):
+                assert isinstance(outcome, StoreError)
+                assert "database or disk is full" in str(outcome)
+        committed = {run_id: set(await store.get_steps(run_id)) for run_id in ids}
+        # The first steps share transactions (group commit): the one that did not fit
+        # failed alone, the others committed.
+        assert 0 < sum("fetch" in steps for steps in committed.values()) < len(ids)
+
+        for run_id in stopped:
+            result = await engine.run(wf, 1, run_id=run_id)
+            assert result.status == RunStatus.SUCCEEDED
+            assert not committed[run_id] & set(result.executed)  # committed: never again
+        for run_id in ids:
+            run = await store.get_run(run_id)
+            assert run is not None
+            assert run.status == RunStatus.SUCCEEDED
+            assert (await store.get_steps(run_id)).keys() == {"fetch", "parse", "summarize"}
+    for run_id in ids:  # each agent ran once per run, plus at most the one whose commit failed
+        runs = [calls.count(f"{run_id}/{agent}") for agent in ("fetch", "parse", "summarize")]
+        assert sum(runs) <= 4, (run_id, runs)
+        assert all(count >= 1 for count in runs)
