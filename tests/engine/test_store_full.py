@@ -113,3 +113,54 @@ async def test_runs_sharing_a_full_disk_are_told_why_keep_their_steps_and_resume
         runs = [calls.count(f"{run_id}/{agent}") for agent in ("fetch", "parse", "summarize")]
         assert sum(runs) <= 4, (run_id, runs)
         assert all(count >= 1 for count in runs)
+
+
+async def test_a_failed_run_reaches_the_dead_letter_queue_even_if_the_disk_fills_first(
+    tmp_path: Path,
+) -> None:
+    """The dead letter is written before the run is marked failed: a run stopped between the
+    two resumes into the same failure and is dead-lettered, instead of staying "failed"
+    with no entry to replay it from (a finished run is never driven again)."""
+    wf = fb.Workflow("declined")
+    calls = Calls()
+
+    @wf.agent
+    async def fetch(ctx: fb.Context, n: int) -> str:
+        calls("fetch")
+        return "f" * BIG
+
+    @wf.agent(after=[fetch])
+    async def charge(ctx: fb.Context, fetch: str) -> str:
+        calls("charge")
+        raise fb.Permanent("card declined")
+
+    @wf.agent(after=[charge])
+    async def ship(ctx: fb.Context, charge: str) -> str:
+        return "shipped"
+
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        engine = fb.Engine(store)
+        # Room for the step commits, not for the dead letter's copy of fetch's output.
+        with full_after(store, 45), pytest.raises(StoreError, match="full"):
+            await engine.run(wf, 1, run_id="r1")
+        run = await store.get_run("r1")
+        assert run is not None
+        assert run.status == RunStatus.RUNNING  # not "failed" with nothing in the queue
+        assert await store.dlq_of_run("r1") is None
+
+        result = await engine.run(wf, 1, run_id="r1")
+        entry = await store.dlq_of_run("r1")
+        run = await store.get_run("r1")
+    assert result.status == RunStatus.FAILED
+    assert result.failed_agent == "charge"
+    assert entry is not None
+    assert "card declined" in entry.reason
+    assert entry.steps is not None
+    assert {name: rec.status for name, rec in entry.steps.items()} == {
+        "fetch": StepStatus.SUCCEEDED,
+        "charge": StepStatus.FAILED,
+        "ship": StepStatus.SKIPPED,
+    }
+    assert run is not None
+    assert run.status == RunStatus.FAILED
+    assert calls.log == ["fetch", "charge"]  # the resume only finished failing the run

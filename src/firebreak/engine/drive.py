@@ -473,10 +473,9 @@ class Drive:
                 self.missing[name] = f"skipped: {because}"
         compensated = await self._compensate()
         result = {"missing": self.missing, "failed_agent": agent, "compensated": compensated}
-        await self.engine._end(  # noqa: SLF001 - the engine's own helper
-            self.lease, RunStatus.FAILED, result=result, error=error
-        )
-        self.ended = True
+        # The dead letter first: a run stopped between the two writes (kill -9, a full
+        # disk) is still running, and its resume fails it again into the queue. The other
+        # order left it "failed", finished, with no entry to replay it from.
         reason = f"agent {agent!r} failed: {error.get('message', '')}"
         await self.store.dlq_put(
             run_id=self.run_id,
@@ -486,6 +485,10 @@ class Drive:
             input=self.record.input,
             steps=await self.store.get_steps(self.run_id),
         )
+        await self.engine._end(  # noqa: SLF001 - the engine's own helper
+            self.lease, RunStatus.FAILED, result=result, error=error
+        )
+        self.ended = True
         emit(QueueChanged(source=self.name, queue="dlq", run_id=self.run_id, delta=1))
         emit(RunStateChanged(source=self.name, run_id=self.run_id, status="failed", reason=reason))
         return RunResult(

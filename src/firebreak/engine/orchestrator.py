@@ -291,11 +291,11 @@ class Engine:
         await self.store.create_run(run_id, workflow.name, stored)
         lease = await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
         error = error_to_dict(exc)
-        try:
-            await self.store.set_run_status(lease, RunStatus.FAILED, error=error)
+        try:  # the dead letter first, as `Drive._fail` does
             await self.store.dlq_put(
                 run_id=run_id, workflow=workflow.name, reason=str(exc), error=error, input=stored
             )
+            await self.store.set_run_status(lease, RunStatus.FAILED, error=error)
         finally:
             await self.store.release_lease(lease)
         emit(QueueChanged(source=workflow.name, queue="dlq", run_id=run_id, delta=1))
