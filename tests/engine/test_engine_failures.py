@@ -125,6 +125,30 @@ async def test_a_failing_compensation_is_recorded_and_the_others_still_run(
     assert "refund API down" in steps["second"].error["message"]  # type: ignore[index]
 
 
+async def test_a_compensation_has_an_idempotency_key_of_its_own(kind: str, tmp_path: Path) -> None:
+    """A refund is not the charge: a payment API that saw ``r1/charge`` for the charge would
+    refuse (or replay) a refund sent under the same key."""
+    wf = fb.Workflow("keys")
+    keys: list[str] = []
+
+    async def refund(ctx: fb.Context, output: str) -> None:
+        keys.append(ctx.idempotency_key)
+
+    @wf.agent(compensate=refund)
+    async def charge(ctx: fb.Context, x: int) -> str:
+        keys.append(ctx.idempotency_key)
+        return "ch_1"
+
+    @wf.agent(after=[charge])
+    async def ship(ctx: fb.Context, charge: str) -> str:
+        raise fb.Permanent("no stock")
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 1, run_id="r1")
+    assert result.compensated == ("charge",)
+    assert keys == ["r1/charge", "r1/charge/compensate"]
+
+
 async def test_invalid_input_is_dead_lettered_before_any_agent_runs(
     kind: str, tmp_path: Path
 ) -> None:

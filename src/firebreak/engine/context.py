@@ -10,7 +10,7 @@ from firebreak.clock import Clock
 from firebreak.errors import StateConflict
 from firebreak.store import JSON, CheckpointStore
 
-__all__ = ["Context", "SharedState"]
+__all__ = ["CompensationContext", "Context", "SharedState"]
 
 _log = logging.getLogger("firebreak.agent")
 
@@ -72,6 +72,7 @@ class Context:
         input: the run's input.
         idempotency_key: ``run_id/agent`` — the same on every attempt, after every crash
             and resume: pass it to external services so a repeated call has one effect.
+            In a compensation, ``run_id/agent/compensate``: the undo is another call.
         degraded: the dependencies that degraded to their default, with the reason.
         log: a logger whose records carry ``run_id`` and ``agent``.
         state: the run's versioned shared state.
@@ -147,3 +148,19 @@ class Context:
 
     def __repr__(self) -> str:
         return f"Context(run_id={self.run_id!r}, agent={self.agent!r}, attempt={self.attempt})"
+
+
+class CompensationContext(Context):
+    """The context of a compensation: its idempotency key is not the agent's.
+
+    A compensation can run again too (the process died after its effect, before it was
+    recorded), so it needs a key; not the agent's own, which the service has already
+    seen for the action being undone (a payment API would replay the charge, or refuse).
+    """
+
+    __slots__ = ()
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run_id/agent/compensate``: the same every time this compensation runs."""
+        return f"{self.run_id}/{self.agent}/compensate"

@@ -19,7 +19,7 @@ from firebreak.engine.codec import (
     encode_output,
     error_to_dict,
 )
-from firebreak.engine.context import Context
+from firebreak.engine.context import CompensationContext
 from firebreak.engine.executor import Executor, StepCall, StepOutcome
 from firebreak.engine.result import RunResult
 from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit, hub
@@ -517,7 +517,7 @@ class Drive:
             spec = self.agents.get(rec.agent)
             if spec is None or spec.compensate is None:
                 continue
-            ctx = Context(
+            ctx = CompensationContext(
                 workflow=self.name,
                 run_id=self.run_id,
                 agent=spec.name,
