@@ -164,3 +164,53 @@ async def test_a_failed_run_reaches_the_dead_letter_queue_even_if_the_disk_fills
     assert run is not None
     assert run.status == RunStatus.FAILED
     assert calls.log == ["fetch", "charge"]  # the resume only finished failing the run
+
+
+async def test_a_question_for_a_person_is_asked_again_if_the_disk_filled_first(
+    tmp_path: Path,
+) -> None:
+    """A step parked for review is committed, then its review item written: a run stopped
+    between the two writes opens the item on its resume, instead of waiting for an answer
+    to a question nobody can see."""
+    wf = fb.Workflow("ask")
+    calls = Calls()
+
+    @wf.agent
+    async def fetch(ctx: fb.Context, n: int) -> str:
+        calls("fetch")
+        return "f" * BIG
+
+    @wf.agent(after=[fetch])
+    async def classify(ctx: fb.Context, fetch: str) -> str:
+        calls("classify")
+        raise fb.NeedsHuman("which category?", suggestions=["invoice", "receipt"])
+
+    @wf.agent(after=[classify])
+    async def file(ctx: fb.Context, classify: str) -> str:
+        return f"filed as {classify}"
+
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        engine = fb.Engine(store)
+        # Room for the step commits, not for the review item's copy of classify's inputs.
+        with full_after(store, 45), pytest.raises(StoreError, match="full"):
+            await engine.run(wf, 1, run_id="r1")
+        assert await store.review_list() == []
+
+        waiting = await engine.run(wf, 1, run_id="r1")
+        assert waiting.status == RunStatus.NEEDS_REVIEW
+        [item] = await store.review_list()
+        assert (item.run_id, item.agent, item.suggestions) == (
+            "r1",
+            "classify",
+            ["invoice", "receipt"],
+        )
+        assert waiting.reviews == (item.id,)
+        assert calls.log == ["fetch", "classify"]  # asked again without running it again
+
+        answered = await engine.resolve_review(item.id, "invoice", workflow=wf)
+        run = await store.get_run("r1")
+        steps = await store.get_steps("r1")
+    assert answered.status == "resolved"
+    assert run is not None
+    assert run.status == RunStatus.SUCCEEDED
+    assert steps["file"].output == "filed as invoice"

@@ -40,6 +40,15 @@ async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, St
 _OK = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)  # settled so that dependents may run
 
 
+def _question(rec: StepRecord) -> tuple[str, list[Any]]:
+    """The reason and suggestions of a step committed as waiting for review."""
+    error = rec.error or {}
+    kind = str(error.get("type", "")).rpartition(".")[2]
+    message = error.get("message", "needs review")
+    attrs = error.get("attrs") or {}
+    return (f"{kind}: {message}" if kind else message), list(attrs.get("suggestions") or [])
+
+
 class Graph:
     """A workflow's schedule, as each drive of it starts: computed once per workflow."""
 
@@ -179,7 +188,8 @@ class Drive:
     async def _load(self) -> None:
         """Take over what earlier drives committed."""
         steps = await self.store.get_steps(self.run_id)
-        resolved = await self._resolved_reviews(steps)
+        resolved, asked = await self._reviews(steps)
+        unasked = []
         for name, rec in steps.items():
             if name not in self.agents:
                 continue
@@ -187,6 +197,12 @@ class Drive:
                 self._adopt(await self._apply_review(rec, resolved[name]))
             else:
                 self._adopt(rec)
+                if rec.status == StepStatus.NEEDS_REVIEW and name not in asked:
+                    unasked.append(rec)
+        # Parked, but the drive stopped before writing the review item (the step is
+        # committed first): ask now, once every input of the question is loaded.
+        for rec in unasked:
+            await self._open_review(self.agents[rec.agent], *_question(rec))
 
     def _adopt(self, rec: StepRecord) -> None:
         """Take a committed step as this drive's own: its output, or why it is missing."""
@@ -204,9 +220,15 @@ class Drive:
         if status == StepStatus.FAILED:  # we crashed while failing the run: finish that
             self.failure = (name, rec.error or {"message": f"{name} failed"})
 
-    async def _resolved_reviews(self, steps: Mapping[str, StepRecord]) -> dict[str, ReviewItem]:
-        """Resolved review items of this run by agent; open ones are noted in `reviews`."""
+    async def _reviews(
+        self, steps: Mapping[str, StepRecord]
+    ) -> tuple[dict[str, ReviewItem], set[str]]:
+        """This run's resolved review items by agent, and the agents with an open one.
+
+        The open items are noted in `reviews`.
+        """
         resolved: dict[str, ReviewItem] = {}
+        asked: set[str] = set()
         if any(rec.status == StepStatus.NEEDS_REVIEW for rec in steps.values()):
             for item in await self.store.review_list(status=None):
                 if item.run_id != self.run_id:
@@ -214,8 +236,9 @@ class Drive:
                 if item.status == "resolved":
                     resolved[item.agent] = item
                 else:
+                    asked.add(item.agent)
                     self.reviews.append(item.id)
-        return resolved
+        return resolved, asked
 
     async def _apply_review(self, rec: StepRecord, item: ReviewItem) -> StepRecord:
         await self.store.update_step(
@@ -328,9 +351,7 @@ class Drive:
             self._adopt(rec)
             self._announce(rec, rec.attempts, rec.degraded_reason or "")
             if rec.status == StepStatus.NEEDS_REVIEW:
-                attrs = (rec.error or {}).get("attrs") or {}
-                reason = (rec.error or {}).get("message", "needs review")
-                await self._open_review(spec, reason, list(attrs.get("suggestions") or []))
+                await self._open_review(spec, *_question(rec))
             return
         if outcome.status == "succeeded":
             try:
