@@ -28,6 +28,11 @@ lease makes this process wait, ``done RUN_ID STATUS`` per finished run.
 
 With ``CRASH_WORKER_FORGET_STEPS=1`` the worker resumes wrongly on purpose (it hides the
 committed steps from the engine), so a test can show the checks catch a step run twice.
+``CRASH_WORKER_SLOWER=S`` makes every step S seconds longer: a test that kills the worker
+once a run has committed some steps needs the run still going when the kill lands, however
+fast this machine and however long the parent takes to open its own store connection.
+With ``CRASH_WORKER_SWEEP=1`` it starts no run: it calls ``engine.resume_due`` (as cron
+would ``firebreak resume --due``) until every RUN_ID is finished.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from typing import Any
 from firebreak import Workflow
 from firebreak.engine import Context, Engine
 from firebreak.errors import LeaseHeld
-from firebreak.store import CheckpointStore, open_store
+from firebreak.store import CheckpointStore, RunStatus, open_store
 
 AGENTS = ("fetch", "left", "right", "side", "join", "c1", "c2", "c3", "final")
 """Every agent of the workflow below, in definition order."""
@@ -111,6 +116,7 @@ class Ledger:
         # A store instance of our own on the same URL: did a committed step exist already?
         self.checker = checker
         self.rng = random.Random(seed)
+        self.slower = float(os.environ.get("CRASH_WORKER_SLOWER", "0"))  # s more per step
         self.pid = os.getpid()
 
     async def called(self, ctx: Context) -> None:
@@ -133,7 +139,7 @@ class Ledger:
     async def work(self, ctx: Context, value: int) -> int:
         """What every agent does: record the call, work a few ms, apply the effect."""
         await self.called(ctx)
-        await asyncio.sleep(self.rng.uniform(0.002, 0.012))
+        await asyncio.sleep(self.rng.uniform(0.002, 0.012) + self.slower)
         self.apply(ctx, value)
         await asyncio.sleep(self.rng.uniform(0.0, 0.003))
         return value
@@ -224,9 +230,30 @@ async def main(argv: list[str]) -> None:
             store.get_steps = no_steps  # type: ignore[method-assign]
         engine = Engine(store, owner=owner, lease_ttl=float(ttl))
         say(f"ready {os.getpid()} {time.time()!r}")
+        if os.environ.get("CRASH_WORKER_SWEEP"):
+            # Recovery as cron would do it: no run ids, only `resume_due`, again until
+            # the dead owner's leases have expired and every run is finished.
+            await sweep(engine, wf, run_ids)
+            return
         results = await asyncio.gather(*(drive(engine, wf, run_id) for run_id in run_ids))
         for result in results:
             say(f"done {result.run_id} {result.status}")
+
+
+FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED})
+
+
+async def sweep(engine: Engine, wf: Workflow, run_ids: list[str]) -> None:
+    """`resume_due` until none of `run_ids` is unfinished; say what each pass resumed."""
+    unfinished = set(run_ids)
+    while unfinished:
+        for result in await engine.resume_due({wf.name: wf}):
+            say(f"done {result.run_id} {result.status}")
+        for run_id in list(unfinished):
+            record = await engine.store.get_run(run_id)
+            if record is not None and record.status in FINISHED:
+                unfinished.discard(run_id)
+        await asyncio.sleep(0.02)
 
 
 if __name__ == "__main__":

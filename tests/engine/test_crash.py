@@ -44,6 +44,9 @@ WORKER = HERE / "crash_worker.py"
 SRC = HERE.parents[1] / "src"
 OWNER = "crash-orchestrator"  # stable across restarts: the new process re-enters its lease
 TIMEOUT = 20.0  # seconds any one worker process may take; far above the ~0.1 s it needs
+# Steps 50 ms longer (a run takes about half a second): a kill on a run's second commit
+# lands mid-run even when the parent's own store connection took 100 ms to open.
+SLOWER = {"CRASH_WORKER_SLOWER": "0.05"}
 
 BACKENDS = ("sqlite", "redis", "postgres")
 SERVER_URLS = {
@@ -343,7 +346,7 @@ async def test_another_owner_takes_a_killed_run_over_only_after_its_lease_expire
     run_ids = ["takeover-0", "takeover-1", "takeover-2"]
     ttl = 0.5
     killed = await _live(
-        paths, run_ids, seed=1, owner="orchestrator-a", ttl=ttl, kill_when=run_ids[0]
+        paths, run_ids, seed=1, owner="orchestrator-a", ttl=ttl, kill_when=run_ids[0], env=SLOWER
     )
     assert killed.killed
     async with paths.open() as store:
@@ -387,6 +390,37 @@ async def test_another_owner_takes_a_killed_run_over_only_after_its_lease_expire
             assert rec.lease_token == lease.token + 1  # the takeover took a new fencing token
             with pytest.raises(StaleLease):  # the dead owner's token is refused from now on
                 await store.set_run_status(lease, RunStatus.FAILED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_resume_due_alone_recovers_every_run_a_killed_orchestrator_left(
+    paths: Paths,
+) -> None:
+    """Recovery with no run ids (cron's ``firebreak resume --due``): once the dead owner's
+    leases expire, every run it left is found, resumed and finished, each step once."""
+    _require(paths)
+    run_ids = [f"swept-{i}" for i in range(3)]
+    ttl = 0.5
+    killed = await _live(
+        paths, run_ids, seed=1, owner="dead", ttl=ttl, kill_when=run_ids[0], env=SLOWER
+    )
+    assert killed.killed
+    async with paths.open() as store:
+        left = {run_id: await store.get_run(run_id) for run_id in run_ids}
+    assert all(rec is not None for rec in left.values())  # all began before the kill
+    stranded = {r for r, rec in left.items() if rec is not None and rec.status is RunStatus.RUNNING}
+    assert run_ids[0] in stranded, {
+        r: rec and (rec.status, rec.lease_owner) for r, rec in left.items()
+    }
+
+    sweeper = await _live(
+        paths, run_ids, seed=4, owner="sweeper", ttl=ttl, env={"CRASH_WORKER_SWEEP": "1"}
+    )
+    assert not sweeper.killed
+    resumed = {line.split()[1] for line in sweeper.lines if line.startswith("done ")}
+    assert resumed == stranded  # each stranded run, and no finished one
+    await _check_runs(paths, run_ids)
 
 
 @pytest.mark.slow

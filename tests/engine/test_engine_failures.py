@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 
 import firebreak as fb
 from firebreak.events import QueueChanged, RunStateChanged
-from firebreak.store import RunStatus, StepStatus
+from firebreak.store import RunStatus, StepRecord, StepStatus
 from firebreak.testing import capture_events
 
 pytestmark = pytest.mark.parametrize("kind", BACKENDS)
@@ -306,6 +307,69 @@ async def test_transient_outage_pauses_the_run_and_due_resume_finishes_it(
     assert resumed.status == RunStatus.SUCCEEDED
     assert resumed["ocr"] == 42
     assert calls.log == ["extract", "ocr", "ocr"]
+
+
+async def test_resume_due_finds_the_runs_whose_orchestrator_stopped(
+    kind: str, tmp_path: Path
+) -> None:
+    """Interrupted runs are found without their ids: one whose drive gave up (cancelled),
+    one whose orchestrator died holding its lease (once it expires), one created but never
+    leased (a lease's time later); never one a live orchestrator drives."""
+    now = [1000.0]
+    wf = fb.Workflow("sweep")
+    calls = Calls()
+    go_on = asyncio.Event()  # until set, `check` hangs: the drive is stopped in the middle
+    entered = collections.defaultdict(asyncio.Event)  # run id -> its `check` has started
+
+    @wf.agent
+    async def fetch(ctx: fb.Context, x: int) -> int:
+        calls(f"{ctx.run_id}/fetch")
+        return x
+
+    @wf.agent(after=[fetch])
+    async def check(ctx: fb.Context, fetch: int) -> int:
+        calls(f"{ctx.run_id}/check")
+        entered[ctx.run_id].set()
+        await go_on.wait()
+        return fetch + 1
+
+    async def running(engine: fb.Engine, run_id: str) -> asyncio.Task[fb.RunResult]:
+        task = asyncio.create_task(engine.run(wf, 1, run_id=run_id))
+        await entered[run_id].wait()
+        return task
+
+    async with opened(kind, tmp_path, clock=lambda: now[0]) as store:
+        sweeper, live = fb.Engine(store, lease_ttl=30), fb.Engine(store, lease_ttl=30)
+        gave_up = await running(sweeper, "gave-up")
+        gave_up.cancel()  # the drive stops and gives its lease up
+        with pytest.raises(asyncio.CancelledError):
+            await gave_up
+        await store.create_run("died", "sweep", 1)  # an orchestrator that died mid-run:
+        lease = await store.acquire_lease("died", "dead-owner", 30)  # its lease stays
+        await store.set_run_status(lease, RunStatus.RUNNING)
+        await store.commit_step(
+            lease,
+            StepRecord(run_id="died", agent="fetch", status=StepStatus.SUCCEEDED, output=1),
+        )
+        await store.create_run("never-leased", "sweep", 1)
+        driven = await running(live, "driven")
+
+        assert [r.run_id for r in await sweeper.interrupted()] == ["gave-up"]
+        assert "driven" not in {r.run_id for r in await live.interrupted()}
+        driven.cancel()  # its orchestrator gives up too
+        with pytest.raises(asyncio.CancelledError):
+            await driven
+
+        now[0] += 31  # the dead owner's lease has expired; the pending run is old enough
+        found = {r.run_id for r in await sweeper.interrupted()}
+        assert found == {"gave-up", "died", "never-leased", "driven"}
+        go_on.set()
+        results = await sweeper.resume_due({"sweep": wf})
+        assert await sweeper.interrupted() == []
+    assert {r.run_id: r.status for r in results} == dict.fromkeys(found, RunStatus.SUCCEEDED)
+    for run_id in ("gave-up", "died", "driven"):  # committed before the stop: not again
+        assert calls.count(f"{run_id}/fetch") == (0 if run_id == "died" else 1)
+    assert calls.count("never-leased/fetch") == 1
 
 
 async def test_dead_letter_replay_resumes_from_checkpoints(kind: str, tmp_path: Path) -> None:

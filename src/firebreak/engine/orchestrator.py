@@ -71,6 +71,7 @@ _REDO = frozenset(
     }
 )
 _NO_INPUT: Any = object()
+_SWEEP = 100_000  # runs of a status `interrupted` reads at most: far more than run at once
 
 
 def default_owner() -> str:
@@ -332,9 +333,14 @@ class Engine:
         return await self.run(workflow, run_id=run_id)
 
     async def resume_due(self, workflows: Mapping[str, Workflow]) -> list[RunResult]:
-        """Resume every paused run whose time has come, for the workflows given by name."""
+        """Resume every run that should be going and is not, for the workflows given by name.
+
+        That is every paused run whose time has come, then every interrupted run (`interrupted`:
+        its orchestrator stopped before the run ended, e.g. killed), oldest first.
+        """
+        now = self.store.clock()
         results = []
-        for record in await self.store.due_runs(self.store.clock()):
+        for record in [*await self.store.due_runs(now), *await self.interrupted(now)]:
             workflow = workflows.get(record.workflow)
             if workflow is None:
                 continue
@@ -343,6 +349,29 @@ class Engine:
             except LeaseHeld:  # another orchestrator got there first: its run, not ours
                 log.info("run %r is being resumed by another orchestrator", record.run_id)
         return results
+
+    async def interrupted(self, now: float | None = None) -> list[RunRecord]:
+        """Runs whose orchestrator stopped before they ended, oldest first.
+
+        Running runs whose lease was given up (the drive was cancelled or lost its store)
+        or has expired (the process died, so nobody renews it: at most `lease_ttl` after
+        the crash), and runs created but never leased, a lease's time later. Not one a
+        live lease holds, even this engine's `owner`'s: an owner id given to two engines
+        would have them drive one run twice. `resume_due` resumes them.
+        """
+        now = self.store.clock() if now is None else now
+        found = []
+        for status in (RunStatus.RUNNING, RunStatus.PENDING):
+            for record in await self.store.list_runs(status=status, limit=_SWEEP):
+                if record.run_id in self._inflight:
+                    continue
+                owner, expires = record.lease_owner, record.lease_expires
+                if status == RunStatus.PENDING and record.created_at > now - self.lease_ttl:
+                    continue  # being begun right now, most likely
+                if owner is None or (expires or 0.0) <= now:
+                    found.append(record)
+        found.sort(key=lambda record: record.created_at)
+        return found
 
     async def replay(
         self,
