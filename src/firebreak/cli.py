@@ -23,6 +23,7 @@ Exit codes (stable; scripts may branch on them):
     4  the run is paused until a service recovers
     5  the run waits for a person (review queue)
     6  store error: corrupt or foreign file, run leased by another process
+  130  stopped by Ctrl-C, 143 by SIGTERM: runs in progress keep their committed steps
 
 With several runs (``resume --due``) the worst code wins: 1 > 5 > 4 > 3 > 0.
 """
@@ -168,7 +169,7 @@ def run_command(
                         return await engine.run(workflow, run_id=run_id)
                     return await engine.run(workflow, value, run_id=run_id)
 
-        result = run_async(go())
+        result = run_async(go(), resume=f"firebreak resume {run_id} -w {workflow_ref}")
     finish(result, as_json=as_json)
 
 

@@ -4,11 +4,13 @@ Environment variables steer the flaky ones, so a test can fix "the service" betw
 failed run and its replay without touching the code:
 
 * ``FIREBREAK_TEST_CARD_DECLINED=1``: `charge` fails (the run fails, `reserve` is undone);
-* ``FIREBREAK_TEST_LOOKUP_DOWN=1``: `lookup`'s service is down (the run pauses).
+* ``FIREBREAK_TEST_LOOKUP_DOWN=1``: `lookup`'s service is down (the run pauses);
+* ``FIREBREAK_TEST_SLOW_SECOND=1``: `second` takes 30 s (a test stops the process first).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -16,6 +18,7 @@ import firebreak as fb
 
 CARD_DECLINED = "FIREBREAK_TEST_CARD_DECLINED"
 LOOKUP_DOWN = "FIREBREAK_TEST_LOOKUP_DOWN"
+SLOW_SECOND = "FIREBREAK_TEST_SLOW_SECOND"
 
 # -- succeeds --------------------------------------------------------------------------------
 
@@ -111,6 +114,23 @@ async def lookup(ctx: fb.Context, query: str) -> dict[str, str]:
     if os.environ.get(LOOKUP_DOWN) == "1":
         raise fb.CircuitOpenError("lookup-api", retry_after=0.0)
     return {"found": query}
+
+
+# -- slow: a long second step, for stopping the process in the middle -------------------------
+
+slow = fb.Workflow("cli-slow")
+
+
+@slow.agent
+async def first(ctx: fb.Context, data: dict[str, Any]) -> int:
+    return int(data["n"])
+
+
+@slow.agent(after=[first], timeout=60)
+async def second(ctx: fb.Context, first: int) -> int:
+    if os.environ.get(SLOW_SECOND) == "1":
+        await asyncio.sleep(30)  # the test stops the process long before
+    return first + 1
 
 
 not_a_workflow = 42

@@ -134,7 +134,7 @@ def test_the_store_defaults_to_firebreak_store_env(
 
 
 def test_exit_codes_are_stable() -> None:
-    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5, 6]
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 130, 143]
     assert exit_code(RunStatus.SUCCEEDED) == 0
     assert exit_code("failed") == 1
     assert exit_code("degraded") == 3

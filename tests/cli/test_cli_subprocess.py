@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,63 @@ def test_failed_run_exits_1_without_a_traceback(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "Traceback" not in missing.stderr
     assert "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_a_stopped_run_gives_its_lease_up_and_says_how_to_continue(
+    tmp_path: Path, signum: signal.Signals, code: int, word: str
+) -> None:
+    """SIGTERM (a container stopping) as Ctrl-C: the run stops with its committed steps,
+    frees its lease at once (no lease's wait before another process resumes it), and the
+    process says how to continue it."""
+    db = tmp_path / "x.db"
+    (tmp_path / "in.json").write_text('{"n": 4}', encoding="utf-8")
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "firebreak", "run", "cli_workflows:slow", "-i",
+         str(tmp_path / "in.json"), "--run-id", "stopped", "--store", f"sqlite:///{db}"],
+        cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "FIREBREAK_TEST_SLOW_SECOND": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not _committed(db, "stopped", "first"):  # then `second` is sleeping
+            assert time.monotonic() < deadline, "the first step never committed"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err
+    assert f"{word}: the runs in progress keep every committed step" in err
+    assert "firebreak resume stopped -w cli_workflows:slow" in err
+    assert "Traceback" not in err
+    with sqlite3.connect(db) as conn:
+        status, owner = conn.execute(
+            "SELECT status, lease_owner FROM runs WHERE run_id = 'stopped'"
+        ).fetchone()
+    assert (status, owner) == ("running", None)  # free to resume now
+
+    resumed = firebreak(
+        "resume", "stopped", "-w", "cli_workflows:slow", "--store", f"sqlite:///{db}", "--json"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["executed"] == ["second"]
+
+
+def _committed(db: Path, run_id: str, agent: str) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM steps WHERE run_id = ? AND agent = ?", (run_id, agent)
+            ).fetchone()
+    except sqlite3.OperationalError:  # the schema is being created
+        return False
+    return row is not None

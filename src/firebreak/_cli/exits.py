@@ -6,6 +6,8 @@ The codes are part of the CLI's contract (scripts branch on them); never renumbe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -48,11 +50,16 @@ class ExitCode(IntEnum):
     """The run waits for a person (``firebreak review list``)."""
     STORE = 6
     """The checkpoint store failed or refused (corrupt file, run leased by another process)."""
+    INTERRUPTED = 130
+    """Stopped by Ctrl-C (SIGINT); runs in progress keep their committed steps."""
+    TERMINATED = 143
+    """Stopped by SIGTERM (a container stopping); runs in progress keep their steps."""
 
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 succeeded · 1 failed · 2 usage or configuration error · "
-    "3 degraded · 4 paused · 5 needs review · 6 store error (corrupt, lease held). "
+    "3 degraded · 4 paused · 5 needs review · 6 store error (corrupt, lease held) · "
+    "130/143 stopped by Ctrl-C/SIGTERM. "
     "With several runs (resume --due) the worst wins: 1 > 5 > 4 > 3 > 0."
 )
 """The exit codes in one paragraph, for ``firebreak --help``."""
@@ -109,14 +116,42 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
+RESUME_DUE = "firebreak resume --due -w MODULE:WORKFLOW"
+
+
+def run_async(coro: Coroutine[Any, Any, T], *, resume: str = RESUME_DUE) -> T:
     """Run `coro` to its end; the errors the public API documents become a `CliError`.
 
     Store errors exit with 6; unknown ids (`KeyError`), bad values (`ValueError`) and
     other firebreak errors with 2. Anything else is a bug and keeps its traceback.
+    Ctrl-C and SIGTERM cancel `coro` as each other do, so a run in progress gives its
+    lease up (another process may resume it at once, not a lease's time later), and
+    exit 130 and 143 with a line saying how to continue (`resume`: the command).
     """
+    signals: list[str] = []
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - asyncio.run runs this as a task
+
+        def terminate() -> None:
+            signals.append("SIGTERM")
+            task.cancel()
+
+        # Not where signals cannot be handled (Windows, a thread); asyncio.run does SIGINT.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
+        return await coro
+
+    stopped = f"the runs in progress keep every committed step; continue with: {resume}"
     try:
-        return asyncio.run(coro)
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        raise CliError(f"interrupted: {stopped}", code=ExitCode.INTERRUPTED) from None
+    except asyncio.CancelledError:
+        if not signals:
+            raise
+        raise CliError(f"terminated: {stopped}", code=ExitCode.TERMINATED) from None
     except StoreError as exc:
         message = _first_line(str(exc)) or type(exc).__name__
         if isinstance(exc, LeaseHeld):
