@@ -196,6 +196,10 @@ def resume_command(
             help="The code of the run's workflow (repeat with --due, one per workflow).",
         ),
     ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", "-c", min=1, help="With --due: runs resumed at once."),
+    ] = 16,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
@@ -217,7 +221,7 @@ def resume_command(
             async def go_due() -> list[RunResult]:
                 async with Engine(store) as engine:
                     with RunProgress(err_console, "resuming due runs"):
-                        return await engine.resume_due(workflows)
+                        return await engine.resume_due(workflows, concurrency=concurrency)
 
             results = run_async(go_due())
             if as_json:

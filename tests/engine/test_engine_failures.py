@@ -372,6 +372,34 @@ async def test_resume_due_finds_the_runs_whose_orchestrator_stopped(
     assert calls.count("never-leased/fetch") == 1
 
 
+async def test_resume_due_resumes_many_runs_at_once_within_its_bound(
+    kind: str, tmp_path: Path
+) -> None:
+    now = [1000.0]
+    wf = fb.Workflow("many")
+    active, peak = [0], [0]
+
+    @wf.agent
+    async def work(ctx: fb.Context, x: int) -> int:
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        await asyncio.sleep(0.01)
+        active[0] -= 1
+        return x
+
+    async with opened(kind, tmp_path, clock=lambda: now[0]) as store:
+        for i in range(6):  # created, never leased: their orchestrator died at once
+            await store.create_run(f"r{i}", "many", i)
+        now[0] += 60
+        engine = fb.Engine(store, lease_ttl=30)
+        with pytest.raises(ValueError, match="concurrency"):
+            await engine.resume_due({"many": wf}, concurrency=0)
+        results = await engine.resume_due({"many": wf}, concurrency=3)
+    assert sorted(r.run_id for r in results) == [f"r{i}" for i in range(6)]
+    assert {r.status for r in results} == {RunStatus.SUCCEEDED}
+    assert peak[0] == 3  # three at a time: not one after another, not all six
+
+
 async def test_dead_letter_replay_resumes_from_checkpoints(kind: str, tmp_path: Path) -> None:
     wf = fb.Workflow("replay")
     calls = Calls()

@@ -332,23 +332,45 @@ class Engine:
         """Continue run `run_id` from its checkpoints (a finished run is returned as stored)."""
         return await self.run(workflow, run_id=run_id)
 
-    async def resume_due(self, workflows: Mapping[str, Workflow]) -> list[RunResult]:
+    async def resume_due(
+        self, workflows: Mapping[str, Workflow], *, concurrency: int = 16
+    ) -> list[RunResult]:
         """Resume every run that should be going and is not, for the workflows given by name.
 
         That is every paused run whose time has come, then every interrupted run (`interrupted`:
-        its orchestrator stopped before the run ended, e.g. killed), oldest first.
+        its orchestrator stopped before the run ended, e.g. killed), oldest first, at most
+        `concurrency` at once: after a crash of a batch there may be hundreds, each waiting
+        on its agents. One that another orchestrator took first is left to it; an error in
+        one does not stop the others, and the first is raised once all have had their turn.
         """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if self.max_in_flight is not None:  # beyond it a run would be refused (Overloaded)
+            concurrency = min(concurrency, self.max_in_flight)
         now = self.store.clock()
-        results = []
-        for record in [*await self.store.due_runs(now), *await self.interrupted(now)]:
-            workflow = workflows.get(record.workflow)
-            if workflow is None:
-                continue
-            try:
-                results.append(await self.run(workflow, run_id=record.run_id))
-            except LeaseHeld:  # another orchestrator got there first: its run, not ours
-                log.info("run %r is being resumed by another orchestrator", record.run_id)
-        return results
+        records = [*await self.store.due_runs(now), *await self.interrupted(now)]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def resume(workflow: Workflow, run_id: str) -> RunResult | None:
+            async with gate:
+                try:
+                    return await self.run(workflow, run_id=run_id)
+                except LeaseHeld:  # another orchestrator got there first: its run, not ours
+                    log.info("run %r is being resumed by another orchestrator", run_id)
+                    return None
+
+        outcomes = await asyncio.gather(
+            *(
+                resume(workflows[record.workflow], record.run_id)
+                for record in records
+                if record.workflow in workflows
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, RunResult)]
 
     async def interrupted(self, now: float | None = None) -> list[RunRecord]:
         """Runs whose orchestrator stopped before they ended, oldest first.
