@@ -183,8 +183,9 @@ def resume_command(
         bool,
         typer.Option(
             "--due",
-            help="Resume every paused run whose time has come and every interrupted run "
-            "(its orchestrator died or gave up: lease expired or released).",
+            help="Resume every paused run whose time has come, every run whose review "
+            "questions were all answered, and every interrupted run (its orchestrator died "
+            "or gave up: lease expired or released).",
         ),
     ] = False,
     workflow_refs: Annotated[
@@ -205,10 +206,11 @@ def resume_command(
 ) -> None:
     """Continue a run from its checkpoints, or (--due) every run that should be going.
 
-    --due resumes paused runs whose time has come and interrupted runs: left running by
-    an orchestrator that died (once its lease expires) or gave up. Run it from cron or a
-    systemd timer to recover from crashes without knowing the run ids. A run record keeps
-    the workflow's name, not its code: pass --workflow.
+    --due resumes paused runs whose time has come, runs whose review questions were all
+    answered, and interrupted runs: left running by an orchestrator that died (once its
+    lease expires) or gave up. Run it from cron or a systemd timer to recover from crashes
+    without knowing the run ids. A run record keeps the workflow's name, not its code:
+    pass --workflow.
     """
     with cli_errors(err_console):
         if (run_id is None) == (not due):
@@ -230,7 +232,9 @@ def resume_command(
                 for result in results:
                     print_result(console, result)
                 if not results:
-                    console.print("nothing to resume: no paused run is due, none interrupted")
+                    console.print(
+                        "nothing to resume: no paused run is due, none answered, none interrupted"
+                    )
             raise typer.Exit(worst_exit_code(result.status for result in results))
         assert run_id is not None  # noqa: S101 - checked above; narrows the type
 

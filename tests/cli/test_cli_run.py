@@ -111,7 +111,9 @@ def test_paused_run_exits_4_and_resume_due_finishes_it(
 def test_resume_due_with_nothing_due_exits_0(fb: Invoke) -> None:
     result = fb("resume", "--due", "-w", "cli_workflows:paused")
     assert result.exit_code == 0
-    assert "nothing to resume: no paused run is due, none interrupted" in result.stdout
+    assert (
+        "nothing to resume: no paused run is due, none answered, none interrupted" in result.stdout
+    )
 
 
 def test_resume_due_exit_code_is_the_worst_run(

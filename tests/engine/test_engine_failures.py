@@ -400,6 +400,40 @@ async def test_resume_due_resumes_many_runs_at_once_within_its_bound(
     assert peak[0] == 3  # three at a time: not one after another, not all six
 
 
+async def test_resume_due_continues_runs_whose_questions_were_answered(
+    kind: str, tmp_path: Path
+) -> None:
+    """An answer recorded without the workflow's code (a reviewer's tool) is enough: the
+    next ``resume --due`` continues the run with it; a run still asking is left alone."""
+    wf = fb.Workflow("answers")
+    calls = Calls()
+
+    @wf.agent
+    async def classify(ctx: fb.Context, doc: str) -> str:
+        calls(f"{ctx.run_id}/classify")
+        raise fb.NeedsHuman("which category?", suggestions=["invoice", "receipt"])
+
+    @wf.agent(after=[classify])
+    async def file_doc(ctx: fb.Context, classify: str) -> str:
+        return f"filed as {classify}"
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        for run_id in ("answered", "asking"):
+            assert (await engine.run(wf, "doc", run_id=run_id)).status == RunStatus.NEEDS_REVIEW
+        assert await engine.resume_due({"answers": wf}) == []  # nobody answered yet
+        item = next(i for i in await store.review_list() if i.run_id == "answered")
+        await engine.resolve_review(item.id, "receipt")  # recorded only: no workflow given
+        assert [r.run_id for r in await engine.answered()] == ["answered"]
+        [done] = await engine.resume_due({"answers": wf})
+        asking = await store.get_run("asking")
+    assert (done.run_id, done.status) == ("answered", RunStatus.SUCCEEDED)
+    assert done["file_doc"] == "filed as receipt"
+    assert asking is not None
+    assert asking.status == RunStatus.NEEDS_REVIEW
+    assert calls.log == ["answered/classify", "asking/classify"]  # the answer, not a rerun
+
+
 async def test_dead_letter_replay_resumes_from_checkpoints(kind: str, tmp_path: Path) -> None:
     wf = fb.Workflow("replay")
     calls = Calls()

@@ -282,7 +282,8 @@ def review_resolve(
     elif run is None:
         console.print(
             f"recorded the answer to {item_id}; run {resolved.run_id} uses it when resumed "
-            f"(firebreak resume {resolved.run_id} --workflow MODULE:WORKFLOW)",
+            f"(firebreak resume {resolved.run_id} --workflow MODULE:WORKFLOW, or the next "
+            "firebreak resume --due)",
             highlight=False,
         )
     else:

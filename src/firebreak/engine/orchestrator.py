@@ -47,6 +47,7 @@ from firebreak.store import (
     CheckpointStore,
     Lease,
     ReviewItem,
+    ReviewStatus,
     RunRecord,
     RunStatus,
     StepStatus,
@@ -337,8 +338,9 @@ class Engine:
     ) -> list[RunResult]:
         """Resume every run that should be going and is not, for the workflows given by name.
 
-        That is every paused run whose time has come, then every interrupted run (`interrupted`:
-        its orchestrator stopped before the run ended, e.g. killed), oldest first, at most
+        That is every paused run whose time has come, every interrupted run (`interrupted`:
+        its orchestrator stopped before the run ended, e.g. killed), and every run waiting
+        for review with no question open any more (`answered`), at most
         `concurrency` at once: after a crash of a batch there may be hundreds, each waiting
         on its agents. One that another orchestrator took first is left to it; an error in
         one does not stop the others, and the first is raised once all have had their turn.
@@ -348,7 +350,11 @@ class Engine:
         if self.max_in_flight is not None:  # beyond it a run would be refused (Overloaded)
             concurrency = min(concurrency, self.max_in_flight)
         now = self.store.clock()
-        records = [*await self.store.due_runs(now), *await self.interrupted(now)]
+        records = [
+            *await self.store.due_runs(now),
+            *await self.interrupted(now),
+            *await self.answered(),
+        ]
         gate = asyncio.Semaphore(concurrency)
 
         async def resume(workflow: Workflow, run_id: str) -> RunResult | None:
@@ -392,6 +398,21 @@ class Engine:
                     continue  # being begun right now, most likely
                 if owner is None or (expires or 0.0) <= now:
                     found.append(record)
+        found.sort(key=lambda record: record.created_at)
+        return found
+
+    async def answered(self) -> list[RunRecord]:
+        """Runs waiting for review with no review item open any more, oldest first.
+
+        Their questions were answered (``firebreak review resolve`` without the workflow's
+        code records the answer only), or the drive stopped before writing one; a resume
+        applies the answers, or asks again. `resume_due` resumes them.
+        """
+        waiting = await self.store.list_runs(status=RunStatus.NEEDS_REVIEW, limit=_SWEEP)
+        if not waiting:
+            return []
+        asking = {item.run_id for item in await self.store.review_list(ReviewStatus.OPEN)}
+        found = [r for r in waiting if r.run_id not in asking and r.run_id not in self._inflight]
         found.sort(key=lambda record: record.created_at)
         return found
 
