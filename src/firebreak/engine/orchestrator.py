@@ -72,7 +72,7 @@ _REDO = frozenset(
     }
 )
 _NO_INPUT: Any = object()
-_SWEEP = 100_000  # runs of a status `interrupted` reads at most: far more than run at once
+_SWEEP = 100_000  # runs of one status a sweep for `resume_due` reads: far more than run at once
 
 
 def default_owner() -> str:
@@ -339,11 +339,11 @@ class Engine:
         """Resume every run that should be going and is not, for the workflows given by name.
 
         That is every paused run whose time has come, every interrupted run (`interrupted`:
-        its orchestrator stopped before the run ended, e.g. killed), and every run waiting
-        for review with no question open any more (`answered`), at most
-        `concurrency` at once: after a crash of a batch there may be hundreds, each waiting
-        on its agents. One that another orchestrator took first is left to it; an error in
-        one does not stop the others, and the first is raised once all have had their turn.
+        its orchestrator stopped before the run ended, e.g. killed) and every run waiting
+        for review with no question open any more (`answered`), at most `concurrency` at
+        once: after a crash of a batch there may be hundreds, each waiting on its agents.
+        One that another orchestrator took first is left to it; an error in one does not
+        stop the others, and the first is raised once all have had their turn.
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
