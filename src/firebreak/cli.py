@@ -314,12 +314,12 @@ def show_command(
                         f"run {run_id!r} belongs to workflow {record.workflow!r}, "
                         f"not {workflow.name!r}"
                     )
-                dead = [e for e in await opened.dlq_list(record.workflow) if e.run_id == run_id]
-                reviews = [i for i in await opened.review_list(status=None) if i.run_id == run_id]
+                dead = await opened.dlq_of_run(run_id)
+                reviews = await opened.review_of_run(run_id)
                 return {
                     "run": record,
                     "steps": step_rows(await opened.get_steps(run_id), workflow),
-                    "dead_letters": dead,
+                    "dead_letters": [] if dead is None else [dead],
                     "reviews": reviews,
                 }
 

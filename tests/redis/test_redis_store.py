@@ -67,6 +67,30 @@ async def test_a_newer_schema_is_refused(redis_url: str, prefix: str) -> None:
         await client.aclose()
 
 
+async def test_a_schema_1_prefix_is_upgraded_in_place(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review items written before the per-run index are found by run after the upgrade."""
+    monkeypatch.setattr(redis_module, "_UPGRADE_CHUNK", 2)  # three items: two script calls
+    async with make_store() as store:
+        prefix = store.prefix
+        try:
+            ids = [
+                await store.review_put(run_id=run, workflow="wf", agent=agent, reason="?")
+                for run, agent in (("r1", "a"), ("r2", "a"), ("r1", "b"))
+            ]
+            client = store._need()
+            # Back to schema 1: no per-run index, the version mark 1.
+            await client.delete(f"{prefix}:rv:run:r1", f"{prefix}:rv:run:r2")
+            await client.set(f"{prefix}:schema", "1")
+            async with make_store() as upgraded:
+                assert [i.id for i in await upgraded.review_of_run("r1")] == [ids[0], ids[2]]
+                assert [i.id for i in await upgraded.review_of_run("r2")] == [ids[1]]
+                assert int(await client.get(f"{prefix}:schema")) == SCHEMA_VERSION == 2
+        finally:
+            await store.destroy()
+
+
 async def test_warns_once_when_the_server_persists_nothing(
     make_store: MakeStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

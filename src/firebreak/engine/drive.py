@@ -230,9 +230,7 @@ class Drive:
         resolved: dict[str, ReviewItem] = {}
         asked: set[str] = set()
         if any(rec.status == StepStatus.NEEDS_REVIEW for rec in steps.values()):
-            for item in await self.store.review_list(status=None):
-                if item.run_id != self.run_id:
-                    continue
+            for item in await self.store.review_of_run(self.run_id):
                 if item.status == "resolved":
                     resolved[item.agent] = item
                 else:

@@ -192,6 +192,16 @@ async def review_get(conn: Conn, item_id: str) -> ReviewItem | None:
     return None if row is None else _review(row)
 
 
+async def review_of_run(conn: Conn, run_id: str) -> list[ReviewItem]:
+    """A run's review items, oldest first (index ``reviews_by_run``)."""
+    rows = await all_rows(
+        conn,
+        f"SELECT {REVIEW_COLS} FROM reviews WHERE run_id = %s ORDER BY pos",  # noqa: S608
+        (run_id,),
+    )
+    return [_review(r) for r in rows]
+
+
 async def review_size(conn: Conn) -> int:
     """Count open review items."""
     row = await one(conn, "SELECT count(*) FROM reviews WHERE status = 'open'")

@@ -444,6 +444,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: a step commit that may also finish its run (`_apply_batch_4`).
     (_apply_batch_4(),),
+    # 5: a run's review items, open and resolved, without reading the whole queue
+    # (`review_of_run`: every resume of a run waiting for review).
+    ("CREATE INDEX reviews_by_run ON reviews (run_id, pos)",),
 )
 """Migration N+1 is ``MIGRATIONS[N]``; append, never edit a released one."""
 

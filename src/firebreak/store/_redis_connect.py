@@ -98,8 +98,11 @@ def translate(where: str, exc: RedisError) -> StoreError:
     return StoreError(f"redis {where}: {type(exc).__name__}: {first}")
 
 
-async def check_schema(client: aioredis.Redis, *, prefix: str, where: str, version: int) -> None:
-    """Mark a new prefix with `version`; `StoreCorrupt` if it holds a newer one, or not ours."""
+async def check_schema(client: aioredis.Redis, *, prefix: str, where: str, version: int) -> int:
+    """Mark a new prefix with `version` and return the prefix's version.
+
+    `StoreCorrupt` if it holds a newer one, or is not ours.
+    """
     key = f"{prefix}:schema"
     try:
         await client.set(key, str(version), nx=True)
@@ -118,6 +121,7 @@ async def check_schema(client: aioredis.Redis, *, prefix: str, where: str, versi
             f"redis {where}: prefix {prefix!r} was written by a newer firebreak"
             f" (schema {written} > {version}); upgrade firebreak"
         )
+    return written
 
 
 async def persists(client: aioredis.Redis, where: str) -> bool | None:

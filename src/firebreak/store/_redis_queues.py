@@ -134,6 +134,11 @@ class RedisQueues:
         h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:rv:e:{id}")))
         return codec.review(h) if h else None
 
+    async def review_of_run(self: _Host, run_id: str) -> list[ReviewItem]:
+        """Return the run's items, open and resolved, oldest first."""
+        index = f"{self.prefix}:rv:run:{run_id}"
+        return [codec.review(h) for h in await self._collect(index, "rv:e:", 0, "asc", -1)]
+
     async def review_resolve(self: _Host, id: str, value: JSON) -> ReviewItem:  # noqa: A002
         """Record the person's answer; `KeyError` if unknown, `StoreError` if resolved."""
         reply = await self._eval("REVIEW_RESOLVE", id, _rules.dumps(value), repr(self.clock()))

@@ -25,6 +25,7 @@ Key layout under prefix ``P``::
     P:dlq:e:<id>, P:dlq:byrun   the entry hash; run id -> entry id
     P:rv:all / :open / :resolved   zsets of review ids by counter
     P:rv:e:<id>, P:rv:openstep  the item hash; "<run>\\0<agent>" -> open item id
+    P:rv:run:<run>           zset of the run's review ids by counter (schema 2)
     P:seq:runs / :dlq / :rv  counters
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "DLQ_PUT",
     "FINISH_RUN",
     "HOT_BATCH",
+    "INDEX_REVIEWS",
     "LEASE_AND_STEP",
     "RELEASE",
     "RENEW",
@@ -439,8 +441,25 @@ redis.call('HSET', P .. ':rv:e:' .. id, 'id', id, 'run_id', ARGV[3], 'workflow',
   'status', 'open', 'value', 'null', 'created_at', ARGV[9])
 redis.call('ZADD', P .. ':rv:all', n, id)
 redis.call('ZADD', P .. ':rv:open', n, id)
+redis.call('ZADD', P .. ':rv:run:' .. ARGV[3], n, id)
 redis.call('HSET', P .. ':rv:openstep', step, id)
 return id
+"""
+
+INDEX_REVIEWS = r"""
+-- Schema 1 -> 2: add up to ARGV[3] items of P:rv:all, from rank ARGV[2], to their run's
+-- P:rv:run:<run>; after the last, mark the prefix schema 2 (if still 1). Repeatable: a ZADD
+-- of what is there changes nothing. Returns the count read (< ARGV[3]: done).
+local P, start, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = redis.call('ZRANGE', P .. ':rv:all', start, start + count - 1, 'WITHSCORES')
+for i = 1, #ids, 2 do
+  local run = redis.call('HGET', P .. ':rv:e:' .. ids[i], 'run_id')
+  if run then redis.call('ZADD', P .. ':rv:run:' .. run, ids[i + 1], ids[i]) end
+end
+if #ids / 2 < count and redis.call('GET', P .. ':schema') == '1' then
+  redis.call('SET', P .. ':schema', '2')
+end
+return #ids / 2
 """
 
 REVIEW_RESOLVE = r"""

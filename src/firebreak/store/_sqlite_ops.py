@@ -602,6 +602,15 @@ def review_get(item_id: str, conn: sqlite3.Connection) -> ReviewItem | None:
     return None if row is None else _review(row)
 
 
+def review_of_run(run_id: str, conn: sqlite3.Connection) -> list[ReviewItem]:
+    """A run's review items, oldest first (index ``reviews_by_run``)."""
+    rows = conn.execute(
+        f"SELECT {_REVIEW_COLS} FROM reviews WHERE run_id = ? ORDER BY rowid",  # noqa: S608
+        (run_id,),
+    ).fetchall()
+    return [_review(r) for r in rows]
+
+
 def review_size(conn: sqlite3.Connection) -> int:
     """Count open review items."""
     return int(_one(conn, "SELECT COUNT(*) FROM reviews WHERE status = 'open'", ())[0])

@@ -85,6 +85,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # this index only cost every step commit a second page in the WAL and its fsync.
         "DROP INDEX steps_by_seq",
     ),
+    (
+        # 3: a run's review items, open and resolved, without reading the whole queue
+        # (`review_of_run`: every resume of a run waiting for review).
+        "CREATE INDEX reviews_by_run ON reviews (run_id)",
+    ),
 )
 """Migration N+1 is ``MIGRATIONS[N]``; append, never edit a released one."""
 

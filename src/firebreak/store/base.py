@@ -439,6 +439,10 @@ class CheckpointStore(Protocol):
         """Return the item, or ``None``."""
         ...
 
+    async def review_of_run(self, run_id: str) -> list[ReviewItem]:
+        """Return the run's items, open and resolved, oldest first."""
+        ...
+
     async def review_resolve(self, id: str, value: JSON) -> ReviewItem:  # noqa: A002
         """Record the person's answer; `KeyError` if unknown, `StoreError` if resolved."""
         ...

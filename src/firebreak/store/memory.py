@@ -608,6 +608,10 @@ class MemoryStore(SetupClose):
             if wanted is None or i.status == wanted
         ]
 
+    async def review_of_run(self, run_id: str) -> list[ReviewItem]:
+        """Return the run's items, open and resolved, oldest first."""
+        return [self._review_out(i) for i in self._reviews.values() if i.run_id == run_id]
+
     async def review_get(self, id: str) -> ReviewItem | None:  # noqa: A002  -- record field
         """Return the item, or ``None``."""
         item = self._reviews.get(id)

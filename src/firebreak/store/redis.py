@@ -64,8 +64,12 @@ from firebreak.store.base import (
 
 __all__ = ["SCHEMA_VERSION", "RedisStore", "from_url"]
 
-SCHEMA_VERSION = 1
-"""The key layout this firebreak writes; a store marked newer is refused."""
+SCHEMA_VERSION = 2
+"""The key layout this firebreak writes; a store marked newer is refused, an older one
+upgraded in place (2: review items indexed by run)."""
+
+_UPGRADE_CHUNK = 1_000
+"""Review items a schema-upgrade script call indexes: bounds how long it blocks the server."""
 
 DEFAULT_FINISHED_TTL = 7 * 24 * 3600.0
 log = logging.getLogger("firebreak.store.redis")
@@ -175,9 +179,11 @@ class RedisStore(RedisQueues, SetupClose):
             )
 
     async def _check(self, client: aioredis.Redis) -> None:
-        await connect.check_schema(
+        written = await connect.check_schema(
             client, prefix=self.prefix, where=self.where, version=SCHEMA_VERSION
         )
+        if written < SCHEMA_VERSION:
+            await self._upgrade(client)
         if self.url not in _warned:
             _warned.add(self.url)
             if await connect.persists(client, self.where) is False:
@@ -186,6 +192,17 @@ class RedisStore(RedisQueues, SetupClose):
                     " if the server restarts; set appendonly yes for a durable store",
                     self.where,
                 )
+
+    async def _upgrade(self, client: aioredis.Redis) -> None:
+        """Schema 1 -> 2: index the review items by run, a chunk per script call."""
+        index = client.register_script(lua.INDEX_REVIEWS)
+        start, read = 0, _UPGRADE_CHUNK
+        try:
+            while read == _UPGRADE_CHUNK:
+                read = int(await index(args=[self.prefix, start, _UPGRADE_CHUNK]))
+                start += read
+        except RedisError as exc:
+            raise connect.translate(self.where, exc) from None
 
     async def close(self) -> None:
         """Close the connection pool; idempotent."""

@@ -434,6 +434,10 @@ class SQLiteStore(SetupClose):
         """Return the item, or ``None``."""
         return await self._read(partial(ops.review_get, id))
 
+    async def review_of_run(self, run_id: str) -> list[ReviewItem]:
+        """Return the run's items, open and resolved, oldest first."""
+        return await self._read(partial(ops.review_of_run, run_id))
+
     async def review_resolve(self, id: str, value: JSON) -> ReviewItem:  # noqa: A002
         """Record the person's answer; `KeyError` if unknown, `StoreError` if resolved."""
         return await self._write(partial(ops.review_resolve, id, _rules.dumps(value), self.clock()))

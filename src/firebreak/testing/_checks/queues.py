@@ -136,6 +136,22 @@ async def check_review_resolve_refuses_unknown_and_resolved(env: ConformanceEnv)
         await store.review_list("bogus")
 
 
+async def check_review_items_of_a_run(env: ConformanceEnv) -> None:
+    """A run's items, open and resolved, oldest first; no other run's; none for a stranger."""
+    store = env.store
+    first = await store.review_put(run_id="r1", workflow="wf", agent="a", reason="?")
+    await store.review_put(run_id="r2", workflow="wf", agent="a", reason="?")
+    second = await store.review_put(run_id="r1", workflow="wf", agent="b", reason="?")
+    await store.review_resolve(first, {"po": 2})
+    items = await store.review_of_run("r1")
+    assert [(i.id, i.status, i.value) for i in items] == [
+        (first, ReviewStatus.RESOLVED, {"po": 2}),
+        (second, ReviewStatus.OPEN, None),
+    ]
+    assert items == [await store.review_get(first), await store.review_get(second)]
+    assert await store.review_of_run("missing") == []
+
+
 CHECKS = (
     check_dead_letters_round_trip_with_steps,
     check_dead_letter_queue_filters_counts_and_drops,
@@ -143,4 +159,5 @@ CHECKS = (
     check_review_queue_put_resolve_and_count,
     check_review_put_for_an_open_step_is_reused,
     check_review_resolve_refuses_unknown_and_resolved,
+    check_review_items_of_a_run,
 )
