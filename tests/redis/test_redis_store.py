@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -131,6 +132,41 @@ async def test_finished_runs_expire_failed_runs_stay(make_store: MakeStore) -> N
             assert await client.zscore(f"{store.prefix}:runs:w:wf", "ok") is None
             members = await client.zrange(f"{store.prefix}:runs:w:wf", 0, -1)
             assert [m[17:] for m in members] == ["bad", "later"]
+        finally:
+            await store.destroy()
+
+
+async def test_listings_read_big_indexes_page_by_page(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No script reads a whole index: pages of `_COLLECT_PAGE`, each record listed once."""
+    monkeypatch.setattr(redis_module, "_COLLECT_PAGE", 2)
+    async with make_store() as store, make_store() as other:
+        try:
+            for i in range(7):
+                await store.create_run(f"r{i}", "wf", i)
+                await store.review_put(run_id=f"r{i}", workflow="wf", agent="a", reason="?")
+            await store._need().delete(f"{store.prefix}:run:r3")  # as if it had expired
+            newest = ["r6", "r5", "r4", "r2", "r1", "r0"]
+            assert [r.run_id for r in await store.list_runs(limit=3)] == newest[:3]
+            assert [r.run_id for r in await store.list_runs()] == newest
+            assert [i.run_id for i in await store.review_list()] == [f"r{i}" for i in range(7)]
+            # A run created between two pages shifts the rest down a rank: the record read
+            # at the end of one page comes again at the start of the next, and is kept once.
+            calls = 0
+            plain_do = store._do
+
+            async def do_then_create(op: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                result = await plain_do(op)
+                if calls == 1:
+                    await other.create_run("late", "wf", None)
+                return result
+
+            monkeypatch.setattr(store, "_do", do_then_create)
+            assert [r.run_id for r in await store.list_runs()] == newest
+            assert calls == 4  # r6 r5 | r5 r4 | (r3 dropped) r2 r1 | r0 and the end
         finally:
             await store.destroy()
 

@@ -2,7 +2,7 @@
 
 A base class of `RedisStore`, on its plumbing (`_Host`): each write is one script
 (``DLQ_PUT``, ``DLQ_DROP``, ``REVIEW_PUT``, ``REVIEW_RESOLVE``), each list one read of an
-index (``COLLECT``). Entries are kept until dropped or resolved.
+index, a page per script call (``COLLECT``). Entries are kept until dropped or resolved.
 """
 
 from __future__ import annotations

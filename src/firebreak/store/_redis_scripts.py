@@ -481,12 +481,15 @@ return {'ok', redis.call('HGETALL', e)}
 """
 
 COLLECT = r"""
--- Read records listed in a sorted set, dropping entries whose record has expired.
+-- Read up to a page of records listed in a sorted set, from a rank on, dropping entries
+-- whose record has expired. The client calls it page by page (`RedisStore._collect`), so
+-- no call blocks the server for long however big the index.
 -- KEYS[1]: the zset. ARGV: hash-key prefix, chars of the member before the id (0 or 17),
--- mode (asc | desc | upto), limit (-1: all), max score (mode upto)
-local idx, pfx, skip, mode, limit = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local out, start = {}, 0
-while limit < 0 or #out < limit do
+-- mode (asc | desc | upto), page size, max score (mode upto), start rank.
+-- Returns {next start rank (-1: the index is exhausted), records}.
+local idx, pfx, skip, mode, page = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local out, start = {}, tonumber(ARGV[6])
+while #out < page do
   local ms
   if mode == 'desc' then
     ms = redis.call('ZREVRANGE', idx, start, start + 99)
@@ -495,21 +498,19 @@ while limit < 0 or #out < limit do
   else
     ms = redis.call('ZRANGEBYSCORE', idx, '-inf', ARGV[5], 'LIMIT', start, 100)
   end
-  if #ms == 0 then break end
-  local gone = 0
+  if #ms == 0 then return {-1, out} end
   for _, m in ipairs(ms) do
-    if limit >= 0 and #out >= limit then break end
+    if #out >= page then break end
     local rec = redis.call('HGETALL', pfx .. string.sub(m, skip + 1))
     if #rec == 0 then
       redis.call('ZREM', idx, m)
-      gone = gone + 1
     else
       out[#out + 1] = rec
+      start = start + 1
     end
   end
-  start = start + #ms - gone
 end
-return out
+return {start, out}
 """
 
 HOT_BATCH = (

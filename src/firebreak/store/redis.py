@@ -68,6 +68,9 @@ SCHEMA_VERSION = 2
 """The key layout this firebreak writes; a store marked newer is refused, an older one
 upgraded in place (2: review items indexed by run)."""
 
+_COLLECT_PAGE = 500
+"""Records one listing script call reads (`_collect`): bounds how long it blocks the server."""
+
 _UPGRADE_CHUNK = 1_000
 """Review items a schema-upgrade script call indexes: bounds how long it blocks the server."""
 
@@ -257,13 +260,29 @@ class RedisStore(RedisQueues, SetupClose):
     async def _collect(
         self, index: str, prefix: str, skip: int, mode: str, limit: int, *, upto: float = 0.0
     ) -> list[dict[str, str]]:
+        """Up to `limit` (-1: all) records of `index`, a page per script call.
+
+        A script runs alone on the server: one reading a whole index of many thousand runs
+        or dead letters would stall every other client, step commits included. Between
+        pages the index may change: a record seen twice (shifted by an insert) is kept once;
+        one moved ahead of the cursor is missed by this listing, as by any paged one.
+        """
         self._need()
-        rows = await self._do(
-            self._scripts["COLLECT"](
-                keys=[index], args=[f"{self.prefix}:{prefix}", skip, mode, limit, repr(upto)]
-            )
-        )
-        return [codec.pairs(row) for row in rows]
+        script, hashes = self._scripts["COLLECT"], f"{self.prefix}:{prefix}"
+        rows: list[dict[str, str]] = []
+        seen: set[str] = set()
+        start = 0
+        while start >= 0 and (limit < 0 or len(rows) < limit):
+            page = _COLLECT_PAGE if limit < 0 else min(_COLLECT_PAGE, limit - len(rows))
+            args: list[str | int] = [hashes, skip, mode, page, repr(upto), start]
+            start, found = await self._do(script(keys=[index], args=args))
+            for flat in found:
+                row = codec.pairs(flat)
+                key = row.get("member") or row["id"]  # runs / dead letters and reviews
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+        return rows
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -332,7 +351,7 @@ class RedisStore(RedisQueues, SetupClose):
     async def list_runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
-        """Return up to `limit` runs, newest first, optionally filtered (one index read)."""
+        """Return up to `limit` runs, newest first, optionally filtered (`_collect` pages)."""
         wanted = None if status is None else RunStatus(status)
         index = f"{self.prefix}:runs"
         if workflow is not None and wanted is not None:
