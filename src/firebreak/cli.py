@@ -63,11 +63,13 @@ from firebreak._cli.loading import load_workflow, load_workflows, read_json
 from firebreak._cli.progress import RunProgress
 from firebreak._cli.queues import dlq_app, review_app
 from firebreak._cli.render import (
+    counted,
     print_result,
     print_run,
     result_json,
     runs_table,
     step_rows,
+    when,
     write_json,
 )
 from firebreak._version import __version__
@@ -96,6 +98,35 @@ async def _get_run(engine: Engine, run_id: str) -> RunRecord:
     if record is None:
         raise CliError(f"no run {run_id!r} in this store")
     return record
+
+
+_LEASED_SHOWN = 3
+
+
+async def _leased(engine: Engine, workflows: dict[str, Workflow]) -> list[RunRecord]:
+    """Running runs of `workflows` whose lease is live.
+
+    An orchestrator holds them, or held them until it died and its lease has yet to expire:
+    a user who just killed one must wait that long.
+    """
+    now = engine.store.clock()
+    running = await engine.store.list_runs(status=RunStatus.RUNNING, limit=1_000)
+    return [
+        record
+        for record in running
+        if record.workflow in workflows and record.lease_owner and (record.lease_expires or 0) > now
+    ]
+
+
+def _say_leased(leased: list[RunRecord]) -> None:
+    for record in leased[:_LEASED_SHOWN]:
+        console.print(
+            f"{record.run_id} is leased by {record.lease_owner} until "
+            f"{when(record.lease_expires)}: if that process is gone, --due resumes it then",
+            highlight=False,
+        )
+    if len(leased) > _LEASED_SHOWN:
+        console.print(f"and {counted(len(leased) - _LEASED_SHOWN, 'more leased run')}")
 
 
 def _pick(workflows: dict[str, Workflow], record: RunRecord, what: str) -> Workflow:
@@ -220,12 +251,13 @@ def resume_command(
             if not workflows:
                 raise CliError("--due needs the workflows' code: pass --workflow MODULE:WORKFLOW")
 
-            async def go_due() -> list[RunResult]:
+            async def go_due() -> tuple[list[RunResult], list[RunRecord]]:
                 async with Engine(store) as engine:
                     with RunProgress(err_console, "resuming due runs"):
-                        return await engine.resume_due(workflows, concurrency=concurrency)
+                        results = await engine.resume_due(workflows, concurrency=concurrency)
+                    return results, [] if results else await _leased(engine, workflows)
 
-            results = run_async(go_due())
+            results, leased = run_async(go_due())
             if as_json:
                 write_json([result_json(result) for result in results])
             else:
@@ -235,6 +267,7 @@ def resume_command(
                     console.print(
                         "nothing to resume: no paused run is due, none answered, none interrupted"
                     )
+                _say_leased(leased)
             raise typer.Exit(worst_exit_code(result.status for result in results))
         assert run_id is not None  # noqa: S101 - checked above; narrows the type
 

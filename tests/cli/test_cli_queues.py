@@ -143,6 +143,9 @@ def test_review_list_and_show_give_the_question_and_suggestions(
     assert "1 review item " in table
     assert f"│ {review_item[:12]} │" in table  # its start, as docker shows ids
     assert review_item not in table
+    run = fb("show", "r1").stdout  # the run's own items, by the id `review show` takes
+    assert f"review (open): {review_item[:12]}  classify: " in run
+    assert [i["id"] for i in out_json(fb("show", "r1", "--json"))["reviews"]] == [review_item]
 
 
 def test_review_commands_take_a_unique_start_of_the_id(

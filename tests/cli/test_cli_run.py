@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from firebreak import __version__
 from firebreak.cli import app
+from firebreak.store import open_store
 
 CARD_DECLINED = {"FIREBREAK_TEST_CARD_DECLINED": "1"}
 LOOKUP_DOWN = {"FIREBREAK_TEST_LOOKUP_DOWN": "1"}
@@ -114,6 +116,23 @@ def test_resume_due_with_nothing_due_exits_0(fb: Invoke) -> None:
     assert (
         "nothing to resume: no paused run is due, none answered, none interrupted" in result.stdout
     )
+
+
+def test_resume_due_names_runs_another_process_still_leases(fb: Invoke, store_url: str) -> None:
+    """A user who just killed an orchestrator learns why its run is not resumed yet."""
+
+    async def leased_elsewhere() -> None:
+        async with open_store(store_url) as store:
+            for i in range(5):
+                await store.begin_run(f"held{i}", "cli-paused", {}, owner="gone:1:x", ttl=60)
+
+    asyncio.run(leased_elsewhere())
+    result = fb("resume", "--due", "-w", "cli_workflows:paused")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "nothing to resume" in text
+    assert re.search(r"held\d is leased by gone:1:x until \S+ \S+: if that process is gone", text)
+    assert "and 2 more leased runs" in text
 
 
 def test_resume_due_exit_code_is_the_worst_run(
@@ -237,7 +256,7 @@ def test_show_without_workflow_lists_committed_steps(
     assert len(data["dead_letters"]) == 1
     text = fb("show", "f1").stdout
     assert "add --workflow" in text
-    assert "firebreak dlq show" in text
+    assert "firebreak dlq show f1" in text  # by run id, as every dlq command takes it
 
 
 def test_show_unknown_run_exits_2(fb: Invoke) -> None:

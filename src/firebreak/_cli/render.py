@@ -261,15 +261,27 @@ def print_run(
             cells.append(", ".join(row.get("after") or ()) or "—")
         cells += [status_text(row["status"]), str(row["attempts"]), reason or ""]
         table.add_row(*cells)
-    console.print(table)
+    if rows:
+        console.print(table)
+    else:
+        console.print("no step committed")
     if not with_dag:
         console.print(
             "[dim]committed steps only; add --workflow MODULE:WORKFLOW for the whole DAG[/]"
         )
+    # Commands by run id and short item ids: what `dlq` and `review` take and list.
     for entry in dead_letters:
-        _field(console, "dead letter", f"{entry.id}  (firebreak dlq show {entry.id})")
+        _field(
+            console,
+            "dead letter",
+            f"firebreak dlq show {entry.run_id}  (or dlq replay {entry.run_id})",
+        )
     for item in reviews:
-        _field(console, f"review ({item.status.value})", f"{item.id}  {item.agent}: {item.reason}")
+        _field(
+            console,
+            f"review ({item.status.value})",
+            f"{item.id[:SHORT_ID]}  {item.agent}: {item.reason}",
+        )
 
 
 def dlq_table(entries: Sequence[DeadLetter]) -> Table:
