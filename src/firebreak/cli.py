@@ -51,6 +51,7 @@ from firebreak._cli.common import (
     console,
     err_console,
     finish,
+    reflow_help,
 )
 from firebreak._cli.exits import (
     EXIT_CODES_HELP,
@@ -458,6 +459,7 @@ check_cli.register(app)
 chaos_cli.register(app)
 observe_cli.register(app)
 worker_cli.register(app)
+reflow_help(app)
 
 
 def main() -> None:

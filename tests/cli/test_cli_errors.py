@@ -91,7 +91,7 @@ def test_an_agent_error_fails_the_run_with_exit_1_not_a_cli_error(
 def test_a_bad_store_url_exits_2(fb: Invoke) -> None:
     result = fb("runs", "--store", "nope", store=False)
     assert result.exit_code == 2
-    assert "has no scheme" in one_line(result.stderr)
+    assert "has no scheme (a SQLite file: sqlite:///nope)" in one_line(result.stderr)
 
 
 def test_a_corrupt_store_exits_6(fb: Invoke, tmp_path: Path) -> None:

@@ -32,6 +32,15 @@ def test_help_documents_the_exit_codes() -> None:
         assert code in text
 
 
+def test_help_paragraphs_flow_to_the_terminal_width() -> None:
+    """A docstring's line breaks are the source's, not the terminal's: they are joined."""
+    result = CliRunner().invoke(app, ["resume", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "runs whose review questions were all answered, and interrupted runs" in result.stdout
+    replay = CliRunner().invoke(app, ["dlq", "replay", "--help"], env={"COLUMNS": "200"})
+    assert "(and --from-step's agent and its dependents)" in replay.stdout
+
+
 def test_run_succeeds_with_exit_0_and_json_only_on_stdout(
     fb: Invoke, write_json: Callable[[str, Any], str]
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +24,7 @@ __all__ = [
     "console",
     "err_console",
     "finish",
+    "reflow_help",
 ]
 
 console = Console()
@@ -72,3 +75,22 @@ def finish(result: RunResult, *, as_json: bool) -> None:
     else:
         print_result(console, result)
     raise typer.Exit(exit_code(result.status))
+
+
+_LINE_BREAK = re.compile(r"\n(?![ \t]|[-*] )")  # not before an indented or a list line
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Join the lines of each paragraph of every command's help, in `app` and its groups.
+
+    Typer keeps a docstring's single line breaks in its help, so a paragraph wrapped at the
+    source's 100 columns came out as ragged lines in an 80-column terminal. Indented and
+    list lines keep theirs.
+    """
+    for info in app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback)
+        if doc:
+            info.help = _LINE_BREAK.sub(" ", doc.replace("\n\n", "\0")).replace("\0", "\n\n")
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)

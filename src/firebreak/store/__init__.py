@@ -96,7 +96,10 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
         url = os.environ.get("FIREBREAK_STORE") or DEFAULT_STORE_URL
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"store URL {url!r} has no scheme; supported: {', '.join(_SUPPORTED)}")
+        hint = "" if ":" in url else f" (a SQLite file: sqlite:///{url})"
+        raise ValueError(
+            f"store URL {url!r} has no scheme{hint}; supported: {', '.join(_SUPPORTED)}"
+        )
     scheme = scheme.lower()
     if scheme == "memory":
         return MemoryStore(clock=clock)
