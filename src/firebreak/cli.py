@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -319,7 +320,7 @@ def runs_command(
     if as_json:
         write_json(records)
     else:
-        console.print(runs_table(records))
+        console.print(runs_table(records, now=time.time()))
 
 
 @app.command("show")
@@ -375,6 +376,7 @@ def show_command(
         dead_letters=shown["dead_letters"],
         reviews=shown["reviews"],
         with_dag=workflow is not None,
+        now=time.time(),  # the stores' clock: leases expire by it
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +143,25 @@ def test_resume_due_names_runs_another_process_still_leases(fb: Invoke, store_ur
     assert "nothing to resume" in text
     assert re.search(r"held\d is leased by gone:1:x until \S+ \S+: if that process is gone", text)
     assert "and 2 more leased runs" in text
+
+
+def test_runs_and_show_tell_a_run_whose_orchestrator_died(fb: Invoke, store_url: str) -> None:
+    """A run left "running" by a dead process says so, and what continues it."""
+
+    async def two_runs() -> None:
+        async with open_store(store_url, clock=lambda: time.time() - 120) as past:
+            await past.begin_run("dead", "cli-paused", {}, owner="gone:1:x", ttl=60)
+        async with open_store(store_url) as store:
+            await store.begin_run("live", "cli-paused", {}, owner="here:1:x", ttl=60)
+
+    asyncio.run(two_runs())
+    table = fb("runs", env={"COLUMNS": "200"}).stdout
+    [dead] = [line for line in table.splitlines() if "│ dead" in line]
+    [live] = [line for line in table.splitlines() if "│ live" in line]
+    assert "lease expired: resume --due" in dead
+    assert "resume" not in live
+    assert "note: lease expired: resume --due" in fb("show", "dead").stdout
+    assert "note:" not in fb("show", "live").stdout
 
 
 def test_resume_due_exit_code_is_the_worst_run(

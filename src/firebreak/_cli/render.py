@@ -162,7 +162,18 @@ def print_result(console: Console, result: RunResult) -> None:
         console.print(table)
 
 
-def runs_table(records: Sequence[RunRecord]) -> Table:
+def interrupted_note(record: RunRecord, now: float) -> str:
+    """Why a run marked running is not going, and what continues it; empty if it is going."""
+    if record.status != "running":
+        return ""
+    if record.lease_owner is None:
+        return "interrupted: resume --due"
+    if (record.lease_expires or 0.0) <= now:
+        return "lease expired: resume --due"
+    return ""
+
+
+def runs_table(records: Sequence[RunRecord], now: float) -> Table:
     """Runs, newest first: id, workflow, status, times, and why it is not a success."""
     table = Table(title=counted(len(records), "run"), title_justify="left")
     table.add_column("run", overflow="fold")
@@ -174,7 +185,7 @@ def runs_table(records: Sequence[RunRecord]) -> Table:
     table.add_column("updated", no_wrap=True)
     table.add_column("note", overflow="fold")
     for rec in records:
-        note = error_line(rec.error)
+        note = error_line(rec.error) or interrupted_note(rec, now)
         if rec.resume_at is not None:
             note = note or f"resumes at {when(rec.resume_at)}"
         table.add_row(
@@ -229,6 +240,7 @@ def print_run(
     dead_letters: Sequence[DeadLetter] = (),
     reviews: Sequence[ReviewItem] = (),
     with_dag: bool,
+    now: float,
 ) -> None:
     """A run and its steps: agent, dependencies, status, attempts, error or reason."""
     console.print(
@@ -246,6 +258,9 @@ def print_run(
         _field(console, "error", error_line(record.error))
     if record.lease_owner:
         _field(console, "leased by", f"{record.lease_owner} until {when(record.lease_expires)}")
+    note = interrupted_note(record, now)
+    if note:
+        _field(console, "note", note)
     table = Table(title="steps", title_justify="left")
     table.add_column("agent")
     if with_dag:
