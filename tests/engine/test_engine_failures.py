@@ -400,6 +400,34 @@ async def test_resume_due_resumes_many_runs_at_once_within_its_bound(
     assert peak[0] == 3  # three at a time: not one after another, not all six
 
 
+async def test_two_sweeps_at_once_resume_each_run_once(kind: str, tmp_path: Path) -> None:
+    """Two `resume --due` overlapping (cron, two hosts): each run is driven by one of them,
+    its agent called once, and reported by that one only."""
+    now = [1000.0]
+    wf = fb.Workflow("race")
+    calls = Calls()
+
+    @wf.agent
+    async def work(ctx: fb.Context, x: int) -> int:
+        calls(ctx.run_id)
+        await asyncio.sleep(0.002 * x)  # finishes at different times: some runs are
+        return x  # finished before the other sweep's turn comes, some still leased
+
+    async with opened(kind, tmp_path, clock=lambda: now[0]) as store:
+        for i in range(8):  # created, never leased: their orchestrator died at once
+            await store.create_run(f"r{i}", "race", i)
+        now[0] += 60
+        first, second = fb.Engine(store, lease_ttl=30), fb.Engine(store, lease_ttl=30)
+        results = await asyncio.gather(
+            first.resume_due({"race": wf}, concurrency=3),
+            second.resume_due({"race": wf}, concurrency=3),
+        )
+    reported = sorted(r.run_id for batch in results for r in batch)
+    assert reported == [f"r{i}" for i in range(8)]  # each once, by the sweep that drove it
+    assert sorted(calls.log) == reported
+    assert {r.status for batch in results for r in batch} == {RunStatus.SUCCEEDED}
+
+
 async def test_resume_due_continues_runs_whose_questions_were_answered(
     kind: str, tmp_path: Path
 ) -> None:

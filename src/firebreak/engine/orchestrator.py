@@ -342,8 +342,9 @@ class Engine:
         its orchestrator stopped before the run ended, e.g. killed) and every run waiting
         for review with no question open any more (`answered`), at most `concurrency` at
         once: after a crash of a batch there may be hundreds, each waiting on its agents.
-        One that another orchestrator took first is left to it; an error in one does not
-        stop the others, and the first is raised once all have had their turn.
+        One that another orchestrator took (or finished) first is left to it and not in the
+        list returned; an error in one does not stop the others, and the first is raised
+        once all have had their turn.
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -376,7 +377,9 @@ class Engine:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return [outcome for outcome in outcomes if isinstance(outcome, RunResult)]
+        # A run another orchestrator finished before our turn came reads back finished,
+        # not resumed: it is not ours to report (two `resume --due` from cron overlapping).
+        return [o for o in outcomes if isinstance(o, RunResult) and o.resumed]
 
     async def interrupted(self, now: float | None = None) -> list[RunRecord]:
         """Runs whose orchestrator stopped before they ended, oldest first.
