@@ -113,11 +113,7 @@ async def _leased(engine: Engine, workflows: dict[str, Workflow]) -> list[RunRec
     """
     now = engine.store.clock()
     running = await engine.store.list_runs(status=RunStatus.RUNNING, limit=1_000)
-    return [
-        record
-        for record in running
-        if record.workflow in workflows and record.lease_owner and (record.lease_expires or 0) > now
-    ]
+    return [record for record in running if record.workflow in workflows and record.leased(now)]
 
 
 def _say_leased(leased: list[RunRecord]) -> None:

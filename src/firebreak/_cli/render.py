@@ -164,13 +164,11 @@ def print_result(console: Console, result: RunResult) -> None:
 
 def interrupted_note(record: RunRecord, now: float) -> str:
     """Why a run marked running is not going, and what continues it; empty if it is going."""
-    if record.status != "running":
+    if record.status != "running" or record.leased(now):
         return ""
     if record.lease_owner is None:
         return "interrupted: resume --due"
-    if (record.lease_expires or 0.0) <= now:
-        return "lease expired: resume --due"
-    return ""
+    return "lease expired: resume --due"
 
 
 def runs_table(records: Sequence[RunRecord], now: float) -> Table:

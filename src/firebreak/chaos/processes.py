@@ -571,12 +571,16 @@ async def worker_kill(target: Target, options: ChaosOptions) -> ScenarioReport: 
                     live = [w for w in workers if w.proc.poll() is None and w.killed_at is None]
                     victim = live[rng.randrange(len(live))]
                     # A seeded count of the victim's step starts: killed as it starts one.
+                    # Within half of its share of what is left: workers do not take equal
+                    # shares (a busy host favours one), and a count the victim never
+                    # reached left the kill unmade when the batch ended first.
                     left = width * options.n - await _committed(batch.store, batch.run_ids)
-                    share = left // (len(live) + 1)
+                    share = left // (2 * (len(live) + 1))
                     if not await _kill_moment(
                         victim, kill, rng, "call ", share, unless=orchestrator
                     ):
-                        report.notes.append(f"the victim ended before kill {number + 1}")
+                        ended = "the batch" if orchestrator.eof else "the victim"
+                        report.notes.append(f"{ended} ended before kill {number + 1}")
                         break
                     unfinished = await _unfinished(batch.store, batch.run_ids)
                     if not unfinished:

@@ -396,10 +396,9 @@ class Engine:
             for record in await self.store.list_runs(status=status, limit=_SWEEP):
                 if record.run_id in self._inflight:
                     continue
-                owner, expires = record.lease_owner, record.lease_expires
                 if status == RunStatus.PENDING and record.created_at > now - self.lease_ttl:
                     continue  # being begun right now, most likely
-                if owner is None or (expires or 0.0) <= now:
+                if not record.leased(now):
                     found.append(record)
         found.sort(key=lambda record: record.created_at)
         return found

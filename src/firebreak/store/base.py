@@ -128,6 +128,14 @@ class RunRecord:
         if type(self.status) is not RunStatus:  # an enum call costs about a microsecond
             object.__setattr__(self, "status", RunStatus(self.status))
 
+    def leased(self, now: float) -> bool:
+        """Whether a lease holds the run at `now`.
+
+        Its orchestrator's, live or dead with the lease not yet expired. Released or
+        expired: nobody drives the run.
+        """
+        return self.lease_owner is not None and (self.lease_expires or 0.0) > now
+
 
 @fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
