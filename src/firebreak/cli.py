@@ -317,6 +317,8 @@ def runs_command(
         write_json(records)
     else:
         console.print(runs_table(records, now=time.time()))
+        if len(records) == limit:  # there may be more: say so rather than let it look like all
+            console.print(f"[dim]the newest {limit}; --limit N for more[/]")
 
 
 @app.command("show")

@@ -242,7 +242,10 @@ def test_runs_lists_newest_first_and_filters(
     created, updated = (cell.strip() for cell in rows[0].split("│")[4:6])
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created), created
     assert re.fullmatch(r"\d\d:\d\d:\d\d", updated), updated
-    assert fb("runs", "--limit", "1").stdout.startswith("1 run ")
+    assert "--limit N for more" not in table.stdout  # all three shown
+    one = fb("runs", "--limit", "1").stdout
+    assert one.startswith("1 run ")
+    assert "the newest 1; --limit N for more" in one
 
 
 def test_runs_refuses_an_unknown_status(fb: Invoke) -> None:
