@@ -251,7 +251,7 @@ def resume_command(
 
             async def go_due() -> tuple[list[RunResult], list[RunRecord]]:
                 async with Engine(store) as engine:
-                    with RunProgress(err_console, "resuming due runs"):
+                    with RunProgress(err_console, "resuming due runs", many=True):
                         results = await engine.resume_due(workflows, concurrency=concurrency)
                     return results, [] if results else await _leased(engine, workflows)
 

@@ -40,6 +40,20 @@ def test_on_a_terminal_each_settled_step_gets_a_line() -> None:
     assert "enrich degraded after 3 attempts (TimeoutError: slow)" in text
 
 
+def test_many_runs_at_once_name_the_run_of_each_step_and_count_the_ended() -> None:
+    """`resume --due` drives many runs: a bare "extract succeeded" would not say whose."""
+    console, buffer = _console(terminal=True)
+    with RunProgress(console, "resuming due runs", many=True) as progress:
+        for run_id in ("r1", "r2"):
+            events.emit(events.RunStateChanged(source="wf", run_id=run_id, status="running"))
+        events.emit(
+            events.StepStateChanged(source="wf", run_id="r2", agent="extract", status="succeeded")
+        )
+        events.emit(events.RunStateChanged(source="wf", run_id="r2", status="succeeded"))
+        assert (progress.started, progress.ended) == ({"r1", "r2"}, {"r2": "succeeded"})
+    assert "r2 extract succeeded" in buffer.getvalue()
+
+
 def test_off_a_terminal_it_does_not_subscribe_or_print() -> None:
     console, buffer = _console(terminal=False)
     with RunProgress(console, "run r1") as progress:

@@ -27,13 +27,20 @@ class RunProgress:
         console: where to draw (the stderr console: stdout stays clean for ``--json``).
         label: what the spinner says before any event arrives.
         total: the number of agents, when a single workflow runs (for ``3/5 steps``).
+        many: several runs at once (``resume --due``): each step line names its run, and
+            the spinner counts the runs that ended.
     """
 
-    def __init__(self, console: Console, label: str, *, total: int | None = None) -> None:
+    def __init__(
+        self, console: Console, label: str, *, total: int | None = None, many: bool = False
+    ) -> None:
         self.console = console
         self.label = label
         self.total = total
+        self.many = many
         self.settled: dict[str, set[str]] = {}
+        self.started: set[str] = set()  # run ids seen (many)
+        self.ended: dict[str, str] = {}  # run id -> its status, once not running (many)
         self._status: Status | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -64,15 +71,23 @@ class RunProgress:
             done.add(event.agent)
             attempts = f" after {event.attempts} attempts" if event.attempts > 1 else ""
             reason = f" [dim]({escape(event.reason)})[/]" if event.reason else ""
+            step = f"{event.run_id} {event.agent}" if self.many else event.agent
             self.console.print(
-                f"  {escape(event.agent)} {status_text(event.status).markup}{attempts}{reason}",
+                f"  {escape(step)} {status_text(event.status).markup}{attempts}{reason}",
                 highlight=False,
             )
-            count = f"{len(done)}/{self.total}" if self.total else str(len(done))
-            self._update(f"run {event.run_id} ({event.source}): {count} steps settled")
+            if not self.many:
+                count = f"{len(done)}/{self.total}" if self.total else str(len(done))
+                self._update(f"run {event.run_id} ({event.source}): {count} steps settled")
         elif isinstance(event, events.RunStateChanged):
-            verb = "resumed" if event.resumed else event.status
-            self._update(f"run {event.run_id} ({event.source}): {verb}")
+            if self.many:
+                self.started.add(event.run_id)
+                if event.status != "running":
+                    self.ended[event.run_id] = event.status
+                self._update(f"{len(self.ended)} of {len(self.started)} runs ended")
+            else:
+                verb = "resumed" if event.resumed else event.status
+                self._update(f"run {event.run_id} ({event.source}): {verb}")
 
     def _update(self, text: str) -> None:
         if self._status is not None:
