@@ -171,6 +171,33 @@ async def test_listings_read_big_indexes_page_by_page(
             await store.destroy()
 
 
+async def test_a_listing_call_scans_a_bounded_number_of_expired_entries(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index of mostly expired runs is cleaned over several calls, not in one long one."""
+    monkeypatch.setattr(redis_module, "_COLLECT_PAGE", 2)  # a call scans up to 2 * 2 + 100
+    async with make_store() as store:
+        try:
+            for i in range(130):
+                await store.create_run(f"r{i:03}", "wf", i)
+            client = store._need()
+            await client.delete(*(f"{store.prefix}:run:r{i:03}" for i in range(3, 130)))
+            calls = 0
+            plain_do = store._do
+
+            async def counted(op: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                return await plain_do(op)
+
+            monkeypatch.setattr(store, "_do", counted)
+            assert [r.run_id for r in await store.list_runs()] == ["r002", "r001", "r000"]
+            assert calls == 3  # 104 expired dropped; 23 and r002 r001; r000 and the end
+            assert await client.zcard(f"{store.prefix}:runs") == 3
+        finally:
+            await store.destroy()
+
+
 async def test_a_run_finished_with_its_last_step_expires_too(make_store: MakeStore) -> None:
     """`commit_step_and_finish` applies the finished-run TTL as `finish_run` does."""
     async with make_store(finished_ttl=60) as store:

@@ -486,10 +486,11 @@ COLLECT = r"""
 -- no call blocks the server for long however big the index.
 -- KEYS[1]: the zset. ARGV: hash-key prefix, chars of the member before the id (0 or 17),
 -- mode (asc | desc | upto), page size, max score (mode upto), start rank.
--- Returns {next start rank (-1: the index is exhausted), records}.
+-- Returns {next start rank (-1: the index is exhausted), records}: fewer than a page when
+-- it met more expired entries than records (each dropped), so no call scans without bound.
 local idx, pfx, skip, mode, page = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local out, start = {}, tonumber(ARGV[6])
-while #out < page do
+local out, start, scanned, most = {}, tonumber(ARGV[6]), 0, 2 * tonumber(ARGV[4]) + 100
+while #out < page and scanned < most do
   local ms
   if mode == 'desc' then
     ms = redis.call('ZREVRANGE', idx, start, start + 99)
@@ -500,7 +501,8 @@ while #out < page do
   end
   if #ms == 0 then return {-1, out} end
   for _, m in ipairs(ms) do
-    if #out >= page then break end
+    if #out >= page or scanned >= most then break end
+    scanned = scanned + 1
     local rec = redis.call('HGETALL', pfx .. string.sub(m, skip + 1))
     if #rec == 0 then
       redis.call('ZREM', idx, m)
