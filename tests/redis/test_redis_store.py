@@ -92,6 +92,22 @@ async def test_a_schema_1_prefix_is_upgraded_in_place(
             await store.destroy()
 
 
+async def test_an_item_written_by_an_older_process_is_found_once_resolved(
+    make_store: MakeStore,
+) -> None:
+    """A rolling deploy: a schema-1 process still writes items without the per-run index."""
+    async with make_store() as store:
+        try:
+            item = await store.review_put(run_id="r1", workflow="wf", agent="a", reason="?")
+            await store._need().delete(f"{store.prefix}:rv:run:r1")  # as schema 1 wrote it
+            assert await store.review_of_run("r1") == []
+            await store.review_resolve(item, {"po": "PO-1"})
+            [found] = await store.review_of_run("r1")
+            assert (found.id, found.status, found.value) == (item, "resolved", {"po": "PO-1"})
+        finally:
+            await store.destroy()
+
+
 async def test_warns_once_when_the_server_persists_nothing(
     make_store: MakeStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

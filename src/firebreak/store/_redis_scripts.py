@@ -473,6 +473,9 @@ redis.call('HSET', e, 'status', 'resolved', 'value', ARGV[3], 'resolved_at', ARG
 local n = redis.call('ZSCORE', P .. ':rv:open', id)
 redis.call('ZREM', P .. ':rv:open', id)
 redis.call('ZADD', P .. ':rv:resolved', n, id)
+-- Indexed again: an item a process of schema 1 wrote after the upgrade (a rolling deploy)
+-- has no entry there, and a resume must find its answer.
+redis.call('ZADD', P .. ':rv:run:' .. f[2], n, id)
 local step = f[2] .. '\0' .. f[3]
 if redis.call('HGET', P .. ':rv:openstep', step) == id then
   redis.call('HDEL', P .. ':rv:openstep', step)
