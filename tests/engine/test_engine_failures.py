@@ -202,6 +202,76 @@ async def test_invalid_output_runs_the_fallbacks_not_a_retry(kind: str, tmp_path
     assert again["parse"] == Amount(value=12.5)  # rebuilt from the checkpoint
 
 
+async def test_a_callable_validate_is_a_predicate_a_check_or_a_converter(
+    kind: str, tmp_path: Path
+) -> None:
+    """False rejects the output, True or None keeps it, another value replaces it."""
+    wf = fb.Workflow("checked")
+
+    def must_be_int(value: object) -> None:
+        if not isinstance(value, int):
+            raise TypeError("not an int")
+
+    @wf.agent(validate=lambda v: isinstance(v, int))
+    async def predicate(ctx: fb.Context, x: int) -> int:
+        return x
+
+    @wf.agent(validate=must_be_int)
+    async def check(ctx: fb.Context, x: int) -> int:
+        return x
+
+    @wf.agent(validate=str)
+    async def convert(ctx: fb.Context, x: int) -> str:
+        return x  # type: ignore[return-value]
+
+    @wf.agent(validate=lambda v: v > 100, critical=False, default=-1)
+    async def too_small(ctx: fb.Context, x: int) -> int:
+        return x
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 5, run_id="r1")
+    assert result.outputs == {"predicate": 5, "check": 5, "convert": "5", "too_small": -1}
+    reason = "InvalidOutput: invalid output: agent 'too_small': the check returned False"
+    assert result.missing == {"too_small": reason}
+
+
+async def test_a_run_rejected_for_its_input_is_replayed_only_with_a_new_one(
+    kind: str, tmp_path: Path
+) -> None:
+    """Replaying it on the stored input would fail again (or, for an input no store could
+    keep, run on a stand-in): refused, and the entry stays where it is."""
+
+    class Invoice(BaseModel):
+        amount: int
+
+    typed, loose = fb.Workflow("typed", input=Invoice), fb.Workflow("loose")
+
+    @typed.agent
+    async def book(ctx: fb.Context, invoice: Invoice) -> int:
+        return invoice.amount
+
+    @loose.agent
+    async def echo(ctx: fb.Context, x: Any) -> Any:
+        return x
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        assert (await engine.run(typed, {"amount": "ten"}, run_id="bad")).status == "failed"
+        unstorable = await engine.run(loose, {1, 2}, run_id="set")
+        assert unstorable.error is not None
+        assert unstorable.error["type"].endswith(".InvalidInput")
+        for run_id, workflow in (("bad", typed), ("set", loose)):
+            with pytest.raises(fb.InvalidInput, match="replay it with a corrected input"):
+                await engine.replay(run_id, workflow)
+            run = await store.get_run(run_id)
+            assert run is not None
+            assert run.status == RunStatus.FAILED
+        assert [e.run_id for e in await store.dlq_list()] == ["bad", "set"]
+        fixed = await engine.replay("bad", typed, input={"amount": 10})
+        assert fixed["book"] == 10
+        assert [e.run_id for e in await store.dlq_list()] == ["set"]
+
+
 async def test_transient_errors_are_retried_then_succeed(kind: str, tmp_path: Path) -> None:
     attempts: list[int] = []
     wf = fb.Workflow("flaky")
@@ -300,11 +370,22 @@ async def test_transient_outage_pauses_the_run_and_due_resume_finishes_it(
         paused = await engine.run(wf, 21, run_id="r1")
         assert paused.status == RunStatus.PAUSED
         assert paused.resume_at == 1300
+        # What paused it, where, after how many attempts: in the result and the record.
+        record = await store.get_run("r1")
+        assert record is not None
+        for error in (paused.error, record.error):
+            assert error is not None
+            assert (error["agent"], error["attempts"]) == ("ocr", 1)
+            assert error["message"] == "OCR service down"
         assert await engine.resume_due({"pause": wf}) == []  # not due yet
         now[0] += 301
         up[0] = True
         [resumed] = await engine.resume_due({"pause": wf})
+        after = await store.get_run("r1")
     assert resumed.status == RunStatus.SUCCEEDED
+    assert resumed.error is None
+    assert after is not None
+    assert after.error is None  # a run that went on is not marked with the old outage
     assert resumed["ocr"] == 42
     assert calls.log == ["extract", "ocr", "ocr"]
 

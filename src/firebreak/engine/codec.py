@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from firebreak.errors import FirebreakError, InvalidOutput, Permanent
@@ -50,8 +50,8 @@ def encode(value: Any, *, what: str) -> JSON:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return encode(dataclasses.asdict(value), what=what)
     raise NotStorable(
-        f"{what}: a {type(value).__name__} cannot be checkpointed; return JSON data, "
-        "a dataclass or a pydantic model"
+        f"{what}: {type(value).__name__!r} values cannot be checkpointed (only JSON data, "
+        "dataclasses and pydantic models can)"
     )
 
 
@@ -73,6 +73,21 @@ def _is_model(schema: object) -> bool:
     return isinstance(schema, type) and hasattr(schema, "model_validate")
 
 
+def apply_check(check: Callable[[Any], Any], value: Any) -> Any:
+    """Run a callable validator on `value`: the value to keep, or `ValueError`.
+
+    Raising or returning ``False`` rejects the value; ``True`` or ``None`` keeps it as it is
+    (a predicate, or a check that only raises); anything else replaces it (a converter).
+    """
+    result = check(value)
+    if result is None or result is True:
+        return value
+    if result is False:
+        name = getattr(check, "__name__", "<lambda>")
+        raise ValueError(f"{'the check' if name == '<lambda>' else name} returned False")
+    return result
+
+
 def validate_output(spec: AgentSpec, value: Any) -> Any:
     """Check an agent's output with its ``validate=``; raise `InvalidOutput` if it fails."""
     schema = spec.validate
@@ -83,7 +98,7 @@ def validate_output(spec: AgentSpec, value: Any) -> Any:
             if isinstance(value, schema):  # type: ignore[arg-type]
                 return value
             return schema.model_validate(value)  # type: ignore[union-attr]
-        return schema(value)
+        return apply_check(schema, value)
     except InvalidOutput:
         raise
     except Exception as exc:

@@ -113,6 +113,7 @@ class Drive:
         self.failure: tuple[str, dict[str, Any]] | None = None  # agent, error
         self.pause_until: float | None = None
         self.waiting: set[str] = set()  # paused agents, not committed
+        self.pause_error: dict[str, Any] | None = None  # what paused the run, and where
         self.ended = False  # the outcome is recorded and the lease released
 
     async def drive(self, *, load: bool) -> RunResult:
@@ -371,10 +372,7 @@ class Drive:
         error = outcome.error
         reason = f"{type(error).__name__}: {error}" if error is not None else "failed"
         if outcome.status == "failed" and spec.on_exhausted == "pause" and outcome.transient:
-            wait = outcome.retry_after if outcome.retry_after is not None else self.engine.pause_for
-            until = self.store.clock() + wait
-            self.pause_until = max(self.pause_until or until, until)
-            self.waiting.add(name)
+            self._pause(name, outcome)
             return
         error_dict = error_to_dict(error) if error is not None else None
         if outcome.status == "needs_human" or spec.on_exhausted == "review":
@@ -415,6 +413,19 @@ class Drive:
         if await self._commit(rec, outcome.attempts, reason):
             self.failure = (name, error_dict or {"message": reason})
 
+    def _pause(self, name: str, outcome: StepOutcome) -> None:
+        """Leave `name` uncommitted; the run pauses until the outage may have passed."""
+        wait = outcome.retry_after if outcome.retry_after is not None else self.engine.pause_for
+        until = self.store.clock() + wait
+        self.pause_until = max(self.pause_until or until, until)
+        self.waiting.add(name)
+        if self.pause_error is None and outcome.error is not None:  # the first: people see it
+            self.pause_error = {
+                **error_to_dict(outcome.error),
+                "agent": name,
+                "attempts": outcome.attempts,
+            }
+
     async def _open_review(self, spec: AgentSpec, reason: str, suggestions: list[Any]) -> None:
         """Put the step in the review queue (the store keeps one open item per step)."""
         inputs = spec.call_kwargs(self.run_input, self.outputs)
@@ -441,9 +452,11 @@ class Drive:
         if self.failure is not None:
             return await self._fail(*self.failure)
         result: dict[str, Any] = {"missing": self.missing, "reviews": self.reviews}
+        error = None
         if self.pause_until is not None:
             status = RunStatus.PAUSED
             reason = f"waiting for {', '.join(sorted(self.waiting))}"
+            error = self.pause_error
         elif StepStatus.NEEDS_REVIEW in self.settled.values():
             status, reason = RunStatus.NEEDS_REVIEW, "waiting for review"
         elif len(self.settled) < len(self.agents):  # settled holds only this workflow's agents
@@ -456,7 +469,7 @@ class Drive:
             result["outputs"] = self.stored
         if not self.ended:  # else the last step's commit recorded it (`_ending`)
             await self.engine._end(  # noqa: SLF001 - the engine's own helper
-                self.lease, status, result=result, resume_at=self.pause_until
+                self.lease, status, result=result, error=error, resume_at=self.pause_until
             )
             self.ended = True
         if hub.active:
@@ -471,6 +484,7 @@ class Drive:
             status=status,
             outputs=self.outputs,  # not copied: the drive ends here
             missing=self.missing,
+            error=error,
             resume_at=self.pause_until,
             reviews=tuple(self.reviews),
             resumed=self.resumed,

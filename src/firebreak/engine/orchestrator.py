@@ -22,13 +22,18 @@ from typing import Any
 
 from firebreak._eager import await_rest
 from firebreak.clock import Cancellable, Clock, system_clock
-from firebreak.engine.codec import NotStorable, decode_output, encode, error_to_dict
+from firebreak.engine.codec import (
+    NotStorable,
+    apply_check,
+    decode_output,
+    encode,
+    error_to_dict,
+)
 from firebreak.engine.drive import Drive, Graph
 from firebreak.engine.executor import Executor, LocalExecutor
 from firebreak.engine.result import RunResult
 from firebreak.errors import (
     ConfigError,
-    FirebreakError,
     InvalidInput,
     LeaseHeld,
     Overloaded,
@@ -45,6 +50,7 @@ from firebreak.events import (
 from firebreak.resilience import BreakerRegistry, breakers
 from firebreak.store import (
     CheckpointStore,
+    DeadLetter,
     Lease,
     ReviewItem,
     ReviewStatus,
@@ -88,10 +94,28 @@ def validate_input(workflow: Workflow, value: Any) -> Any:
     try:
         if isinstance(schema, type) and hasattr(schema, "model_validate"):
             return value if isinstance(value, schema) else schema.model_validate(value)
-        return schema(value)
+        return apply_check(schema, value)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInput(f"workflow {workflow.name!r}: {first}") from exc
+
+
+def _replayable_input(workflow: Workflow, entry: DeadLetter) -> None:
+    """Raise `InvalidInput` if `entry`'s run cannot be replayed on its stored input."""
+    error = entry.error or {}
+    if str(error.get("type", "")).endswith(".InvalidInput"):
+        detail = (error.get("attrs") or {}).get("detail") or error.get("message")
+        raise InvalidInput(
+            f"run {entry.run_id!r} was rejected for its input ({detail}); "
+            "replay it with a corrected input"
+        )
+    try:
+        validate_input(workflow, entry.input)
+    except InvalidInput as exc:  # the workflow's schema changed since the run began
+        raise InvalidInput(
+            f"run {entry.run_id!r}'s stored input no longer passes the workflow's schema "
+            f"({exc.detail}); replay it with a corrected input"
+        ) from exc
 
 
 class Engine:
@@ -228,6 +252,8 @@ class Engine:
             except (InvalidInput, NotStorable) as exc:
                 if await self.store.get_run(run_id) is not None:  # an existing run: its own
                     return await self._run(workflow, _NO_INPUT, run_id)  # input stands
+                if isinstance(exc, NotStorable):  # an input no store can keep is invalid
+                    exc = InvalidInput(f"workflow {workflow.name!r}: {exc}")
                 return await self._reject(workflow, value, run_id, exc)
         record, created, lease = await self._begin(run_id, workflow.name, stored)
         if lease is None:
@@ -283,9 +309,13 @@ class Engine:
             await store.release_lease(lease)
 
     async def _reject(
-        self, workflow: Workflow, value: Any, run_id: str, exc: FirebreakError
+        self, workflow: Workflow, value: Any, run_id: str, exc: InvalidInput
     ) -> RunResult:
-        """Record a run whose input is invalid as failed and dead-letter it; run nothing."""
+        """Record a run whose input is invalid as failed and dead-letter it; run nothing.
+
+        An input with no JSON form is kept as its ``repr`` for people to read; `replay`
+        never runs it (the entry's error is `InvalidInput`: a replay needs a new input).
+        """
         try:
             stored = encode(value, what="run input")
         except NotStorable:
@@ -350,12 +380,15 @@ class Engine:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if self.max_in_flight is not None:  # beyond it a run would be refused (Overloaded)
             concurrency = min(concurrency, self.max_in_flight)
-        now = self.store.clock()
-        records = [
-            *await self.store.due_runs(now),
-            *await self.interrupted(now),
-            *await self.answered(),
-        ]
+        records = await self.due()
+        left = [record for record in records if record.workflow not in workflows]
+        if left:
+            names = sorted({record.workflow for record in left})
+            log.warning(
+                "%d runs to resume belong to workflows not given (%s): left as they are",
+                len(left),
+                ", ".join(names),
+            )
         gate = asyncio.Semaphore(concurrency)
 
         async def resume(workflow: Workflow, run_id: str) -> RunResult | None:
@@ -380,6 +413,18 @@ class Engine:
         # A run another orchestrator finished before our turn came reads back finished,
         # not resumed: it is not ours to report (two `resume --due` from cron overlapping).
         return [o for o in outcomes if isinstance(o, RunResult) and o.resumed]
+
+    async def due(self, now: float | None = None) -> list[RunRecord]:
+        """Every run `resume_due` would resume, of whatever workflow.
+
+        Paused runs whose time has come, `interrupted` runs and `answered` ones.
+        """
+        now = self.store.clock() if now is None else now
+        return [
+            *await self.store.due_runs(now),
+            *await self.interrupted(now),
+            *await self.answered(),
+        ]
 
     async def interrupted(self, now: float | None = None) -> list[RunRecord]:
         """Runs whose orchestrator stopped before they ended, oldest first.
@@ -439,6 +484,9 @@ class Engine:
             raise ValueError(f"entry {entry_id!r} is a run of workflow {entry.workflow!r}")
         if from_step is not None and from_step not in workflow.agents:
             raise KeyError(f"workflow {workflow.name!r} has no agent {from_step!r}")
+        if input is _NO_INPUT:
+            # Checked before anything changes: a replay that cannot start keeps its entry.
+            _replayable_input(workflow, entry)
         lease = await self.store.acquire_lease(entry.run_id, self.owner, self.lease_ttl)
         try:
             steps = await self.store.get_steps(entry.run_id)

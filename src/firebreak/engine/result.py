@@ -34,7 +34,8 @@ class RunResult:
     missing: Mapping[str, str] = field(default_factory=dict)
     """Agents whose output is not real — degraded to a default, skipped — with the reason."""
     error: Mapping[str, Any] | None = None
-    """The error that failed the run (type, message, attributes), if it failed."""
+    """The error that failed the run (type, message, attributes), if it failed; for a
+    paused run, the first error that paused it, with its ``agent`` and ``attempts``."""
     failed_agent: str | None = None
     """The critical agent whose failure failed the run."""
     resume_at: float | None = None

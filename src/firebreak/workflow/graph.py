@@ -63,8 +63,9 @@ class Workflow:
         name: the workflow's name (runs and metrics are labelled with it).
         deadline: bound on a whole run in seconds or as a timedelta; ``None`` for none.
         defaults: options for agents that do not set them (timeout 60 s, critical, ...).
-        input: schema of the run input — a pydantic model or a callable that returns the
-            input or raises; invalid input is rejected before any agent runs.
+        input: schema of the run input — a pydantic model or a callable that raises or
+            returns ``False`` to reject it (``True`` or ``None`` keeps it, another value
+            replaces it); invalid input is rejected before any agent runs.
     """
 
     __slots__ = ("_agents", "_deadline", "_defaults", "_frozen", "_input", "_name")

@@ -77,7 +77,8 @@ class AgentOptions(TypedDict, total=False):
     compensate: Callable[[Any, Any], Awaitable[None]] | None
     """``async (ctx, output) -> None`` that undoes the agent's effect if the run fails."""
     validate: type[Any] | Callable[[Any], Any] | None
-    """A pydantic model class, or ``(output) -> output`` raising when the output is invalid."""
+    """A pydantic model class, or a callable of the output that raises or returns ``False``
+    to reject it; ``True`` or ``None`` keeps the output, any other value replaces it."""
     fallbacks: Sequence[AgentFn]
     """Alternatives tried in order when the agent fails; same signature as the agent."""
     on_exhausted: OnExhausted
