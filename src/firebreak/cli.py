@@ -30,10 +30,13 @@ With several runs (``resume --due``) the worst code wins: 1 > 5 > 4 > 3 > 0.
 
 from __future__ import annotations
 
+import collections
 import importlib
 import inspect
+import sys
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -44,6 +47,7 @@ from firebreak._cli import check as check_cli
 from firebreak._cli import observe as observe_cli
 from firebreak._cli import worker as worker_cli
 from firebreak._cli.common import (
+    SIGPIPE_EXIT,
     InputFile,
     Json,
     Store,
@@ -53,10 +57,12 @@ from firebreak._cli.common import (
     err_console,
     finish,
     reflow_help,
+    require_store,
 )
 from firebreak._cli.exits import (
     EXIT_CODES_HELP,
     CliError,
+    ExitCode,
     cli_errors,
     run_async,
     worst_exit_code,
@@ -125,6 +131,21 @@ def _say_leased(leased: list[RunRecord]) -> None:
         )
     if len(leased) > _LEASED_SHOWN:
         console.print(f"and {counted(len(leased) - _LEASED_SHOWN, 'more leased run')}")
+
+
+def _say_left(left: list[RunRecord]) -> None:
+    by_workflow = collections.Counter(record.workflow for record in left)
+    names = ", ".join(f"{name!r} ({count})" for name, count in sorted(by_workflow.items()))
+    err_console.print(
+        f"[bold red]error:[/] {counted(len(left), 'run')} to resume left as they are, of "
+        f"workflows not given: {names}; add --workflow MODULE:WORKFLOW for each",
+        highlight=False,
+    )
+
+
+def _resume_command(target: str, refs: Sequence[str]) -> str:
+    """The command that continues where this one stopped (`target`: a run id or --due)."""
+    return " ".join([f"firebreak resume {target}", *(f"-w {ref}" for ref in refs)])
 
 
 def _pick(workflows: dict[str, Workflow], record: RunRecord, what: str) -> Workflow:
@@ -244,28 +265,36 @@ def resume_command(
     with cli_errors(err_console):
         if (run_id is None) == (not due):
             raise CliError("give either RUN_ID or --due")
+        require_store(store)
         workflows = load_workflows(workflow_refs or ())
         if due:
             if not workflows:
                 raise CliError("--due needs the workflows' code: pass --workflow MODULE:WORKFLOW")
 
-            async def go_due() -> tuple[list[RunResult], list[RunRecord]]:
+            async def go_due() -> tuple[list[RunResult], list[RunRecord], list[RunRecord]]:
                 async with Engine(store) as engine:
                     with RunProgress(err_console, "resuming due runs", many=True):
                         results = await engine.resume_due(workflows, concurrency=concurrency)
-                    return results, [] if results else await _leased(engine, workflows)
+                    leased = [] if results else await _leased(engine, workflows)
+                    left = [r for r in await engine.due() if r.workflow not in workflows]
+                    return results, leased, left
 
-            results, leased = run_async(go_due())
+            results, leased, left = run_async(
+                go_due(), resume=_resume_command("--due", workflow_refs or ())
+            )
             if as_json:
                 write_json([result_json(result) for result in results])
             else:
                 for result in results:
                     print_result(console, result)
-                if not results:
+                if not results and not left:
                     console.print(
                         "nothing to resume: no paused run is due, none answered, none interrupted"
                     )
                 _say_leased(leased)
+            if left:  # on stderr and in the exit code: cron must not take it for done
+                _say_left(left)
+                raise typer.Exit(ExitCode.USAGE)
             raise typer.Exit(worst_exit_code(result.status for result in results))
         assert run_id is not None  # noqa: S101 - checked above; narrows the type
 
@@ -283,7 +312,7 @@ def resume_command(
                 ):
                     return await engine.resume(workflow, run_id)
 
-        result = run_async(go())
+        result = run_async(go(), resume=_resume_command(run_id, workflow_refs or ()))
     finish(result, as_json=as_json)
 
 
@@ -305,6 +334,7 @@ def runs_command(
 ) -> None:
     """List runs, newest first."""
     with cli_errors(err_console):
+        require_store(store)
 
         async def go() -> list[RunRecord]:
             async with open_store(store) as opened:
@@ -335,6 +365,7 @@ def show_command(
     those that have not run yet.
     """
     with cli_errors(err_console):
+        require_store(store)
         workflow = load_workflow(workflow_ref) if workflow_ref is not None else None
 
         async def go() -> dict[str, Any]:
@@ -463,5 +494,18 @@ reflow_help(app)
 
 
 def main() -> None:
-    """Entry point of the ``firebreak`` script and of ``python -m firebreak``."""
-    app()
+    """Entry point of the ``firebreak`` script and of ``python -m firebreak``.
+
+    When the reader of stdout goes away (``firebreak runs --json | head -1``), Click and
+    Typer swap stdout for a quiet wrapper and exit 1, which here means "the run failed":
+    exit 141 instead (`SIGPIPE_EXIT`; the consoles do the same). Not by restoring
+    SIGPIPE's default action: that would also kill the process on a broken socket to a
+    store, with no message.
+    """
+    stdout = sys.stdout
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 1 and sys.stdout is not stdout:
+            raise SystemExit(SIGPIPE_EXIT) from None
+        raise

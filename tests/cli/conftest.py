@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ from cli_helpers import Invoke
 from typer.testing import CliRunner, Result
 
 from firebreak.cli import app
+from firebreak.store import open_store
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +58,15 @@ def fb(store_url: str) -> Invoke:
         return runner.invoke(app, argv, input=stdin, env=env, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def existing_store(store_url: str) -> str:
+    """The test's store, made (empty): commands that only read refuse a missing one."""
+
+    async def make() -> None:
+        async with open_store(store_url):
+            pass
+
+    asyncio.run(make())
+    return store_url

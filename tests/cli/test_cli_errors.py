@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,66 @@ def test_a_bad_workflow_reference_exits_2_with_one_line(
     assert result.exit_code == 2
     assert message in one_line(result.stderr)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("x = (\n", "cannot import 'broken_mod': SyntaxError: '(' was never closed"),
+        ("import no_such_dependency\n", "ModuleNotFoundError: No module named 'no_such_dep"),
+        ("raise RuntimeError('no API key')\n", "cannot import 'broken_mod': RuntimeError: no API"),
+    ],
+)
+def test_a_module_that_fails_to_import_exits_2_after_its_traceback(
+    fb: Invoke,
+    write_json: Callable[[str, Any], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    message: str,
+) -> None:
+    """Exit 1 would say "the run failed": no run began. The traceback shows where."""
+    (tmp_path / "broken_mod.py").write_text(source, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "broken_mod", raising=False)
+    result = fb("run", "broken_mod:wf", "--input", write_json("in.json", {}))
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert result.stdout == ""
+
+
+def test_a_file_path_for_a_module_says_how_to_name_it(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    result = fb("run", "./flows/invoices.py:wf", "--input", write_json("in.json", {}))
+    assert result.exit_code == 2
+    assert "names a file, not a module: write flows.invoices:wf" in one_line(result.stderr)
+
+
+def test_nan_in_an_input_file_is_not_json(fb: Invoke, tmp_path: Path) -> None:
+    """Python reads NaN and Infinity; JSON has neither, and no store could keep them."""
+    path = tmp_path / "nan.json"
+    path.write_text('{"amount": NaN}', encoding="utf-8")
+    result = fb("run", "cli_workflows:ok", "--input", str(path))
+    assert result.exit_code == 2
+    assert "not valid JSON: NaN is not a JSON value" in one_line(result.stderr)
+    assert not (tmp_path / "x.db").exists()  # nothing was recorded, no store made
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["runs"], ["show", "r1"], ["resume", "--due", "-w", "cli_workflows:ok"], ["dlq", "list"],
+     ["review", "list"]],
+)  # fmt: skip
+def test_reading_a_sqlite_store_that_does_not_exist_makes_none(
+    fb: Invoke, tmp_path: Path, command: list[str]
+) -> None:
+    """A typo in --store must not create an empty store, nor pass for "nothing there"."""
+    result = fb(*command)
+    assert result.exit_code == 6
+    assert f"no store at {tmp_path / 'x.db'}" in one_line(result.stderr)
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_a_missing_input_file_is_a_clear_error(fb: Invoke, tmp_path: Path) -> None:

@@ -210,6 +210,7 @@ def test_resolve_without_workflow_records_and_resume_uses_the_answer(
     assert out_json(resumed)["outputs"]["file_doc"] == "filed as receipt"
 
 
+@pytest.mark.usefixtures("existing_store")
 def test_resolve_unknown_item_exits_2(fb: Invoke, write_json: Callable[[str, Any], str]) -> None:
     result = fb("review", "resolve", "nope", "--value", write_json("a.json", 1))
     assert result.exit_code == 2

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from cli_helpers import Invoke, out_json
 from typer.testing import CliRunner
 
@@ -111,6 +112,7 @@ def test_paused_run_exits_4_and_resume_due_finishes_it(
     paused = fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p1", env=LOOKUP_DOWN)
     assert paused.exit_code == 4, paused.output
     assert "paused" in paused.stdout
+    assert "paused by: lookup: " in paused.stdout  # which agent, and the error
 
     result = fb("resume", "--due", "--workflow", "cli_workflows:paused", "--json")
     assert result.exit_code == 0, result.output
@@ -120,6 +122,7 @@ def test_paused_run_exits_4_and_resume_due_finishes_it(
     assert resumed["outputs"] == {"lookup": {"found": "acme"}}
 
 
+@pytest.mark.usefixtures("existing_store")
 def test_resume_due_with_nothing_due_exits_0(fb: Invoke) -> None:
     result = fb("resume", "--due", "-w", "cli_workflows:paused")
     assert result.exit_code == 0
@@ -143,6 +146,22 @@ def test_resume_due_names_runs_another_process_still_leases(fb: Invoke, store_ur
     assert "nothing to resume" in text
     assert re.search(r"held\d is leased by gone:1:x until \S+ \S+: if that process is gone", text)
     assert "and 2 more leased runs" in text
+
+
+def test_resume_due_names_due_runs_of_workflows_not_given_and_exits_2(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    """A cron line missing one --workflow must not pass for a sweep that recovered all."""
+    path = write_json("q.json", "acme")
+    for run_id in ("p1", "p2"):
+        fb("run", "cli_workflows:paused", "-i", path, "--run-id", run_id, env=LOOKUP_DOWN)
+    result = fb("resume", "--due", "-w", "cli_workflows:ok")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.stderr.split())
+    assert "2 runs to resume left as they are, of workflows not given: 'cli-paused' (2)" in text
+    assert "nothing to resume" not in result.stdout
+    both = fb("resume", "--due", "-w", "cli_workflows:ok", "-w", "cli_workflows:paused")
+    assert both.exit_code == 0, both.output
 
 
 def test_runs_and_show_tell_a_run_whose_orchestrator_died(fb: Invoke, store_url: str) -> None:
@@ -209,6 +228,7 @@ def test_resume_needs_run_id_or_due(fb: Invoke) -> None:
     assert fb("resume", "r1", "--due", "-w", "cli_workflows:ok").exit_code == 2
 
 
+@pytest.mark.usefixtures("existing_store")
 def test_resume_of_an_unknown_run_is_a_one_line_error(fb: Invoke) -> None:
     result = fb("resume", "nope", "-w", "cli_workflows:ok")
     assert result.exit_code == 2
@@ -240,7 +260,8 @@ def test_runs_lists_newest_first_and_filters(
     assert [row.split("│")[1].strip() for row in rows] == ["c", "b", "a"]
     assert "cli-degrading" in rows[1]
     created, updated = (cell.strip() for cell in rows[0].split("│")[4:6])
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created), created
+    # Created today: the time alone too, as `ls -l` shows a recent file's.
+    assert re.fullmatch(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d", created), created
     assert re.fullmatch(r"\d\d:\d\d:\d\d", updated), updated
     assert "--limit N for more" not in table.stdout  # all three shown
     one = fb("runs", "--limit", "1").stdout
@@ -291,6 +312,7 @@ def test_show_without_workflow_lists_committed_steps(
     assert "firebreak dlq show f1" in text  # by run id, as every dlq command takes it
 
 
+@pytest.mark.usefixtures("existing_store")
 def test_show_unknown_run_exits_2(fb: Invoke) -> None:
     result = fb("show", "nope")
     assert result.exit_code == 2

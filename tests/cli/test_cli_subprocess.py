@@ -43,6 +43,25 @@ def test_run_then_show_in_real_processes(tmp_path: Path) -> None:
     assert [s["status"] for s in json.loads(shown.stdout)["steps"]] == ["succeeded"] * 2
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_went_away_is_exit_141_not_failed(tmp_path: Path, as_json: bool) -> None:
+    """``firebreak run ... | head -1``: exit 1 would say the run failed; it succeeded."""
+    (tmp_path / "in.json").write_text('{"n": 4}', encoding="utf-8")
+    read, write = os.pipe()
+    os.close(read)  # before the process writes a byte: every write to stdout is EPIPE
+    try:
+        ran = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "firebreak", "run", "cli_workflows:ok",
+             "-i", str(tmp_path / "in.json"), "--store", f"sqlite:///{tmp_path}/x.db",
+             *(["--json"] if as_json else [])],
+            cwd=HERE, stdout=write, stderr=subprocess.PIPE, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert ran.returncode == 141, ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
 def test_failed_run_exits_1_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "order.json").write_text('{"id": 1, "decline": true}', encoding="utf-8")
     ran = firebreak(

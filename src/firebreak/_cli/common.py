@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +13,13 @@ import typer
 from rich.console import Console
 
 from firebreak.engine import RunResult
+from firebreak.store import SQLiteStore, open_store
 
-from .exits import exit_code
+from .exits import CliError, ExitCode, exit_code
 from .render import print_result, result_json, write_json
 
 __all__ = [
+    "SIGPIPE_EXIT",
     "InputFile",
     "Json",
     "Store",
@@ -25,11 +29,26 @@ __all__ = [
     "err_console",
     "finish",
     "reflow_help",
+    "require_store",
 ]
 
-console = Console()
+SIGPIPE_EXIT = 141
+"""The exit code when stdout's reader went away: 128 + SIGPIPE, as a shell reports a
+process that signal ended (1, what Rich and Click use, means "the run failed" here)."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """As Rich does (quiet, stdout to /dev/null), but exit 141, not 1."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(SIGPIPE_EXIT)
+
+
+console = _Console()
 """Standard output: results and tables."""
-err_console = Console(stderr=True)
+err_console = _Console(stderr=True)
 """Standard error: progress and errors, so stdout stays clean for ``--json``."""
 
 Store = Annotated[
@@ -66,6 +85,28 @@ InputFile = Annotated[
         show_default=False,
     ),
 ]
+
+
+def require_store(url: str | None) -> None:
+    """Refuse a SQLite store whose file does not exist.
+
+    For commands that only read or continue what is there: opening it would create an
+    empty store at a mistyped path (and a cron ``resume --due`` would find nothing to
+    resume there, every time).
+
+    Raises:
+        CliError: exit 6, naming the path.
+    """
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if isinstance(store, SQLiteStore) and not store.path.exists():
+        raise CliError(
+            f"no store at {store.path}: nothing has run with it yet "
+            "(--store URL or $FIREBREAK_STORE names another)",
+            code=ExitCode.STORE,
+        )
 
 
 def finish(result: RunResult, *, as_json: bool) -> None:

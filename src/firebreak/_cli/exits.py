@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from firebreak._cli.render import when
 from firebreak.errors import FirebreakError, LeaseHeld, StoreError
 from firebreak.store import RunStatus
 
@@ -155,10 +157,14 @@ def run_async(coro: Coroutine[Any, Any, T], *, resume: str = RESUME_DUE) -> T:
     except StoreError as exc:
         message = _first_line(str(exc)) or type(exc).__name__
         if isinstance(exc, LeaseHeld):
-            message += " (another process is driving it; try again when it is done)"
+            until = when(exc.expires_at, time.time())
+            message += (
+                f" until {until}: another process is driving it (if that process is gone,"
+                " its lease expires then and the run can be resumed)"
+            )
         raise CliError(f"store: {type(exc).__name__}: {message}", code=ExitCode.STORE) from exc
-    except FirebreakError as exc:
-        raise CliError(f"{type(exc).__name__}: {_first_line(str(exc))}") from exc
+    except FirebreakError as exc:  # their messages say what went wrong without the class
+        raise CliError(_first_line(str(exc)) or type(exc).__name__) from exc
     except KeyError as exc:
         raise CliError(str(exc.args[0]) if exc.args else "not found") from exc
     except ValueError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,19 @@ def import_ref(ref: str, kinds: tuple[type, ...], example: str = _EXAMPLE) -> An
     A missing attribute's error lists what the module defines of `kinds`, as a hint.
 
     Raises:
-        CliError: a malformed reference, a missing module or attribute, or a
-            `FirebreakError` while importing (an invalid definition).
+        CliError: a malformed reference or a file path, a missing module or attribute,
+            or an error while importing (its traceback printed first, unless it is a
+            `FirebreakError`: an invalid definition).
     """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise CliError(f"{ref!r} is not MODULE:{kinds[0].__name__.upper()} ({example})")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        dotted = ".".join(Path(module_name.removesuffix(".py")).parts).lstrip(".")
+        raise CliError(
+            f"{ref!r} names a file, not a module: write {dotted}:{attr} and run firebreak "
+            "from the directory the module path starts in"
+        )
     _importable_from_cwd()
     try:
         module = importlib.import_module(module_name)
@@ -48,9 +56,13 @@ def import_ref(ref: str, kinds: tuple[type, ...], example: str = _EXAMPLE) -> An
                 f"cannot import {module_name!r}: no module named {missing!r} "
                 f"(run firebreak from the directory that holds it, or install it)"
             ) from None
-        raise
+        _show_traceback()
+        raise CliError(f"cannot import {module_name!r}: {_named(exc)}") from None
     except FirebreakError as exc:
         raise CliError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the module's bug: its traceback, one line, exit 2
+        _show_traceback()
+        raise CliError(f"cannot import {module_name!r}: {_named(exc)}") from None
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -62,13 +74,21 @@ def import_ref(ref: str, kinds: tuple[type, ...], example: str = _EXAMPLE) -> An
     return obj
 
 
+def _show_traceback() -> None:
+    traceback.print_exc(file=sys.stderr)
+
+
+def _named(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def load_workflow(ref: str) -> Workflow:
     """Import the `Workflow` that ``MODULE:ATTR`` names (``ATTR`` may be dotted).
 
     The current directory is importable. A missing module or attribute, an object that
-    is not a `Workflow`, or a `FirebreakError` while importing (an invalid definition)
-    is a `CliError`; any other error inside the module is the user's bug and propagates
-    with its traceback.
+    is not a `Workflow`, or an error while importing is a `CliError` (exit 2); an error
+    inside the module other than an invalid definition prints its traceback first.
 
     Raises:
         CliError: the reference does not name a workflow.
@@ -104,8 +124,15 @@ def read_json(path: Path) -> Any:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise CliError(f"{path}: cannot read: {reason}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         raise CliError(
             f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except ValueError as exc:
+        raise CliError(f"{path}: not valid JSON: {exc}") from None
+
+
+def _not_json(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON has not: no store could keep them.
+    raise ValueError(f"{name} is not a JSON value")

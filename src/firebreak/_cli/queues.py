@@ -18,7 +18,7 @@ from firebreak.store import (
     open_store,
 )
 
-from .common import InputFile, Json, Store, console, err_console, finish
+from .common import InputFile, Json, Store, console, err_console, finish, require_store
 from .exits import CliError, ExitCode, cli_errors, exit_code, run_async
 from .loading import load_workflow, read_json
 from .progress import RunProgress
@@ -72,6 +72,7 @@ def dlq_list(
 ) -> None:
     """List dead-lettered runs, oldest first."""
     with cli_errors(err_console):
+        require_store(store)
 
         async def go() -> list[DeadLetter]:
             async with open_store(store) as opened:
@@ -93,6 +94,7 @@ def dlq_show(
 ) -> None:
     """Show a dead-letter entry: why the run failed, its input and its steps."""
     with cli_errors(err_console):
+        require_store(store)
 
         async def go() -> DeadLetter:
             async with open_store(store) as opened:
@@ -137,6 +139,7 @@ def dlq_replay(
     dependents); a patched --input makes every step run again.
     """
     with cli_errors(err_console):
+        require_store(store)
         workflow = load_workflow(workflow_ref)
         patched = read_json(input_file) if input_file is not None else None
 
@@ -163,6 +166,7 @@ def dlq_drop(
 ) -> None:
     """Remove an entry from the dead-letter queue (the run stays failed)."""
     with cli_errors(err_console):
+        require_store(store)
 
         async def go() -> bool:
             async with open_store(store) as opened:
@@ -188,6 +192,7 @@ def review_list(
 ) -> None:
     """List review items waiting for a person, oldest first."""
     with cli_errors(err_console):
+        require_store(store)
 
         async def go() -> list[ReviewItem]:
             async with open_store(store) as opened:
@@ -211,6 +216,7 @@ def review_show(
 ) -> None:
     """Show a review item: the question, the suggested answers, the agent's inputs."""
     with cli_errors(err_console):
+        require_store(store)
 
         async def go() -> ReviewItem:
             async with open_store(store) as opened:
@@ -255,6 +261,7 @@ def review_resolve(
     with it, the exit code is that of the run's status afterwards.
     """
     with cli_errors(err_console):
+        require_store(store)
         workflow = load_workflow(workflow_ref) if workflow_ref is not None else None
         value = read_json(value_file)
 

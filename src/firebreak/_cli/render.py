@@ -125,12 +125,20 @@ def short(value: Any, limit: int = _SHORT) -> str:
 
 
 def error_line(error: Mapping[str, Any] | None) -> str:
-    """A stored error (``{"type", "message"}``) as ``Type: message``."""
+    """A stored error (``{"type", "message"}``) as ``Type: message``.
+
+    ``agent: Type: message`` for the error that paused a run (it names the agent).
+    """
     if not error:
         return ""
     kind = str(error.get("type", "")).rsplit(".", 1)[-1]
     message = str(error.get("message", ""))
-    return f"{kind}: {message}" if kind and message else kind or message
+    line = f"{kind}: {message}" if kind and message else kind or message
+    return f"{error['agent']}: {line}" if error.get("agent") else line
+
+
+def _error_label(status: str) -> str:
+    return "paused by" if status == "paused" else "error"
 
 
 def _field(console: Console, label: str, value: str) -> None:
@@ -146,7 +154,7 @@ def print_result(console: Console, result: RunResult) -> None:
     if result.failed_agent:
         _field(console, "failed agent", result.failed_agent)
     if result.error:
-        _field(console, "error", error_line(result.error))
+        _field(console, _error_label(result.status), error_line(result.error))
     for agent, reason in result.missing.items():
         _field(console, f"missing {agent}", reason)
     if result.compensated:
@@ -185,12 +193,13 @@ def runs_table(records: Sequence[RunRecord], now: float) -> Table:
     for rec in records:
         note = error_line(rec.error) or interrupted_note(rec, now)
         if rec.resume_at is not None:
-            note = note or f"resumes at {when(rec.resume_at)}"
+            due = f"resumes at {when(rec.resume_at, since=now)}"
+            note = f"{due}; {note}" if note else due
         table.add_row(
             rec.run_id,
             rec.workflow,
             status_text(rec.status),
-            when(rec.created_at),
+            when(rec.created_at, since=now),  # today's: the time alone, as `ls -l` does
             when(rec.updated_at, since=rec.created_at),
             note,
         )
@@ -253,7 +262,7 @@ def print_run(
     if record.resume_at is not None:
         _field(console, "resumes at", when(record.resume_at))
     if record.error:
-        _field(console, "error", error_line(record.error))
+        _field(console, _error_label(record.status), error_line(record.error))
     if record.lease_owner:
         _field(console, "leased by", f"{record.lease_owner} until {when(record.lease_expires)}")
     note = interrupted_note(record, now)
