@@ -173,6 +173,12 @@ async def test_invalid_input_is_dead_lettered_before_any_agent_runs(
     assert bad.status == RunStatus.FAILED
     assert bad.error is not None
     assert "InvalidInput" in bad.error["type"]
+    # Which fields, and what is wrong with each, on the one line `runs` and `dlq` show.
+    assert bad.error["message"] == (
+        "invalid input: workflow 'typed': 2 validation errors for Invoice: "
+        "id: Input should be a valid integer, unable to parse string as an integer; "
+        "amount: Field required"
+    )
     assert calls.log == ["extract"]  # only the good run's
     assert good["extract"] == 9.5
     assert [(e.run_id, e.input) for e in dlq] == [("bad", {"id": "not-a-number"})]

@@ -151,6 +151,62 @@ async def test_unknown_run_without_input_is_a_clear_error(kind: str, tmp_path: P
             await fb.Engine(store).run(invoice_workflow(Calls()), run_id="nope")
 
 
+async def test_a_workflow_with_no_agents_or_a_blank_run_id_is_refused_unrun(
+    kind: str, tmp_path: Path
+) -> None:
+    """Either would record a run that "succeeded" having done nothing, or one nobody asked
+    for (a blank id from a template is not a request for a fresh one)."""
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        with pytest.raises(fb.DefinitionError, match="workflow 'empty' has no agents"):
+            await engine.run(fb.Workflow("empty"), {})
+        for blank in ("", "  "):
+            with pytest.raises(ValueError, match="run_id must not be blank"):
+                await engine.run(invoice_workflow(Calls()), {"amount": 1}, run_id=blank)
+        assert await store.list_runs() == []
+
+
+async def test_a_resume_with_changed_code_names_the_steps_it_ignores(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Steps of agents the workflow lost since the run began: not silently dropped."""
+    old, new = fb.Workflow("chg"), fb.Workflow("chg")
+
+    @old.agent
+    async def scan(ctx: fb.Context, x: int) -> int:
+        return x
+
+    @old.agent(after=[scan], on_exhausted="pause")
+    async def book(ctx: fb.Context, scan: int) -> int:
+        raise ConnectionError("ledger down")
+
+    @new.agent
+    async def ocr(ctx: fb.Context, x: int) -> int:
+        return x
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        assert (await engine.run(old, 1, run_id="r1")).status == RunStatus.PAUSED
+        with caplog.at_level("WARNING", logger="firebreak.engine"):
+            resumed = await engine.run(new, run_id="r1")
+    assert resumed.outputs == {"ocr": 1}
+    assert "agents workflow 'chg' no longer has (scan)" in caplog.text
+
+
+async def test_a_run_id_given_again_with_another_input_keeps_its_own_and_says_so(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        first = await engine.run(invoice_workflow(Calls()), {"amount": 1}, run_id="r1")
+        with caplog.at_level("WARNING", logger="firebreak.engine"):
+            same = await engine.run(invoice_workflow(Calls()), {"amount": 1}, run_id="r1")
+            assert caplog.text == ""  # the same input: a plain idempotent call
+            other = await engine.run(invoice_workflow(Calls()), {"amount": 9}, run_id="r1")
+    assert first.outputs == same.outputs == other.outputs
+    assert "run 'r1' exists with another input: its own stands" in caplog.text
+
+
 async def test_a_run_id_of_another_workflow_is_refused(kind: str, tmp_path: Path) -> None:
     other = fb.Workflow("other")
 

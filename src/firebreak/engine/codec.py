@@ -73,6 +73,32 @@ def _is_model(schema: object) -> bool:
     return isinstance(schema, type) and hasattr(schema, "model_validate")
 
 
+_SHOWN_ERRORS = 5
+
+
+def summary(exc: BaseException) -> str:
+    """One line saying why a value failed validation.
+
+    A pydantic error lists every field with its complaint (its text puts them on lines of
+    their own, so its first line alone, "2 validation errors for Invoice", said nothing
+    of which); any other error gives its first line, or its type.
+    """
+    errors = getattr(exc, "errors", None)
+    title = getattr(exc, "title", None)
+    if callable(errors) and isinstance(title, str):
+        found = errors(include_url=False)
+        parts = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in found[:_SHOWN_ERRORS]
+        ]
+        if len(found) > _SHOWN_ERRORS:
+            parts.append(f"and {len(found) - _SHOWN_ERRORS} more")
+        noun = "error" if len(found) == 1 else "errors"
+        return f"{len(found)} validation {noun} for {title}: {'; '.join(parts)}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def apply_check(check: Callable[[Any], Any], value: Any) -> Any:
     """Run a callable validator on `value`: the value to keep, or `ValueError`.
 
@@ -102,8 +128,7 @@ def validate_output(spec: AgentSpec, value: Any) -> Any:
     except InvalidOutput:
         raise
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidOutput(f"agent {spec.name!r}: {detail}") from exc
+        raise InvalidOutput(f"agent {spec.name!r}: {summary(exc)}") from exc
 
 
 def decode_output(spec: AgentSpec, stored: JSON) -> Any:

@@ -9,6 +9,7 @@ ran, compensates completed steps in reverse and dead-letters it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from firebreak.engine.orchestrator import Engine
 
 __all__ = ["Drive"]
+
+log = logging.getLogger("firebreak.engine")
 
 
 async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, StepOutcome]:
@@ -191,6 +194,15 @@ class Drive:
         steps = await self.store.get_steps(self.run_id)
         resolved, asked = await self._reviews(steps)
         unasked = []
+        gone = [name for name in steps if name not in self.agents]
+        if gone:  # the workflow's code changed since the run began: say so, go on
+            log.warning(
+                "run %r has committed steps of agents workflow %r no longer has (%s): "
+                "ignored; the run goes on with the workflow as it is now",
+                self.run_id,
+                self.name,
+                ", ".join(gone),
+            )
         for name, rec in steps.items():
             if name not in self.agents:
                 continue

@@ -28,6 +28,7 @@ from firebreak.engine.codec import (
     decode_output,
     encode,
     error_to_dict,
+    summary,
 )
 from firebreak.engine.drive import Drive, Graph
 from firebreak.engine.executor import Executor, LocalExecutor
@@ -96,8 +97,7 @@ def validate_input(workflow: Workflow, value: Any) -> Any:
             return value if isinstance(value, schema) else schema.model_validate(value)
         return apply_check(schema, value)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"workflow {workflow.name!r}: {first}") from exc
+        raise InvalidInput(f"workflow {workflow.name!r}: {summary(exc)}") from exc
 
 
 def _replayable_input(workflow: Workflow, entry: DeadLetter) -> None:
@@ -210,7 +210,10 @@ class Engine:
             LeaseHeld: another orchestrator is driving this run right now.
         """
         workflow.freeze()
-        run_id = run_id or uuid.uuid4().hex
+        if run_id is None:
+            run_id = uuid.uuid4().hex
+        elif not run_id.strip():  # a blank id from a template, not a request for a new one
+            raise ValueError(f"run_id must not be blank, got {run_id!r}")
         inflight = self._inflight.get(run_id)
         if inflight is not None:
             return await asyncio.shield(inflight)
@@ -256,6 +259,12 @@ class Engine:
                     exc = InvalidInput(f"workflow {workflow.name!r}: {exc}")
                 return await self._reject(workflow, value, run_id, exc)
         record, created, lease = await self._begin(run_id, workflow.name, stored)
+        if not created and validated is not _NO_INPUT and stored != record.input:
+            log.warning(
+                "run %r exists with another input: its own stands (a run id names "
+                "one run; give a new id to run on this input)",
+                run_id,
+            )
         if lease is None:
             if record.workflow != workflow.name:
                 raise ValueError(f"run {run_id!r} belongs to workflow {record.workflow!r}")

@@ -123,7 +123,14 @@ class Workflow:
         return self._frozen
 
     def freeze(self) -> Workflow:
-        """Refuse further agents from now on (the engine freezes a workflow it runs)."""
+        """Refuse further agents from now on (the engine freezes a workflow it runs).
+
+        Raises:
+            DefinitionError: the workflow has no agent (a run of it would "succeed" having
+                done nothing).
+        """
+        if not self._agents:
+            raise DefinitionError(f"workflow {self._name!r} has no agents: add one with @wf.agent")
         self._frozen = True
         return self
 
