@@ -208,6 +208,8 @@ def run_command(
         if input_file is None and run_id is None:
             raise CliError("give the run's input with --input FILE.json")
         value = read_json(input_file) if input_file is not None else None
+        if run_id is not None and not run_id.strip():
+            raise CliError(f"--run-id must not be blank, got {run_id!r}")
         run_id = run_id or uuid.uuid4().hex
 
         async def go() -> RunResult:
@@ -313,6 +315,13 @@ def resume_command(
                     return await engine.resume(workflow, run_id)
 
         result = run_async(go(), resume=_resume_command(run_id, workflow_refs or ()))
+    if result.status == RunStatus.FAILED and not result.executed:  # read back, not driven
+        refs = " ".join(f"-w {ref}" for ref in workflow_refs or ())
+        err_console.print(
+            f"run {run_id} had already failed: a failed run is not resumed but replayed "
+            f"from the dead-letter queue: firebreak dlq replay {run_id} {refs}",
+            highlight=False,
+        )
     finish(result, as_json=as_json)
 
 

@@ -50,6 +50,13 @@ def test_dlq_list_and_show_describe_the_failure(fb: Invoke, failed_run: str) -> 
     assert "Permanent: card declined" in text
 
 
+@pytest.mark.usefixtures("failed_run")
+def test_resume_of_a_failed_run_points_to_dlq_replay(fb: Invoke) -> None:
+    result = fb("resume", "f1", "-w", "cli_workflows:failing")
+    assert result.exit_code == 1
+    assert "firebreak dlq replay f1 -w cli_workflows:failing" in " ".join(result.stderr.split())
+
+
 def test_dlq_list_filters_by_workflow(fb: Invoke, failed_run: str) -> None:
     assert out_json(fb("dlq", "list", "--workflow", "cli-ok", "--json")) == []
 
