@@ -130,8 +130,11 @@ def test_dlq_commands_take_the_run_id_too(fb: Invoke, failed_run: str) -> None:
     assert out_json(fb("dlq", "show", "f1", "--json"))["id"] == failed_run
     replayed = fb("dlq", "replay", "f1", "-w", "cli_workflows:failing", "--json", env=CARD_DECLINED)
     assert replayed.exit_code == 1  # failed again: back in the queue, under the same run id
-    assert out_json(fb("dlq", "show", "f1", "--json"))["run_id"] == "f1"
-    assert fb("dlq", "drop", "f1").exit_code == 0
+    again = out_json(fb("dlq", "show", "f1", "--json"))
+    assert again["run_id"] == "f1"
+    dropped = fb("dlq", "drop", "f1", "--json")
+    assert dropped.exit_code == 0
+    assert out_json(dropped) == {"dropped": again["id"], "run_id": "f1"}
     assert out_json(fb("dlq", "list", "--json")) == []
     assert fb("dlq", "show", "f1").exit_code == 2
 

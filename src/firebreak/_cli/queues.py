@@ -163,19 +163,24 @@ def dlq_drop(
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id, or its run's id.")],
     *,
     store: Store = None,
+    as_json: Json = False,
 ) -> None:
     """Remove an entry from the dead-letter queue (the run stays failed)."""
     with cli_errors(err_console):
         require_store(store)
 
-        async def go() -> bool:
+        async def go() -> DeadLetter | None:
             async with open_store(store) as opened:
                 entry = await find_dead_letter(opened, entry_id)
-                return entry is not None and await opened.dlq_drop(entry.id)
+                return entry if entry is not None and await opened.dlq_drop(entry.id) else None
 
-        if not run_async(go()):
+        dropped = run_async(go())
+        if dropped is None:
             raise CliError(f"no dead-letter entry {entry_id!r}")
-    console.print(f"dropped {entry_id}")
+    if as_json:
+        write_json({"dropped": dropped.id, "run_id": dropped.run_id})
+    else:
+        console.print(f"dropped {entry_id}")
 
 
 # -- the review queue ----------------------------------------------------------------------
