@@ -113,7 +113,7 @@ def test_critical_agent_with_default_is_refused() -> None:
 def test_sync_agent_is_refused() -> None:
     def sync(ctx: Any, invoice: Any) -> None: ...
 
-    with raises_for("sync", "async def"):
+    with raises_for("sync", "the function must be declared with 'async def', not 'def'"):
         AgentSpec.of(sync)  # type: ignore[arg-type]
 
 

@@ -52,7 +52,8 @@ def check_async(fn: object, *, agent: str, role: str) -> Callable[..., Any]:
     if not callable(fn):
         raise _fail(agent, f"{role} must be an async callable, got {fn!r}")
     if not is_async(fn):
-        raise _fail(agent, f"{role} {_describe(fn)} must be declared with 'async def'")
+        what = "the function" if role == "agent" else f"{role} {_describe(fn)}"  # named once
+        raise _fail(agent, f"{what} must be declared with 'async def', not 'def'")
     return fn
 
 
