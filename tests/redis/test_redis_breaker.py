@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import redis
-from firebreak.errors import CircuitOpenError
+from firebreak.errors import CircuitOpenError, DeadlineExceeded
 from firebreak.events import BreakerBackendChanged, BreakerStateChanged
 from firebreak.resilience.breaker import BreakerRegistry, CircuitBreaker
 from firebreak.resilience.breaker_state import BreakerPolicy
@@ -23,7 +23,8 @@ from firebreak.resilience.redis_breaker import (
     RedisBreakerStore,
     redis_breakers,
 )
-from firebreak.testing import capture_events
+from firebreak.resilience.timeout import DeadlineMark
+from firebreak.testing import FakeClock, capture_events
 
 FAST = BreakerPolicy(minimum_calls=4, failure_rate=0.5, open_duration=0.2, open_jitter=0.0)
 
@@ -80,6 +81,81 @@ async def test_a_healthy_closed_breaker_costs_no_round_trip_per_call(
     # one state read per cache interval and one flush per flush interval, at most
     assert trips <= 2 + 2 * int(elapsed / 0.15 + 1)
     assert trips < 20
+
+
+async def test_a_burst_beyond_the_connection_pool_waits_and_stays_shared(
+    redis_url: str, prefix: str
+) -> None:
+    """A cold cache under a burst: every call needs Redis at once. A full pool is not an
+    unreachable Redis: nobody falls back to a local breaker."""
+    async with RedisBreakerStore(redis_url, prefix=prefix, max_connections=4) as store:
+        br = shared(store)
+        try:
+            with capture_events() as seen:
+                assert await asyncio.gather(*(br.call(ok) for _ in range(300))) == ["ok"] * 300
+            assert br._state.backend == "redis"  # type: ignore[attr-defined]
+            assert not [e for e in seen if isinstance(e, BreakerBackendChanged)]
+        finally:
+            client = aioredis.Redis.from_url(redis_url)
+            keys = await client.keys(f"{prefix}:*")
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+
+async def test_a_round_trip_to_redis_never_outlasts_the_callers_deadline(
+    redis_url: str, prefix: str
+) -> None:
+    """A total timeout publishes its deadline without a timer (`DeadlineMark`): the
+    breaker's own Redis calls are cut to the time left, and running out of it is the
+    caller's `DeadlineExceeded`, not Redis being down (no fall back to a local breaker)."""
+    clock = FakeClock()
+    async with RedisBreakerStore(redis_url, prefix=prefix, clock=clock) as store:
+        br = BreakerRegistry(policy=FAST, store=store, clock=clock).get("svc")
+
+        async def late() -> str:
+            await clock.sleep(1.0)  # the deadline passes before the breaker is asked
+            return await br.call(ok)
+
+        with capture_events() as seen, pytest.raises(DeadlineExceeded):
+            await DeadlineMark(0.5, clock=clock).call(late)
+        assert br._state.backend == "redis"  # type: ignore[attr-defined]
+        assert not [e for e in seen if isinstance(e, BreakerBackendChanged)]
+        assert await br.call(ok) == "ok"  # outside the deadline: as usual
+    await clock.aclose()
+
+
+RATE = BreakerPolicy(minimum_calls=20, failure_rate=0.5, open_duration=5, open_jitter=0.0)
+
+
+@pytest.mark.parametrize("how", ["timer", "aclose"])
+async def test_buffered_successes_reach_the_others_without_another_call(
+    redis_url: str, prefix: str, how: str
+) -> None:
+    """30 successes here, then 20 failures elsewhere: 40 %, under the 50 % that trips. Had
+    the successes stayed in this process's buffer, the other would see 100 % and trip."""
+    flush_every = 0.05 if how == "timer" else 60.0
+    quiet = RedisBreakerStore(redis_url, prefix=prefix, flush_every=flush_every)
+    other = RedisBreakerStore(redis_url, prefix=prefix)
+    try:
+        calm = shared(quiet, RATE)
+        for _ in range(30):
+            await calm.call(ok)
+        if how == "timer":
+            await asyncio.sleep(0.3)  # the process stays alive and idle, no further call
+        else:
+            await quiet.aclose()  # the process exits
+        busy = shared(other, RATE)
+        await fail(busy, 20)
+        assert busy.state == "closed"
+    finally:
+        await quiet.aclose()
+        await other.aclose()
+        client = aioredis.Redis.from_url(redis_url)
+        keys = await client.keys(f"{prefix}:*")
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 async def test_failures_from_two_processes_trip_one_breaker(

@@ -52,6 +52,29 @@ async def test_opens_when_failure_rate_reaches_threshold_over_minimum_calls(
     assert "failure rate" in change.reason
 
 
+async def test_the_callers_deadline_running_out_is_not_the_services_failure(
+    clock: FakeClock,
+) -> None:
+    """`DeadlineExceeded` (the run or an outer block had no time left, maybe before the
+    call even began) counts neither way; the attempt's own timeout does count."""
+    br = breaker(clock, consecutive_failures=2)
+
+    async def out_of_time() -> str:
+        raise fb.DeadlineExceeded("the run's deadline passed", timeout=0.0)
+
+    async def too_slow() -> str:
+        raise fb.StepTimeout("no answer in 5 s", timeout=5.0)
+
+    for _ in range(5):
+        with pytest.raises(fb.DeadlineExceeded):
+            await br.call(out_of_time)
+    assert br.state == "closed"
+    for _ in range(2):
+        with pytest.raises(fb.StepTimeout):
+            await br.call(too_slow)
+    assert br.state == "open"
+
+
 async def test_failure_rate_below_threshold_keeps_it_closed(clock: FakeClock) -> None:
     br = breaker(clock)
     for _ in range(30):

@@ -87,6 +87,21 @@ async def test_permanent_marker_is_never_retried_even_if_named(clock: FakeClock)
     assert fn.calls == 1
 
 
+@pytest.mark.parametrize(
+    "error",
+    [fb.InvalidOutput("agent 'parse': not an amount"), fb.CircuitOpenError("ocr", retry_after=5)],
+)
+async def test_invalid_output_and_an_open_circuit_are_not_retried_even_on_exception(
+    clock: FakeClock, error: Exception
+) -> None:
+    """The same call gives the same invalid output (the fallbacks are for that); an open
+    circuit rejects at once until its time is up: retrying either only adds load."""
+    fn = Flaky(1, error)
+    with pytest.raises(type(error)):
+        await fb.Retry(attempts=3, on=Exception, clock=clock).call(fn)
+    assert fn.calls == 1
+
+
 async def test_cancellation_is_never_retried(clock: FakeClock) -> None:
     fn = Flaky(1, asyncio.CancelledError())
     with capture_events() as seen, pytest.raises(asyncio.CancelledError):

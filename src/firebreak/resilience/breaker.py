@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from firebreak.clock import Clock, system_clock
-from firebreak.errors import CircuitOpenError, ConfigError
+from firebreak.errors import CircuitOpenError, ConfigError, DeadlineExceeded
 from firebreak.events import CallRejected, emit
 from firebreak.resilience._scopes import TaskScopes
 from firebreak.resilience.breaker_state import BreakerPolicy, BreakerStore, LocalBreakerState, State
@@ -31,7 +31,9 @@ T = TypeVar("T")
 
 
 def _counted(exc: BaseException) -> bool:
-    return not is_permanent(exc)
+    # The caller's own deadline running out says nothing of the service (the attempt may
+    # not even have started): only the attempt's own timeout (`StepTimeout`) counts.
+    return not is_permanent(exc) and not isinstance(exc, DeadlineExceeded)
 
 
 class CircuitBreaker:
@@ -43,7 +45,8 @@ class CircuitBreaker:
     with `CircuitOpenError(retry_after=...)`. When the open time is up it lets
     `half_open_probes` probes through, each a lease that expires; all succeed → closed,
     any fails → open again for longer. Cancellation and errors that `counts` rejects
-    (by default `Permanent` and non-transient 4xx) are neither success nor failure.
+    (by default `Permanent`, non-transient 4xx and `DeadlineExceeded`, the caller's own
+    deadline running out) are neither success nor failure.
 
     Options are those of `BreakerPolicy`, given as keywords or as ``policy=``.
     """

@@ -7,11 +7,11 @@ if the probe never reports.
 
 A healthy closed breaker costs no round trip per call: each process caches the state
 for `cache_for` seconds (0.5 by default) and buffers the outcomes of successful calls,
-flushing them at most every `flush_every` seconds; a failure is sent at once, with the
-buffered successes, so a trip is timely. An open breaker rejects from the cache until
-its open time is up. If Redis cannot be reached, the breaker falls back to a local one
-(`LocalBreakerState`) and says so with a `BreakerBackendChanged` event; it tries Redis
-again after `retry_redis_after` seconds.
+sending them `flush_every` seconds after the first (by a timer, and at `aclose`); a
+failure is sent at once, with the buffered successes, so a trip is timely. An open
+breaker rejects from the cache until its open time is up. If Redis cannot be reached,
+the breaker falls back to a local one (`LocalBreakerState`) and says so with a
+`BreakerBackendChanged` event; it tries Redis again after `retry_redis_after` seconds.
 
 >>> store = RedisBreakerStore("redis://localhost:6379/0")
 >>> registry = BreakerRegistry(store=store)        # every breaker of it is shared
@@ -23,8 +23,10 @@ again after `retry_redis_after` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import weakref
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -33,12 +35,12 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from firebreak.clock import Clock, system_clock
-from firebreak.errors import CircuitOpenError
+from firebreak.clock import Cancellable, Clock, system_clock
+from firebreak.errors import CircuitOpenError, DeadlineExceeded
 from firebreak.events import BreakerBackendChanged, BreakerStateChanged, emit
 from firebreak.resilience.breaker import BreakerRegistry
 from firebreak.resilience.breaker_state import BreakerPolicy, LocalBreakerState, State
-from firebreak.resilience.timeout import as_seconds
+from firebreak.resilience.timeout import as_seconds, time_left
 
 __all__ = [
     "RedisBreakerState",
@@ -191,7 +193,10 @@ class RedisBreakerStore:
         cache_for: seconds a process trusts its cached state (closed or open).
         flush_every: seconds successes may wait in the local buffer.
         retry_redis_after: seconds in local fallback before Redis is tried again.
-        timeout: seconds a Redis call may take before the breaker falls back.
+        timeout: seconds a Redis call may take before the breaker falls back, waiting for
+            a free connection included.
+        max_connections: connections to Redis at most; more calls at once wait for one
+            (redis-py's default pool refuses them instead, which read as "unreachable").
     """
 
     def __init__(
@@ -204,6 +209,7 @@ class RedisBreakerStore:
         flush_every: float = 0.15,
         retry_redis_after: float = 5.0,
         timeout: float = 1.0,
+        max_connections: int = 50,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -212,22 +218,32 @@ class RedisBreakerStore:
         self.flush_every = flush_every
         self.retry_redis_after = retry_redis_after
         self.timeout = timeout
+        self.max_connections = max_connections
         self._client: aioredis.Redis | None = None
         self._script: AsyncScript | None = None
+        self._states: weakref.WeakSet[RedisBreakerState] = weakref.WeakSet()
+        self._flushing: set[asyncio.Task[None]] = set()  # timed flushes under way
 
     def __call__(self, name: str, policy: BreakerPolicy) -> RedisBreakerState:
         """The shared state of breaker `name` (the `BreakerRegistry` store factory)."""
-        return RedisBreakerState(name, policy, store=self)
+        state = RedisBreakerState(name, policy, store=self)
+        self._states.add(state)
+        return state
 
     def script(self) -> AsyncScript:
         """The transition script on this store's connection (connecting lazily)."""
         if self._script is None:
-            self._client = aioredis.Redis.from_url(
+            # A blocking pool: a burst of calls (a cold cache, many failures at once) waits
+            # for a connection, up to `timeout`, instead of failing as if Redis were down.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=self.max_connections,
+                timeout=self.timeout,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),
             )
+            self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
             self._script = self._client.register_script(_SCRIPT)
         return self._script
 
@@ -238,7 +254,11 @@ class RedisBreakerStore:
         await self._client.ping()
 
     async def aclose(self) -> None:
-        """Close the connection pool; idempotent."""
+        """Send the successes still buffered, then close the connection pool; idempotent."""
+        if self._client is not None:
+            for state in list(self._states):
+                with contextlib.suppress(RedisError):  # unreachable: nothing more to do
+                    await state.flush()
         client, self._client, self._script = self._client, None, None
         if client is not None:
             await client.aclose()
@@ -291,6 +311,7 @@ class RedisBreakerState:
         self._local: LocalBreakerState | None = None
         self._local_since = 0.0
         self._lock = asyncio.Lock()
+        self._flush_timer: Cancellable | None = None
 
     def __repr__(self) -> str:
         return f"RedisBreakerState({self.name!r}, state={self.current()!r})"
@@ -346,6 +367,7 @@ class RedisBreakerState:
         if ticket == 0 and not failed:
             if not self._ok and not self._slow:
                 self._buffered_at = self._clock.now()
+                self._flush_later()
             self._ok += 1
             self._slow += slow
             if self._clock.now() - self._buffered_at >= self._store.flush_every:
@@ -370,6 +392,23 @@ class RedisBreakerState:
             await self._flush(fail=0, retry_after=None)
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _flush_later(self) -> None:
+        """Send the buffer `flush_every` from now, even if no other call comes.
+
+        The others sharing the breaker must see these successes, or its window counts the
+        failures only (and trips early).
+        """
+        if self._flush_timer is None:
+            due = self._clock.now() + self._store.flush_every
+            self._flush_timer = self._clock.call_at(due, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        if self._ok:
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._store._flushing.add(task)  # noqa: SLF001 - the store keeps them alive
+            task.add_done_callback(self._store._flushing.discard)  # noqa: SLF001
 
     async def _flush(self, *, fail: int, retry_after: float | None) -> None:
         ok, slow = self._ok, self._slow
@@ -398,8 +437,23 @@ class RedisBreakerState:
             repr(self._rng.uniform(1 - jitter, 1 + jitter)),
             *self._policy_args,
         )
+        # Bounded by the caller's deadline too: a total timeout publishes its deadline
+        # without a timer of its own (`DeadlineMark`), so no wait may outlast it.
+        left = time_left(self._clock)
         try:
-            reply: list[Any] = await self._store.script()(args=args)
+            if left is not None and left < self._store.timeout:
+                if left <= 0:
+                    raise DeadlineExceeded("the deadline passed before the breaker", timeout=0.0)
+                async with asyncio.timeout(left):
+                    reply: list[Any] = await self._store.script()(args=args)
+            else:
+                reply = await self._store.script()(args=args)
+        except TimeoutError as exc:
+            if isinstance(exc, DeadlineExceeded) or left is None or left >= self._store.timeout:
+                raise
+            raise DeadlineExceeded(
+                "the deadline passed while the breaker asked Redis", timeout=left
+            ) from None
         except RedisError as exc:
             self._fall_back(exc)
             return None

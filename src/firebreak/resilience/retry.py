@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 from firebreak.clock import Clock, system_clock
-from firebreak.errors import ConfigError
+from firebreak.errors import CircuitOpenError, ConfigError, InvalidOutput
 from firebreak.events import GaveUp, RetryScheduled, emit
 from firebreak.resilience.budget import RetryBudget
 from firebreak.resilience.classify import (
@@ -30,6 +30,8 @@ from firebreak.resilience.classify import (
     tag,
 )
 from firebreak.resilience.timeout import current_deadline, duration
+
+_NEVER = (InvalidOutput, CircuitOpenError)  # not retried, whatever `on=` matches
 
 __all__ = ["Attempt", "Retry"]
 
@@ -106,7 +108,9 @@ class Retry:
             return None  # cancellation, or already retried by an inner layer
         clock = self.clock
         retry_after = retry_after_of(exc, clock.wall())
-        if not self._match(exc):
+        # Whatever `on=` says: the same call would give the same invalid output (the
+        # fallbacks are for that), and an open circuit rejects until it lets a probe in.
+        if not self._match(exc) or isinstance(exc, _NEVER):
             if attempt > 1:
                 tag(exc, RetryInfo(self.name, attempt, "not_retryable", retry_after))
             return None
