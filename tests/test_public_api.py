@@ -12,7 +12,7 @@ EXPECTED = {
     "AgentDefaults", "AgentSpec", "BlastRadius", "Reliability", "Workflow",
     "CheckpointStore", "Context", "Engine", "InvalidInput", "MemoryStore", "RunResult",
     "RunNotFound", "RunStatus", "SQLiteStore", "SharedState", "StepStatus", "open_store",
-    "resume", "run", "PoisonTask",
+    "resume", "run", "PoisonTask", "BusError",
     "BreakerPolicy", "BreakerRegistry", "Bulkhead", "CircuitBreaker", "CircuitOpenError",
     "Clock", "ConfigError", "Deadline", "DeadlineExceeded", "DefinitionError", "Fallback",
     "FallbackExhausted", "FirebreakError", "InvalidOutput", "LeaseHeld", "NeedsHuman",

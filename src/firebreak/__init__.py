@@ -13,6 +13,7 @@ from firebreak._version import __version__
 from firebreak.clock import Clock, SystemClock, system_clock
 from firebreak.engine import Context, Engine, RunResult, SharedState, resume, run
 from firebreak.errors import (
+    BusError,
     CircuitOpenError,
     ConfigError,
     DeadlineExceeded,
@@ -69,6 +70,7 @@ __all__ = [
     "BreakerPolicy",
     "BreakerRegistry",
     "Bulkhead",
+    "BusError",
     "CheckpointStore",
     "CircuitBreaker",
     "CircuitOpenError",

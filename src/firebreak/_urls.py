@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -12,6 +13,10 @@ def split_options(url: str, names: Collection[str]) -> tuple[dict[str, str], str
     """Ours (the options of `url` named in `names`) and `url` with only the others left.
 
     A repeated option's last value wins; what is left goes to the library that connects.
+
+    Raises:
+        ValueError: an option that is not ours but is spelt nearly as one of ours is
+            (``prefx=``): a typo there would silently share the default names.
     """
     parts = urlsplit(url)
     ours: dict[str, str] = {}
@@ -19,6 +24,9 @@ def split_options(url: str, names: Collection[str]) -> tuple[dict[str, str], str
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in names:
             ours[key] = value
-        else:
-            theirs.append((key, value))
+            continue
+        near = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+        if near:
+            raise ValueError(f"URL option {key!r} is unknown: did you mean {near[0]!r}?")
+        theirs.append((key, value))
     return ours, urlunsplit(parts._replace(query=urlencode(theirs)))

@@ -19,6 +19,7 @@ subclassed where the meaning is the same, so ``except TimeoutError`` still works
     ├── FallbackExhausted                   the primary and every fallback failed
     ├── NeedsHuman                          a person must decide (suggestions attached)
     ├── RunNotFound (KeyError)              no run, dead letter or review item with that id
+    ├── BusError                            the task bus could not be reached when set up
     └── StoreError                          the checkpoint store failed or refused
         ├── LeaseHeld                       another orchestrator holds the run's lease
         ├── StaleLease                      a commit carried an outdated fencing token
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "BusError",
     "CircuitOpenError",
     "ConfigError",
     "DeadlineExceeded",
@@ -256,6 +258,13 @@ class RunNotFound(FirebreakError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class BusError(FirebreakError):
+    """The task bus could not be reached, or refused the connection, when it was set up.
+
+    Once set up, every bus rides out an outage itself (it reconnects and reads again).
+    """
 
 
 class StoreError(FirebreakError):

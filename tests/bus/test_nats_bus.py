@@ -73,10 +73,12 @@ async def test_several_releases_do_not_count_and_the_count_is_forgotten(bus: Nat
     await consumer.close()
 
 
-async def test_unreadable_body_goes_to_the_dead_letters(bus: NatsBus) -> None:
+@pytest.mark.parametrize("raw", [b"[1, 2]", b"not json {"])
+async def test_unreadable_body_goes_to_the_dead_letters(bus: NatsBus, raw: bytes) -> None:
+    """Listed with its id and reason, whatever the body (not JSON at all included)."""
     queue = "bad"
     await bus.ensure_queue(queue)
-    await bus.js.publish(bus.subject(queue), b"[1, 2]", stream=bus.stream(queue))
+    await bus.js.publish(bus.subject(queue), raw, stream=bus.stream(queue))
     await bus.publish(queue, {"ok": True}, key="r-2")
     consumer = bus.consumer([queue], group="g", name="c")
     dead = await consumer.get(1.0)

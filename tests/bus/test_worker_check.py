@@ -165,3 +165,35 @@ async def test_without_the_ability_the_worker_reads_the_run_and_its_steps(
     assert result.outputs["receipt"] == 41
     assert (worker.stats.stale, worker.stats.executed, worker.stats.committed) == (1, 2, 2)
     assert plain.checks == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"deadline": "nan"}, "deadline 'nan' is not a time"),  # as JSON has no NaN
+        ({"deadline": "inf"}, "deadline 'inf' is not a time"),
+        ({"reply_to": "checkwf.receipt"}, "reply_to 'checkwf.receipt' is not a reply queue"),
+    ],
+)
+async def test_a_task_with_a_field_no_orchestrator_writes_is_rejected_unrun(
+    bus: InprocBus, store: CheckingStore, change: dict[str, Any], reason: str
+) -> None:
+    """Its lease valid, its body tampered with: dead-lettered as unreadable, not run (a
+    NaN deadline failed the step as a ConfigError; a reply sent to a task queue became a
+    task for some worker)."""
+    await store.create_run("r-bad", wf.name, {"n": 4})
+    lease = await store.acquire_lease("r-bad", "orch-1", ttl=10)
+    async with BusExecutor(bus, store, poll=1.0) as executor:
+        body = {**executor.encode_task(step_call("r-bad", lease), lease, "t1"), **change}
+    await bus.publish("checkwf.charge", body, key="r-bad")
+    worker, serving = await serve(bus, store)
+    for _ in range(100):
+        if worker.stats.dead:
+            break
+        await asyncio.sleep(0.01)
+    worker.stop()
+    await serving
+    assert (worker.stats.dead, worker.stats.executed) == (1, 0)
+    assert CALLS == []
+    [letter] = await bus.dead_letters("checkwf.charge")
+    assert reason in letter.reason

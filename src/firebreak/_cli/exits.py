@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from firebreak._cli.render import when
-from firebreak.errors import FirebreakError, LeaseHeld, StoreError
+from firebreak.errors import BusError, FirebreakError, LeaseHeld, StoreError
 from firebreak.store import RunStatus
 
 __all__ = [
@@ -60,7 +60,8 @@ class ExitCode(IntEnum):
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 succeeded · 1 failed · 2 usage or configuration error · "
-    "3 degraded · 4 paused · 5 needs review · 6 store error (corrupt, lease held) · "
+    "3 degraded · 4 paused · 5 needs review · "
+    "6 store or bus error (corrupt, lease held, unreachable) · "
     "130/143 stopped by Ctrl-C/SIGTERM. "
     "With several runs (resume --due) the worst wins: 1 > 5 > 4 > 3 > 0."
 )
@@ -154,6 +155,8 @@ def run_async(coro: Coroutine[Any, Any, T], *, resume: str = RESUME_DUE) -> T:
         if not signals:
             raise
         raise CliError(f"terminated: {stopped}", code=ExitCode.TERMINATED) from None
+    except BusError as exc:
+        raise CliError(_first_line(str(exc)), code=ExitCode.STORE) from exc
     except StoreError as exc:
         message = _first_line(str(exc)) or type(exc).__name__
         if isinstance(exc, LeaseHeld):

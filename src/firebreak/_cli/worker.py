@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from firebreak.bus import open_bus
+from firebreak.bus.base import setup_bus
 from firebreak.engine.worker import Worker, WorkerStats
 from firebreak.resilience import BreakerRegistry, breakers
 from firebreak.store import open_store
@@ -144,6 +145,7 @@ async def _serve(
         opened_bus = open_bus(bus_url)
     except (ValueError, ImportError) as exc:
         raise CliError(str(exc)) from None
+    await setup_bus(opened_bus)  # a bus out of reach: one line, not pages of traceback
     async with opened_bus as task_bus, open_store(store_url) as checkpoint_store:
         worker = Worker(
             workflows,

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from firebreak.bus.base import ConsumerBase, Delivery, is_reply_queue
 
@@ -22,6 +25,13 @@ if TYPE_CHECKING:
     from firebreak.bus.redis import RedisBus
 
 __all__ = ["RedisConsumer", "dead_letter", "text"]
+
+log = logging.getLogger("firebreak.bus.redis")
+
+_OUTAGE_PAUSE = 0.5
+"""Seconds between reads while the server is out of reach (redis-py reconnects on the
+next command): a worker rides out a restart or a network blip instead of exiting."""
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 _LINGER = 0.002
 """Seconds a consumer that holds messages waits for them to be settled before it reads
@@ -31,8 +41,12 @@ An idle consumer reads at once, so one-at-a-time latency is unchanged."""
 
 
 def text(value: Any) -> str:
-    """A reply's bytes (or other value) as a string."""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """A reply's bytes (or other value) as a string.
+
+    Bytes that are not UTF-8 (an entry someone else wrote) become U+FFFD rather than an
+    error: such a body is then unreadable JSON and dead-lettered, not a crash at every read.
+    """
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def dead_letter(queue: str, fields: Mapping[str, str]) -> Delivery:
@@ -74,6 +88,7 @@ class RedisConsumer(ConsumerBase["RedisBus"]):
         self._claim_every = min(visibility / 4, 1.0)
         self._replies = [q for q in queues if is_reply_queue(q)]  # streams that expire
         self._keep_at = 0.0  # when to renew their time to live
+        self._down = False  # the server was out of reach at the last read
 
     @property
     def in_flight(self) -> int:
@@ -107,13 +122,33 @@ class RedisConsumer(ConsumerBase["RedisBus"]):
         try:
             yield
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # UNBLOCKED: the stream was deleted while a read waited on it.
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
             self._ready = False
             await self._ensure_groups()
 
     async def get(self, wait: float) -> Delivery | None:
-        """The next message: a buffered one, an abandoned one, else a new one."""
+        """The next message: a buffered one, an abandoned one, else a new one.
+
+        ``None`` also while the server is out of reach (said once in the log, and again
+        when it is back): the caller reads again, as after an empty wait.
+        """
+        try:
+            delivery = await self._get(wait)
+        except _UNREACHABLE as exc:
+            if not self._down:
+                self._down = True
+                log.warning("redis bus %s: %s; reading again until it answers", self.bus, exc)
+            self._ready = False  # a restarted server may have lost the groups
+            await asyncio.sleep(min(max(wait, 0.0), _OUTAGE_PAUSE))
+            return None
+        if self._down:
+            self._down = False
+            log.warning("redis bus %s: reachable again", self.bus)
+        return delivery
+
+    async def _get(self, wait: float) -> Delivery | None:
         await self._ensure_groups()
         end = time.monotonic() + wait
         while True:

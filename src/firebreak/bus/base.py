@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from firebreak.errors import BusError, FirebreakError
 
 __all__ = [
     "REPLY_PREFIX",
@@ -39,10 +42,40 @@ __all__ = [
     "TaskBus",
     "check_consumer",
     "is_reply_queue",
+    "setup_bus",
 ]
 
 REPLY_PREFIX = "replies."
 """The name prefix of reply queues: notices that may be lost (see the module docstring)."""
+
+
+async def setup_bus(bus: TaskBus) -> None:
+    """`bus.setup()`, a failure to connect raised as one `BusError` naming the server.
+
+    Each client library fails in its own words (redis-py, aiormq, nats-py, aiokafka), some
+    with pages of chained errors; a bad option (`ValueError`, `TypeError`) goes up as is.
+    """
+    try:
+        await bus.setup()
+    except (FirebreakError, ValueError, TypeError):
+        raise
+    except Exception as exc:
+        servers = getattr(bus, "servers", None)  # NATS: a list of them
+        urls = [getattr(bus, "url", "")] if servers is None else list(servers)
+        where = ", ".join(_where(str(url)) for url in urls if url) or repr(bus)
+        text = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        raise BusError(f"bus {where}: cannot connect: {reason}") from exc
+
+
+def _where(url: str) -> str:
+    """`url` without its password, as it may be shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}{port}"))
 
 
 def is_reply_queue(queue: str) -> bool:

@@ -442,9 +442,14 @@ class NatsBus(SetupClose):
             seq = int(raw.seq or seq) + 1
             try:
                 letter = json.loads(raw.data or b"{}")
+            except ValueError:
+                letter = {}
+            if not isinstance(letter, dict):
+                letter = {}
+            try:  # the dead message's own body: unreadable is why many are here
                 body = json.loads(letter.get("b", "{}"))
-            except (ValueError, AttributeError):
-                letter, body = {}, {}
+            except (ValueError, TypeError):
+                body = {}
             out.append(
                 Delivery(
                     queue=queue,

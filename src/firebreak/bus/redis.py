@@ -149,6 +149,10 @@ def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
                 max_deliveries=int(ours.get("max_deliveries", 5)),
             )
         reply_ttl = float(ours.get("reply_ttl", REPLY_TTL))
+        try:  # redis-py's own options: an unknown one fails here, not at the first connect
+            aioredis.ConnectionPool.from_url(rest).make_connection()  # type: ignore[no-untyped-call]
+        except TypeError as exc:
+            raise ValueError(f"an option redis-py does not know ({exc})") from None
         return RedisBus(
             rest, prefix=ours.get("prefix", "firebreak"), policy=policy, reply_ttl=reply_ttl
         )

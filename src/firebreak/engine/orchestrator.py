@@ -182,7 +182,9 @@ class Engine:
         if self._owns_store:
             await self.store.setup()
         if self._bus_executor is not None:
-            await self._bus_executor.bus.setup()
+            from firebreak.bus.base import setup_bus  # noqa: PLC0415 - layer 5, only when asked
+
+            await setup_bus(self._bus_executor.bus)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

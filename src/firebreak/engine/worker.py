@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import socket
 import uuid
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firebreak.bus import Consumer, Delivery, TaskBus
+from firebreak.bus.base import is_reply_queue
 from firebreak.clock import Clock, system_clock
 from firebreak.engine.bus_executor import (
     TASK_VERSION,
@@ -487,6 +489,8 @@ class Worker:
             for dep, value in dict(body.get("outputs") or {}).items()
         }
         deadline = body.get("deadline")
+        if deadline is not None and not math.isfinite(float(deadline)):
+            raise _BadTask(f"deadline {deadline!r} is not a time")
         call = StepCall(
             workflow=workflow.name,
             spec=spec,
@@ -508,4 +512,7 @@ class Worker:
             expires_at=float(raw.get("expires_at") or 0.0),
         )
         reply_to = body.get("reply_to")
+        if reply_to is not None and not is_reply_queue(str(reply_to)):
+            # A reply sent there would land on a task queue, as a task for some worker.
+            raise _BadTask(f"reply_to {reply_to!r} is not a reply queue")
         return call, lease, None if reply_to is None else str(reply_to)
