@@ -22,7 +22,8 @@ Exit codes (stable; scripts may branch on them):
     3  the run degraded (optional agents fell back to their defaults)
     4  the run is paused until a service recovers
     5  the run waits for a person (review queue)
-    6  store error: corrupt or foreign file, run leased by another process
+    6  store or bus error: corrupt or foreign file, run leased by another process, a
+       store or bus out of reach
   130  stopped by Ctrl-C, 143 by SIGTERM: runs in progress keep their committed steps
 
 With several runs (``resume --due``) the worst code wins: 1 > 5 > 4 > 3 > 0.

@@ -278,6 +278,54 @@ async def test_a_run_rejected_for_its_input_is_replayed_only_with_a_new_one(
         assert [e.run_id for e in await store.dlq_list()] == ["set"]
 
 
+async def test_a_step_its_bulkhead_sheds_fails_or_degrades_and_runs_no_fallback(
+    kind: str, tmp_path: Path
+) -> None:
+    """Under saturation the bulkhead sheds at once (no queue). It bounds the agent with its
+    fallbacks (other, often slower, ways of doing the same work): a shed critical step
+    fails with `Overloaded`, an optional one degrades; no fallback runs unbounded."""
+    held = asyncio.Event()
+    release = asyncio.Event()
+    backups: list[int] = []
+
+    async def backup(ctx: fb.Context, x: int) -> str:
+        backups.append(x)
+        return "backup"
+
+    def workflow(name: str, *, critical: bool) -> fb.Workflow:
+        wf = fb.Workflow(name)
+
+        optional: dict[str, Any] = {} if critical else {"critical": False, "default": "none"}
+
+        @wf.agent(bulkhead=1, fallbacks=[backup], **optional)
+        async def work(ctx: fb.Context, x: int) -> str:
+            held.set()
+            await release.wait()
+            return "primary"
+
+        return wf
+
+    async with opened(kind, tmp_path) as store:
+        engine = fb.Engine(store)
+        for wf in (workflow("critical", critical=True), workflow("optional", critical=False)):
+            held.clear()
+            release.clear()
+            first = asyncio.create_task(engine.run(wf, 1, run_id=f"{wf.name}-1"))
+            await held.wait()  # the one slot is taken
+            shed = await engine.run(wf, 2, run_id=f"{wf.name}-2")
+            release.set()
+            assert (await first)["work"] == "primary"
+            if wf.name == "critical":
+                assert shed.status == RunStatus.FAILED
+                assert shed.error is not None
+                assert shed.error["type"].endswith(".Overloaded")
+            else:
+                assert shed.status == RunStatus.DEGRADED
+                assert shed["work"] == "none"
+                assert shed.missing["work"].startswith("Overloaded")
+    assert backups == []
+
+
 async def test_transient_errors_are_retried_then_succeed(kind: str, tmp_path: Path) -> None:
     attempts: list[int] = []
     wf = fb.Workflow("flaky")
