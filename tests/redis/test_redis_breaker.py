@@ -42,13 +42,24 @@ async def stores(redis_url: str, prefix: str) -> AsyncIterator[list[RedisBreaker
     """Two stores on one prefix: two processes' views of the same breakers."""
     made = [RedisBreakerStore(redis_url, prefix=prefix) for _ in range(2)]
     yield made
+    for store in made:  # first: closing sends what is buffered
+        await store.aclose()
     client = aioredis.Redis.from_url(redis_url)
     keys = await client.keys(f"{prefix}:*")
     if keys:
         await client.delete(*keys)
     await client.aclose()
-    for store in made:
-        await store.aclose()
+
+
+@pytest.fixture
+async def swept(redis_url: str, prefix: str) -> AsyncIterator[str]:
+    """This test's prefix; its keys are deleted once the test (and its stores) ended."""
+    yield prefix
+    client = aioredis.Redis.from_url(redis_url)
+    keys = await client.keys(f"{prefix}:*")
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 def shared(store: RedisBreakerStore, policy: BreakerPolicy = FAST) -> CircuitBreaker:
@@ -84,33 +95,26 @@ async def test_a_healthy_closed_breaker_costs_no_round_trip_per_call(
 
 
 async def test_a_burst_beyond_the_connection_pool_waits_and_stays_shared(
-    redis_url: str, prefix: str
+    redis_url: str, swept: str
 ) -> None:
     """A cold cache under a burst: every call needs Redis at once. A full pool is not an
     unreachable Redis: nobody falls back to a local breaker."""
-    async with RedisBreakerStore(redis_url, prefix=prefix, max_connections=4) as store:
+    async with RedisBreakerStore(redis_url, prefix=swept, max_connections=4) as store:
         br = shared(store)
-        try:
-            with capture_events() as seen:
-                assert await asyncio.gather(*(br.call(ok) for _ in range(300))) == ["ok"] * 300
-            assert br._state.backend == "redis"  # type: ignore[attr-defined]
-            assert not [e for e in seen if isinstance(e, BreakerBackendChanged)]
-        finally:
-            client = aioredis.Redis.from_url(redis_url)
-            keys = await client.keys(f"{prefix}:*")
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+        with capture_events() as seen:
+            assert await asyncio.gather(*(br.call(ok) for _ in range(300))) == ["ok"] * 300
+        assert br._state.backend == "redis"  # type: ignore[attr-defined]
+        assert not [e for e in seen if isinstance(e, BreakerBackendChanged)]
 
 
 async def test_a_round_trip_to_redis_never_outlasts_the_callers_deadline(
-    redis_url: str, prefix: str
+    redis_url: str, swept: str
 ) -> None:
     """A total timeout publishes its deadline without a timer (`DeadlineMark`): the
     breaker's own Redis calls are cut to the time left, and running out of it is the
     caller's `DeadlineExceeded`, not Redis being down (no fall back to a local breaker)."""
     clock = FakeClock()
-    async with RedisBreakerStore(redis_url, prefix=prefix, clock=clock) as store:
+    async with RedisBreakerStore(redis_url, prefix=swept, clock=clock) as store:
         br = BreakerRegistry(policy=FAST, store=store, clock=clock).get("svc")
 
         async def late() -> str:
@@ -130,13 +134,13 @@ RATE = BreakerPolicy(minimum_calls=20, failure_rate=0.5, open_duration=5, open_j
 
 @pytest.mark.parametrize("how", ["timer", "aclose"])
 async def test_buffered_successes_reach_the_others_without_another_call(
-    redis_url: str, prefix: str, how: str
+    redis_url: str, swept: str, how: str
 ) -> None:
     """30 successes here, then 20 failures elsewhere: 40 %, under the 50 % that trips. Had
     the successes stayed in this process's buffer, the other would see 100 % and trip."""
     flush_every = 0.05 if how == "timer" else 60.0
-    quiet = RedisBreakerStore(redis_url, prefix=prefix, flush_every=flush_every)
-    other = RedisBreakerStore(redis_url, prefix=prefix)
+    quiet = RedisBreakerStore(redis_url, prefix=swept, flush_every=flush_every)
+    other = RedisBreakerStore(redis_url, prefix=swept)
     try:
         calm = shared(quiet, RATE)
         for _ in range(30):
@@ -151,11 +155,6 @@ async def test_buffered_successes_reach_the_others_without_another_call(
     finally:
         await quiet.aclose()
         await other.aclose()
-        client = aioredis.Redis.from_url(redis_url)
-        keys = await client.keys(f"{prefix}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_failures_from_two_processes_trip_one_breaker(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
@@ -105,11 +106,12 @@ def worker_command(
                 "slots, which adds tens of ms to a step at low load",
                 highlight=False,
             )
-        registry = breakers
+        registry, shared = breakers, None
         if breakers_url is not None:
-            from firebreak.resilience.redis_breaker import redis_breakers  # noqa: PLC0415
+            from firebreak.resilience.redis_breaker import RedisBreakerStore  # noqa: PLC0415
 
-            registry = redis_breakers(breakers_url)
+            shared = RedisBreakerStore(breakers_url)
+            registry = BreakerRegistry(store=shared)
         stats = run_async(
             _serve(
                 list(workflows.values()),
@@ -120,6 +122,7 @@ def worker_command(
                 name=name,
                 drain=drain,
                 registry=registry,
+                closing=None if shared is None else shared.aclose,
             )
         )
         err_console.print(
@@ -140,28 +143,34 @@ async def _serve(
     name: str | None,
     drain: float,
     registry: BreakerRegistry,
+    closing: Callable[[], Awaitable[None]] | None = None,
 ) -> WorkerStats:
+    """Serve until stopped; then `closing` (the shared breakers: their last successes)."""
     try:
         opened_bus = open_bus(bus_url)
     except (ValueError, ImportError) as exc:
         raise CliError(str(exc)) from None
-    await setup_bus(opened_bus)  # a bus out of reach: one line, not pages of traceback
-    async with opened_bus as task_bus, open_store(store_url) as checkpoint_store:
-        worker = Worker(
-            workflows,
-            bus=task_bus,
-            store=checkpoint_store,
-            agents=agents,
-            concurrency=concurrency,
-            name=name,
-            drain=drain,
-            registry=registry,
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        err_console.print(
-            f"worker {worker.name} ready: {', '.join(worker.queues)}", highlight=False
-        )
-        await worker.run()
-        return worker.stats
+    try:
+        await setup_bus(opened_bus)  # a bus out of reach: one line, not pages of traceback
+        async with opened_bus as task_bus, open_store(store_url) as checkpoint_store:
+            worker = Worker(
+                workflows,
+                bus=task_bus,
+                store=checkpoint_store,
+                agents=agents,
+                concurrency=concurrency,
+                name=name,
+                drain=drain,
+                registry=registry,
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.stop)
+            err_console.print(
+                f"worker {worker.name} ready: {', '.join(worker.queues)}", highlight=False
+            )
+            await worker.run()
+            return worker.stats
+    finally:
+        if closing is not None:
+            await closing()

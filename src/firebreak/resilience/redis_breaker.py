@@ -255,8 +255,9 @@ class RedisBreakerStore:
 
     async def aclose(self) -> None:
         """Send the successes still buffered, then close the connection pool; idempotent."""
-        if self._client is not None:
-            for state in list(self._states):
+        for state in list(self._states):
+            state.cancel_flush()  # a timer must not reconnect a store that was closed
+            if self._client is not None:
                 with contextlib.suppress(RedisError):  # unreachable: nothing more to do
                     await state.flush()
         client, self._client, self._script = self._client, None, None
@@ -402,6 +403,12 @@ class RedisBreakerState:
         if self._flush_timer is None:
             due = self._clock.now() + self._store.flush_every
             self._flush_timer = self._clock.call_at(due, self._flush_due)
+
+    def cancel_flush(self) -> None:
+        """Call off the timed flush, if one is armed (the store is closing)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
 
     def _flush_due(self) -> None:
         self._flush_timer = None
