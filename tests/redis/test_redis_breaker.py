@@ -229,6 +229,23 @@ async def test_a_probe_that_never_reports_frees_its_slot(
     assert b.state == "closed"  # a late verdict of an expired probe changes nothing
 
 
+async def test_a_probe_lease_in_redis_follows_the_attempt_timeout(
+    redis_url: str, stores: list[RedisBreakerStore], prefix: str
+) -> None:
+    """The lease key a probe takes lives for the callers' attempt timeout and a second,
+    not a fixed 30 s: a probe lost with its process frees the breaker that soon."""
+    policy = BreakerPolicy(minimum_calls=1, open_duration=0.1, open_jitter=0.0)
+    br = shared(stores[0], policy)
+    br.expect_attempts(4)
+    await fail(br, 1)
+    await asyncio.sleep(0.15)
+    assert await br._state.acquire() > 0  # type: ignore[attr-defined]  # a probe, lost
+    client = aioredis.Redis.from_url(redis_url)
+    [key] = await client.keys(f"{prefix}:breaker:svc:p:*")
+    assert 4000 < await client.pttl(key) <= 5000
+    await client.aclose()
+
+
 async def test_release_frees_a_probe_slot(stores: list[RedisBreakerStore]) -> None:
     policy = BreakerPolicy(minimum_calls=1, open_duration=0.1, open_jitter=0.0)
     a, b = shared(stores[0], policy), shared(stores[1], policy)

@@ -219,6 +219,33 @@ async def test_concurrent_callers_in_half_open_let_exactly_n_probes_through(
     assert br.state == "closed"  # all three probes succeeded
 
 
+async def test_a_probe_lease_follows_the_attempt_timeout_it_runs_under(
+    clock: FakeClock,
+) -> None:
+    """RESILIENCE: a lease that expires after the attempt timeout. A probe of a slow model
+    (45 s, under a 60 s attempt timeout) keeps its slot past the old fixed 30 s; its
+    success closes the breaker."""
+    br = breaker(clock, consecutive_failures=1, open_duration=5)
+    pipe = fb.Pipeline(breaker=br, attempt_timeout=60, clock=clock)
+    await fail(br, 1)
+    clock.advance(5)
+    answered = asyncio.Event()
+
+    async def slow_model() -> str:
+        await answered.wait()
+        return "done"
+
+    probe = asyncio.create_task(pipe.call(slow_model))
+    await asyncio.sleep(0)
+    clock.advance(45)
+    with pytest.raises(fb.CircuitOpenError) as info:
+        await br.call(ok)  # the probe still holds its slot
+    assert info.value.retry_after == pytest.approx(61 - 45)
+    answered.set()
+    assert await probe == "done"
+    assert br.state == "closed"
+
+
 async def test_a_probe_lease_that_expires_frees_its_slot(clock: FakeClock) -> None:
     br = breaker(clock, consecutive_failures=1, open_duration=5, probe_lease=10)
     await fail(br, 1)

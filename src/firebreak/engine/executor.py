@@ -135,6 +135,8 @@ class _Plan:
         clock = executor.clock
         self.timeout = Timeout(spec.timeout, name=spec.name, clock=clock)
         self.breaker = None if spec.breaker is None else executor.registry.get(spec.breaker)
+        if self.breaker is not None:  # a half-open probe's lease follows the attempt timeout
+            self.breaker.expect_attempts(spec.timeout)
         retry = spec.retry
         if retry is not None and retry.clock is not clock:
             retry = dataclasses.replace(retry, clock=clock)

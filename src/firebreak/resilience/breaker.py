@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import random
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -85,6 +86,18 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self.state!r})"
+
+    def expect_attempts(self, seconds: float | timedelta) -> None:
+        """Say that calls through this breaker are attempts of at most `seconds`.
+
+        A half-open probe's lease then lasts that long and a second more (unless the
+        policy sets ``probe_lease``): a slow probe that is still running keeps its slot,
+        one that was lost (its process died) frees it soon after. With several callers,
+        the longest attempt counts. `Pipeline` and the workflow engine say it for you.
+        """
+        hook = getattr(self._state, "expect_attempts", None)
+        if hook is not None:  # a store of your own may not follow attempts
+            hook(as_seconds(seconds))
 
     @property
     def state(self) -> State:

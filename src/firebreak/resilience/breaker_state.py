@@ -49,12 +49,18 @@ class BreakerPolicy:
     """Open time is multiplied by uniform(1 - jitter, 1 + jitter) (0 <= jitter < 1)."""
     half_open_probes: int = 1
     """Calls let through when half-open; all must succeed to close (>= 1)."""
-    probe_lease: float | timedelta = 30.0
-    """A probe that has not reported after this long frees its slot for another."""
+    probe_lease: float | timedelta | None = None
+    """A probe that has not reported after this long frees its slot for another. ``None``:
+    a second more than the longest attempt timeout the breaker is used with (a `Pipeline`'s
+    ``attempt_timeout``, an agent's ``timeout``; `CircuitBreaker.expect_attempts`), so a
+    slow but live probe keeps its slot and a lost one frees it soon after; 30 s until one
+    is known."""
 
     def __post_init__(self) -> None:
-        for name in ("window", "open_duration", "max_open_duration", "probe_lease"):
+        for name in ("window", "open_duration", "max_open_duration"):
             object.__setattr__(self, name, duration(getattr(self, name), name))
+        if self.probe_lease is not None:
+            object.__setattr__(self, "probe_lease", duration(self.probe_lease, "probe_lease"))
         if self.slow_call_duration is not None:
             object.__setattr__(
                 self, "slow_call_duration", duration(self.slow_call_duration, "slow_call_duration")
@@ -93,6 +99,16 @@ class BreakerPolicy:
         return max(jittered, retry_after or 0.0)
 
 
+_UNKNOWN_LEASE = 30.0  # a probe's lease before any attempt timeout is known
+
+
+def lease_of(policy: BreakerPolicy, attempt_timeout: float | None) -> float:
+    """Seconds a probe's lease lasts: the policy's, else the attempt timeout and a second."""
+    if policy.probe_lease is not None:
+        return as_seconds(policy.probe_lease)
+    return _UNKNOWN_LEASE if attempt_timeout is None else attempt_timeout + 1.0
+
+
 class BreakerStore(Protocol):
     """Storage of one breaker's state. A ticket of 0 admits a normal call; >0 is a probe."""
 
@@ -119,11 +135,13 @@ class LocalBreakerState:
     """The breaker state machine in process memory (one event loop, no locks needed)."""
 
     __slots__ = (
+        "_attempts",
         "_calls",
         "_clock",
         "_consecutive",
         "_epochs",
         "_fails",
+        "_lease",
         "_next_ticket",
         "_open_until",
         "_probe_ok",
@@ -157,6 +175,13 @@ class LocalBreakerState:
         self._probes: dict[int, float] = {}  # ticket -> lease expiry
         self._probe_ok = 0
         self._next_ticket = 1
+        self._attempts: float | None = None  # the longest attempt timeout of the callers
+        self._lease = lease_of(policy, None)
+
+    def expect_attempts(self, seconds: float) -> None:
+        """Callers' attempts last up to `seconds`: probe leases follow (if not set)."""
+        self._attempts = max(self._attempts or 0.0, seconds)
+        self._lease = lease_of(self.policy, self._attempts)
 
     def current(self) -> State:
         """The state now (an open breaker whose time is up reads as half-open)."""
@@ -197,7 +222,7 @@ class LocalBreakerState:
         if len(probes) + self._probe_ok < self.policy.half_open_probes:
             ticket = self._next_ticket
             self._next_ticket += 1
-            probes[ticket] = now + as_seconds(self.policy.probe_lease)
+            probes[ticket] = now + self._lease
             return ticket
         retry_after = min(probes.values()) - now if probes else None
         raise CircuitOpenError(self.name, retry_after=retry_after)

@@ -69,6 +69,8 @@ class Pipeline:
                 _wrap(Timeout(self.attempt_timeout, name="attempt", clock=self.clock).call)
             )
         if self.breaker is not None:
+            if self.attempt_timeout is not None:  # a probe's lease follows its attempt
+                self.breaker.expect_attempts(self.attempt_timeout)
             layers.append(_wrap(self.breaker.call))
         if self.retry is not None:
             layers.append(_wrap(self.retry.call))

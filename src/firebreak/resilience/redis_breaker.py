@@ -39,7 +39,12 @@ from firebreak.clock import Cancellable, Clock, system_clock
 from firebreak.errors import CircuitOpenError, DeadlineExceeded
 from firebreak.events import BreakerBackendChanged, BreakerStateChanged, emit
 from firebreak.resilience.breaker import BreakerRegistry
-from firebreak.resilience.breaker_state import BreakerPolicy, LocalBreakerState, State
+from firebreak.resilience.breaker_state import (
+    BreakerPolicy,
+    LocalBreakerState,
+    State,
+    lease_of,
+)
 from firebreak.resilience.timeout import as_seconds, time_left
 
 __all__ = [
@@ -291,7 +296,7 @@ class RedisBreakerState:
         self._clock = store.clock
         self._rng = rng or random.Random()
         self._key = f"{store.prefix}:breaker:{name}"
-        probe_lease = max(1, round(as_seconds(policy.probe_lease) * 1000))
+        self._attempts: float | None = None  # the longest attempt timeout of the callers
         self._policy_args = (
             str(round(as_seconds(policy.window) * 1000)),
             str(policy.buckets),
@@ -302,7 +307,7 @@ class RedisBreakerState:
             str(round(as_seconds(policy.open_duration) * 1000)),
             str(round(as_seconds(policy.max_open_duration) * 1000)),
             str(policy.half_open_probes),
-            str(probe_lease),
+            _lease_ms(policy, None),
         )
         self._state: State = "closed"
         self._seen_at = -float("inf")  # when the cached state was read (local monotonic)
@@ -316,6 +321,13 @@ class RedisBreakerState:
 
     def __repr__(self) -> str:
         return f"RedisBreakerState({self.name!r}, state={self.current()!r})"
+
+    def expect_attempts(self, seconds: float) -> None:
+        """Callers' attempts last up to `seconds`: probe leases follow (if not set)."""
+        self._attempts = max(self._attempts or 0.0, seconds)
+        self._policy_args = (*self._policy_args[:-1], _lease_ms(self.policy, self._attempts))
+        if self._local is not None:
+            self._local.expect_attempts(seconds)
 
     @property
     def backend(self) -> Literal["redis", "local"]:
@@ -495,6 +507,8 @@ class RedisBreakerState:
         if self._local is not None:
             return
         self._local = LocalBreakerState(self.name, self.policy, clock=self._clock, rng=self._rng)
+        if self._attempts is not None:
+            self._local.expect_attempts(self._attempts)
         reason = f"redis unreachable: {type(exc).__name__}: {exc}".splitlines()[0]
         log.warning("breaker %r falls back to a local state (%s)", self.name, reason)
         emit(BreakerBackendChanged(source=self.name, backend="local", reason=reason))
@@ -515,6 +529,10 @@ class RedisBreakerState:
             self._seen_at = -float("inf")
             emit(BreakerBackendChanged(source=self.name, backend="redis", reason="redis is back"))
             return None
+
+
+def _lease_ms(policy: BreakerPolicy, attempts: float | None) -> str:
+    return str(max(1, round(lease_of(policy, attempts) * 1000)))
 
 
 def _text(value: Any) -> str:
