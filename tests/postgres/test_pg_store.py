@@ -335,3 +335,32 @@ async def test_every_transition_is_audited_with_who_when_what(
             conn.execute(sql.SQL("UPDATE {} SET kind = 'x'").format(table))
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             conn.execute(sql.SQL("DELETE FROM {}").format(table))
+
+
+async def test_an_error_text_with_a_nul_is_recorded_and_the_run_dead_lettered(
+    store: PostgresStore,
+) -> None:
+    """PostgreSQL keeps no NUL in text or jsonb: an agent's error (bytes from a service)
+    with one left the run "running" for good, never dead-lettered. It becomes U+FFFD."""
+    import firebreak as fb  # noqa: PLC0415 - the engine over this store
+
+    wf = fb.Workflow("nul")
+
+    @wf.agent
+    async def fetch(ctx: fb.Context, x: int) -> int:
+        raise ValueError("binary junk \x00 in the reply")
+
+    @wf.agent(critical=False, default=None)
+    async def ask(ctx: fb.Context, x: int) -> int:
+        raise fb.NeedsHuman("which \x00 one?", suggestions=["a\x00b"])
+
+    engine = fb.Engine(store)
+    result = await engine.run(wf, 1, run_id="r-nul")
+    assert result.status == fb.RunStatus.FAILED
+    entry = await store.dlq_of_run("r-nul")
+    assert entry is not None
+    assert entry.error is not None
+    assert entry.error["message"] == "binary junk \ufffd in the reply"
+    [item] = await store.review_of_run("r-nul")
+    assert item.reason == "NeedsHuman: which \ufffd one?"
+    assert item.suggestions == ["a\ufffdb"]

@@ -164,4 +164,21 @@ def error_to_dict(exc: BaseException) -> dict[str, Any]:
     cause = exc.__cause__
     if cause is not None and not isinstance(exc, InvalidOutput):
         out["cause"] = {"type": type(cause).__qualname__, "message": str(cause)}
-    return out
+    clean: dict[str, Any] = no_nul(out)
+    return clean
+
+
+def no_nul(value: Any) -> Any:
+    """`value` with every NUL character in its strings made U+FFFD.
+
+    Error text is whatever a service sent; PostgreSQL keeps no NUL in text or jsonb, and
+    a failure that cannot be recorded would leave its run stuck "running", never
+    dead-lettered. Outputs keep theirs (stored as JSON text, they round-trip).
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {no_nul(key): no_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [no_nul(item) for item in value]
+    return value

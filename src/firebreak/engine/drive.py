@@ -19,6 +19,7 @@ from firebreak.engine.codec import (
     encode,
     encode_output,
     error_to_dict,
+    no_nul,
 )
 from firebreak.engine.context import CompensationContext
 from firebreak.engine.executor import Executor, StepCall, StepOutcome
@@ -453,9 +454,9 @@ class Drive:
             run_id=self.run_id,
             workflow=self.name,
             agent=spec.name,
-            reason=reason,
-            suggestions=encoded,
-            context=context,
+            reason=no_nul(reason),  # for people to read: no store may refuse it (see no_nul)
+            suggestions=no_nul(encoded),
+            context=no_nul(context),
         )
         self.reviews.append(item_id)
         emit(QueueChanged(source=self.name, queue="review", run_id=self.run_id, delta=1))
