@@ -38,6 +38,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from shlex import quote
 from typing import Annotated, Any
 
 import typer
@@ -146,7 +147,8 @@ def _say_left(left: list[RunRecord]) -> None:
 
 def _resume_command(target: str, refs: Sequence[str]) -> str:
     """The command that continues where this one stopped (`target`: a run id or --due)."""
-    return " ".join([f"firebreak resume {target}", *(f"-w {ref}" for ref in refs)])
+    words = ["firebreak", "resume", target if target == "--due" else quote(target)]
+    return " ".join([*words, *(f"-w {quote(ref)}" for ref in refs)])
 
 
 def _pick(workflows: dict[str, Workflow], record: RunRecord, what: str) -> Workflow:
@@ -222,7 +224,7 @@ def run_command(
                         return await engine.run(workflow, run_id=run_id)
                     return await engine.run(workflow, value, run_id=run_id)
 
-        result = run_async(go(), resume=f"firebreak resume {run_id} -w {workflow_ref}")
+        result = run_async(go(), resume=_resume_command(run_id, [workflow_ref]))
     finish(result, as_json=as_json)
 
 

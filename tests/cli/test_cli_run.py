@@ -12,6 +12,7 @@ import pytest
 from cli_helpers import Invoke, out_json
 from typer.testing import CliRunner
 
+import firebreak as fb_api
 from firebreak import __version__
 from firebreak.cli import app
 from firebreak.store import open_store
@@ -317,3 +318,34 @@ def test_show_unknown_run_exits_2(fb: Invoke) -> None:
     result = fb("show", "nope")
     assert result.exit_code == 2
     assert "no run 'nope'" in result.stderr
+
+
+def test_ids_and_errors_are_printed_as_stored_not_as_markup_or_emoji(
+    fb: Invoke, store_url: str
+) -> None:
+    """A run id `bad[/x]` or an error `[/red]` crashed `runs` (Rich markup); `a:fire:1`
+    printed as an emoji. Ids are copied from these tables into the next command."""
+    wf = fb_api.Workflow("wf[bold]x")
+
+    @wf.agent
+    async def a(ctx: fb_api.Context, x: int) -> int:
+        raise ValueError("err [/red] :fire: [link=x]y")
+
+    async def runs() -> None:
+        async with fb_api.Engine(store_url) as engine:
+            for run_id in ("bad[/x]", "deploy:fire:1"):
+                await engine.run(wf, 1, run_id=run_id)
+
+    asyncio.run(runs())
+    for command in (
+        ["runs"],
+        ["dlq", "list"],
+        ["show", "bad[/x]"],
+        ["dlq", "show", "deploy:fire:1"],
+    ):
+        result = fb(*command, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (command, result.output)
+        assert "🔥" not in result.stdout
+        assert "err [/red] :fire: [link=x]y" in result.stdout, command
+    assert "bad[/x]" in fb("runs", env={"COLUMNS": "200"}).stdout
+    assert "firebreak dlq show 'bad[/x]'" in fb("show", "bad[/x]", env={"COLUMNS": "200"}).stdout

@@ -46,9 +46,10 @@ class _Console(Console):
         raise SystemExit(SIGPIPE_EXIT)
 
 
-console = _Console()
+# No emoji codes: `:fire:` in a run id or an agent's error is text, printed as stored.
+console = _Console(emoji=False)
 """Standard output: results and tables."""
-err_console = _Console(stderr=True)
+err_console = _Console(stderr=True, emoji=False)
 """Standard error: progress and errors, so stdout stays clean for ``--json``."""
 
 Store = Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from shlex import quote
 from typing import Annotated
 
 import typer
@@ -294,7 +295,7 @@ def review_resolve(
     elif run is None:
         console.print(
             f"recorded the answer to {item_id}; run {resolved.run_id} uses it when resumed "
-            f"(firebreak resume {resolved.run_id} --workflow MODULE:WORKFLOW, or the next "
+            f"(firebreak resume {quote(resolved.run_id)} --workflow MODULE:WORKFLOW, or the next "
             "firebreak resume --due)",
             highlight=False,
         )

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
+from shlex import quote
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -115,6 +116,18 @@ def when(timestamp: float | None, since: float | None = None) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S")
 
 
+class DataTable(Table):
+    """A table whose cells are data, printed as they are.
+
+    ``[/x]`` in a run id or an error message is not Rich markup (which crashed the table).
+    """
+
+    def add_row(self, *renderables: RenderableType | None, **options: Any) -> None:
+        """`Table.add_row`, with every string cell taken as plain text."""
+        cells = [Text(cell) if isinstance(cell, str) else cell for cell in renderables]
+        super().add_row(*cells, **options)
+
+
 def short(value: Any, limit: int = _SHORT) -> str:
     """A value as compact JSON, cut to `limit` characters."""
     try:
@@ -164,7 +177,7 @@ def print_result(console: Console, result: RunResult) -> None:
     for item in result.reviews:
         _field(console, "review", f"{item}  (firebreak review show {item})")
     if result.outputs:
-        table = Table("agent", "output", title="outputs", title_justify="left")
+        table = DataTable("agent", "output", title="outputs", title_justify="left")
         for agent, output in result.outputs.items():
             table.add_row(agent, short(output))
         console.print(table)
@@ -181,7 +194,7 @@ def interrupted_note(record: RunRecord, now: float) -> str:
 
 def runs_table(records: Sequence[RunRecord], now: float) -> Table:
     """Runs, newest first: id, workflow, status, times, and why it is not a success."""
-    table = Table(title=counted(len(records), "run"), title_justify="left")
+    table = DataTable(title=counted(len(records), "run"), title_justify="left")
     table.add_column("run", overflow="fold")
     table.add_column("workflow", overflow="fold")
     # Times and statuses are never broken across lines (an update on the day of creation
@@ -268,7 +281,7 @@ def print_run(
     note = interrupted_note(record, now)
     if note:
         _field(console, "note", note)
-    table = Table(title="steps", title_justify="left")
+    table = DataTable(title="steps", title_justify="left")
     table.add_column("agent")
     if with_dag:
         table.add_column("after")
@@ -296,7 +309,7 @@ def print_run(
         _field(
             console,
             "dead letter",
-            f"firebreak dlq show {entry.run_id}  (or dlq replay {entry.run_id})",
+            f"firebreak dlq show {quote(entry.run_id)}  (or dlq replay {quote(entry.run_id)})",
         )
     for item in reviews:
         _field(
@@ -308,7 +321,7 @@ def print_run(
 
 def dlq_table(entries: Sequence[DeadLetter]) -> Table:
     """Dead-letter entries, oldest first."""
-    table = Table(title=counted(len(entries), "dead letter"), title_justify="left")
+    table = DataTable(title=counted(len(entries), "dead letter"), title_justify="left")
     # By run: every dlq command takes the run's id (the entry's own is in `dlq show`).
     table.add_column("run", overflow="fold")
     table.add_column("workflow", overflow="fold")
@@ -329,7 +342,7 @@ def print_dead_letter(console: Console, entry: DeadLetter) -> None:
         _field(console, "error", error_line(entry.error))
     _field(console, "input", short(entry.input, 400))
     if entry.steps:
-        table = Table("agent", "status", "attempts", "error / reason", title="steps")
+        table = DataTable("agent", "status", "attempts", "error / reason", title="steps")
         for rec in entry.steps.values():
             table.add_row(
                 rec.agent,
@@ -346,7 +359,7 @@ SHORT_ID = 12
 
 def review_table(items: Sequence[ReviewItem]) -> Table:
     """Review items, oldest first; each id cut to `SHORT_ID` characters."""
-    table = Table(title=counted(len(items), "review item"), title_justify="left")
+    table = DataTable(title=counted(len(items), "review item"), title_justify="left")
     # The id's start, as docker shows it: `review show|resolve` take any unique start.
     table.add_column("id", no_wrap=True)
     table.add_column("run", overflow="fold")
