@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from firebreak.chaos import ChaosOptions, invoices, run_scenario
+from firebreak.chaos.faults import Fault
 
 N = 40
 
@@ -82,13 +83,38 @@ async def test_an_outage_on_an_agent_that_does_not_pause_fails_the_scenario() ->
     assert any("on_exhausted='pause'" in note for note in report.notes)
 
 
-async def test_scenarios_are_reproducible_for_a_seed() -> None:
-    first = await run_scenario("agent-timeout", invoices(), ChaosOptions(n=30, seed=3))
-    again = await run_scenario("agent-timeout", invoices(), ChaosOptions(n=30, seed=3))
+@pytest.mark.parametrize("scenario", ["agent-timeout", "agent-outage"])
+async def test_scenarios_are_reproducible_for_a_seed(scenario: str) -> None:
+    """Breakers' open-time jitter included (it moves pause times: agent-outage's `sim_s`
+    differed from one run to the next with the same seed)."""
+    first = await run_scenario(scenario, invoices(), ChaosOptions(n=30, seed=3))
+    again = await run_scenario(scenario, invoices(), ChaosOptions(n=30, seed=3))
     strip = {"wall_s"}
     assert {k: v for k, v in first.figures.items() if k not in strip} == {
         k: v for k, v in again.figures.items() if k not in strip
     }
+    assert [(c.name, c.passed, c.detail) for c in first.criteria] == [
+        (c.name, c.passed, c.detail) for c in again.criteria
+    ]
+
+
+async def test_agent_timeout_on_an_agent_without_a_breaker_fails_the_scenario() -> None:
+    """Another agent's breaker tripping (downstream of the delay) must not pass it."""
+    ocr_down = Fault(kind="error", agent="extract", fallbacks=True)  # ocr-api trips, upstream
+    report = await run_scenario(
+        "agent-timeout",
+        invoices(),
+        ChaosOptions(
+            n=40,
+            agent="validate",
+            overrides={"validate": {"breaker": None}},
+            faults=(ocr_down,),
+        ),
+    )
+    assert not report.passed
+    failed = {c.name for c in report.criteria if not c.passed}
+    assert "breaker of validate opens" in failed
+    assert report.figures["breaker_trips"] == 0
 
 
 async def test_an_unknown_scenario_is_a_key_error() -> None:

@@ -131,7 +131,9 @@ class _Harness:
         base = self.target.build(self.clock)
         self.injector = Injector(tuple(faults), self.options.seed, self.clock, self.clock.now())
         self.workflow = inject(base, self.injector, overrides=overrides, input_schema=input_schema)
-        registry = BreakerRegistry(clock=self.clock)
+        # Seeded: a breaker's open-time jitter moves pause times, so the same seed must
+        # give the same report.
+        registry = BreakerRegistry(clock=self.clock, seed=self.options.seed)
         inner = LocalExecutor(self.store, registry=registry, clock=self.clock)
         self.audit = AuditingExecutor(inner, self.store)
         self.engine = Engine(
@@ -291,6 +293,8 @@ async def agent_timeout(target: Target, options: ChaosOptions) -> ScenarioReport
         finally:
             stop()
         await h.tally(report)
+    # Only the delayed agent's breaker: another agent's tripping proves nothing here.
+    stamped = [(at, e) for at, e in stamped if getattr(e, "source", None) == spec.breaker]
     seen = [event for _, event in stamped]
     opened = [e for e in _events(seen, BreakerStateChanged) if e.new == "open"]
     rejected = [e for e in _events(seen, CallRejected) if e.kind == "breaker"]
@@ -302,7 +306,17 @@ async def agent_timeout(target: Target, options: ChaosOptions) -> ScenarioReport
     if spec.breaker is None:
         report.notes.append(f"agent {agent!r} has no breaker: every call waits out its timeout")
     report.require(
-        f"breaker of {agent} opens", bool(opened), f"{len(opened)} trips of {spec.breaker}"
+        f"breaker of {agent} opens",
+        bool(opened),
+        f"{len(opened)} trips of {spec.breaker}"
+        if spec.breaker is not None
+        else f"agent {agent!r} has no breaker (breaker=SERVICE): nothing can trip",
+    )
+    delayed = sum(1 for _, hit in h.injector.hits if hit == agent) if h.injector else 0
+    report.require(
+        f"the delay reached {agent}",
+        delayed > 0,
+        f"{delayed} calls of {agent} were delayed {options.delay:g}s",
     )
     # Runs started after the breaker first opened: their calls are refused at once.
     first_open = min(

@@ -186,10 +186,12 @@ class BreakerRegistry:
         policy: BreakerPolicy | None = None,
         clock: Clock = system_clock,
         store: Callable[[str, BreakerPolicy], BreakerStore] | None = None,
+        seed: int | str | None = None,
     ) -> None:
         self.policy = policy or BreakerPolicy()
         self.clock = clock
         self._store = store
+        self._seed = seed  # each breaker's open-time jitter seeded from it and its name
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def get(self, name: str, *, policy: BreakerPolicy | None = None) -> CircuitBreaker:
@@ -201,7 +203,8 @@ class BreakerRegistry:
             return breaker
         policy = policy or self.policy
         state = self._store(name, policy) if self._store else None
-        breaker = CircuitBreaker(name, policy=policy, clock=self.clock, state=state)
+        rng = None if self._seed is None else random.Random(f"{self._seed}/{name}")
+        breaker = CircuitBreaker(name, policy=policy, clock=self.clock, state=state, rng=rng)
         self._breakers[name] = breaker
         return breaker
 
