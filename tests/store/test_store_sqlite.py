@@ -62,6 +62,14 @@ async def test_use_before_setup_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "fb.db").exists()  # nothing connects in __init__
 
 
+async def test_a_path_whose_directory_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+    """Not an `OSError` traceback: the CLI's exit 6, "store error", with the path."""
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    with pytest.raises(StoreError, match=r"afile/x\.db: cannot make its directory"):
+        async with SQLiteStore(tmp_path / "afile" / "x.db"):
+            pass
+
+
 async def test_a_file_that_is_not_sqlite_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "fb.db"
     path.write_bytes(b"this is not a database, it is a shopping list\n" * 100)

@@ -119,7 +119,11 @@ class SQLiteStore(SetupClose):
         )
 
     def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where the directory should be, no permission, ...
+            reason = exc.strerror or type(exc).__name__
+            raise StoreError(f"{self.path}: cannot make its directory: {reason}") from exc
         conns: list[sqlite3.Connection] = []
         try:
             writer = self._connect()
