@@ -189,14 +189,33 @@ async def test_after_the_open_time_probes_decide(stores: list[RedisBreakerStore]
             with pytest.raises(CircuitOpenError):
                 await b.call(ok)
             assert b.state == "half_open"
-    assert [(e.old, e.new) for e in seen if isinstance(e, BreakerStateChanged)] == [
-        ("open", "half_open"),
-        ("half_open", "closed"),
+    made = [
+        (e.old, e.new)
+        for e in seen
+        if isinstance(e, BreakerStateChanged) and e.reason != "changed by another process"
     ]
+    assert made == [("open", "half_open"), ("half_open", "closed")]
     assert a.state == "closed"
     await asyncio.sleep(0.55)  # b's cached state ages out
     assert await b.call(ok) == "ok"
     assert b.state == "closed"
+
+
+async def test_a_process_says_when_another_one_moved_the_breaker(
+    stores: list[RedisBreakerStore],
+) -> None:
+    """Its subscribers (`firebreak_circuit_state` of its /metrics) must not keep the state
+    it last made: open for good, once another process's probe closed the breaker."""
+    policy = BreakerPolicy(minimum_calls=1, open_duration=0.2, open_jitter=0.0)
+    a, b = shared(stores[0], policy), shared(stores[1], policy)
+    await fail(a, 1)  # a made it open
+    await asyncio.sleep(0.25)
+    assert await b.call(ok) == "ok"  # b's probe closes it
+    with capture_events() as seen:
+        assert await a.call(ok) == "ok"
+    [change] = [e for e in seen if isinstance(e, BreakerStateChanged)]
+    assert (change.source, change.old, change.new) == ("svc", "open", "closed")
+    assert change.reason == "changed by another process"
 
 
 async def test_a_failed_probe_reopens_for_longer(stores: list[RedisBreakerStore]) -> None:

@@ -485,6 +485,7 @@ class RedisBreakerState:
             int(reply[6]),
         )
         now = self._clock.now()
+        seen = self._state  # as this process last knew it
         self._state = _state(state)
         self._seen_at = now
         if self._state == "open":
@@ -497,6 +498,18 @@ class RedisBreakerState:
                     new=self._state,
                     reason=reason,
                     open_for=open_for / 1000 if open_for >= 0 else None,
+                )
+            )
+        elif seen != self._state:
+            # Another process moved it: said here too, or this process's subscribers (its
+            # `firebreak_circuit_state`) would keep the state it last made, open for good.
+            emit(
+                BreakerStateChanged(
+                    source=self.name,
+                    old=seen,
+                    new=self._state,
+                    reason="changed by another process",
+                    open_for=None,
                 )
             )
         return [verdict, reply[1], state, wait]
