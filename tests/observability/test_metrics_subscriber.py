@@ -87,13 +87,14 @@ def test_bulkhead_rejections_are_counted_under_the_bulkhead_name() -> None:
     assert sample(metrics, "firebreak_calls_rejected_total", breaker="wf/agent", reason="full") == 1
 
 
-def test_queue_sizes_never_go_below_empty() -> None:
-    """A removal seen without its addition (we started after it) leaves the gauge at 0."""
+def test_queue_events_alone_set_no_queue_gauge() -> None:
+    """A process sees only its own additions: a count of them stayed up after another
+    process drained the queue, and held the `max` of the backlog alert up for good."""
     with install_metrics() as metrics:
-        events.emit(events.QueueChanged(source="wf", queue="dlq", run_id="r", delta=-1))
+        events.emit(events.QueueChanged(source="wf", queue="dlq", run_id="r", delta=1))
         events.emit(events.QueueChanged(source="wf", queue="review", run_id="r", delta=1))
-    assert sample(metrics, "firebreak_dlq_size", workflow="wf") == 0
-    assert sample(metrics, "firebreak_manual_queue_size", workflow="wf") == 1
+    assert sample(metrics, "firebreak_dlq_size", workflow="wf") is None
+    assert sample(metrics, "firebreak_manual_queue_size", workflow="wf") is None
 
 
 def test_breakers_that_never_changed_are_exported_from_a_registry() -> None:
@@ -117,11 +118,11 @@ async def test_queue_sizes_are_refreshed_from_the_store() -> None:
             assert sample(metrics, "firebreak_dlq_size", workflow="scan") == 2
             assert sample(metrics, "firebreak_dlq_size", workflow="invoice") == 0
             assert sample(metrics, "firebreak_manual_queue_size", workflow="kyc") == 1
-            # Deltas move on from the refreshed value; the next refresh sets the truth.
+            # Drained by someone else: the next refresh says so; events change nothing.
             entry = (await store.dlq_list("scan"))[0]
             await store.dlq_drop(entry.id)
             events.emit(events.QueueChanged(source="scan", queue="dlq", run_id="x", delta=1))
-            assert sample(metrics, "firebreak_dlq_size", workflow="scan") == 3
+            assert sample(metrics, "firebreak_dlq_size", workflow="scan") == 2
             await metrics.refresh_queues(store)
             assert sample(metrics, "firebreak_dlq_size", workflow="scan") == 1
 

@@ -7,8 +7,9 @@ The names are the ones RESILIENCE.md fixes, so alert rules and dashboards can re
 - ``firebreak_retries_total{workflow,agent,error_type}``: retries scheduled
 - ``firebreak_circuit_state{breaker}``: 0 closed, 1 half-open, 2 open
 - ``firebreak_calls_rejected_total{breaker,reason}``: calls refused by a breaker or bulkhead
-- ``firebreak_dlq_size{workflow}``: runs in the dead-letter queue
-- ``firebreak_manual_queue_size{workflow}``: steps waiting for a person
+- ``firebreak_dlq_size{workflow}``: runs in the dead-letter queue (read from the store:
+  `refresh_queues`, which ``firebreak serve --store`` calls every ``--poll`` seconds)
+- ``firebreak_manual_queue_size{workflow}``: steps waiting for a person (likewise)
 - ``firebreak_runs_total{workflow,status}``: runs entering each status
 
 >>> from firebreak.observability import install_metrics, start_metrics_server
@@ -179,13 +180,16 @@ class PrometheusMetrics:
         elif isinstance(event, CallRejected):
             self.calls_rejected.labels(event.source, event.reason).inc()
         elif isinstance(event, QueueChanged):
-            key = (event.queue, event.source)
-            self._set_queue(event.queue, event.source, self._queues.get(key, 0) + event.delta)
+            # Not the queue gauges: a process sees only its own additions, and a value it
+            # kept after another process drained the queue held `max` up, firing the
+            # backlog alert for good. Those come from the store (`refresh_queues`); the
+            # event only makes the workflow known to the next refresh.
+            self._queues.setdefault((event.queue, event.source), 0)
         elif isinstance(event, RunStateChanged):
             self.runs.labels(event.source, event.status).inc()
 
     def _set_queue(self, queue: str, workflow: str, size: int) -> None:
-        size = max(size, 0)  # a removal seen without its addition (we started later)
+        size = max(size, 0)
         self._queues[queue, workflow] = size
         gauge = self.dlq_size if queue == "dlq" else self.manual_queue_size
         gauge.labels(workflow).set(size)
@@ -206,10 +210,11 @@ class PrometheusMetrics:
     ) -> None:
         """Set the queue gauges from the store: the truth, whoever queued the entries.
 
-        Deltas from `QueueChanged` only see this process; polling the store (``firebreak
-        serve --store``) also counts what other processes queued. The dead-letter queue
-        is counted per workflow with ``dlq_size``: for the workflows given, those already
-        labelled, those with open review items and those with recent failed runs.
+        The only source of those gauges: events show a process its own additions, not
+        what another one drained (``firebreak serve --store`` polls this). The dead-letter
+        queue is counted per workflow with ``dlq_size``: for the workflows given, those
+        already labelled or seen in a `QueueChanged`, those with open review items and
+        those with recent failed runs.
         """
         open_items = await store.review_list()
         review: dict[str, int] = {}
