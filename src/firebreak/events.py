@@ -150,8 +150,8 @@ class StepAttempted(Event):
     """The agent."""
     attempt: int
     """1 for the first attempt."""
-    outcome: Literal["ok", "error", "invalid", "timeout", "rejected"]
-    """How it ended."""
+    outcome: Literal["ok", "error", "invalid", "timeout", "rejected", "needs_human"]
+    """How it ended (``needs_human``: it raised `NeedsHuman`, a question, not a failure)."""
     duration: float
     """Seconds it took."""
     error_type: str | None = None

@@ -53,7 +53,9 @@ async def test_attempts_are_counted_per_agent_and_outcome(scraped: Samples) -> N
     assert value(scraped, attempts, workflow="invoice", agent="post", outcome="ok") == 1
     # The third scan never reached the agent: the open breaker refused it.
     assert value(scraped, attempts, workflow="scan", agent="ocr", outcome="error") == 2
-    assert value(scraped, attempts, workflow="kyc", agent="check", outcome="error") == 1
+    # A question for a person is not an error (the error-rate alert must not count it).
+    assert value(scraped, attempts, workflow="kyc", agent="check", outcome="needs_human") == 1
+    assert value(scraped, attempts, workflow="kyc", agent="check", outcome="error") is None
 
 
 async def test_durations_form_a_histogram_per_agent(scraped: Samples) -> None:

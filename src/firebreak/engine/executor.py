@@ -115,7 +115,11 @@ class Executor(Protocol):
         ...
 
 
-def _outcome_name(exc: BaseException) -> Literal["error", "invalid", "timeout", "rejected"]:
+def _outcome_name(
+    exc: BaseException,
+) -> Literal["error", "invalid", "timeout", "rejected", "needs_human"]:
+    if isinstance(exc, NeedsHuman):  # a question for a person: not an error rate's business
+        return "needs_human"
     if isinstance(exc, InvalidOutput):
         return "invalid"
     if isinstance(exc, TimeoutError):
@@ -288,7 +292,7 @@ class _StepRun:
 
     def _report(
         self,
-        outcome: Literal["ok", "error", "invalid", "timeout", "rejected"],
+        outcome: Literal["ok", "error", "invalid", "timeout", "rejected", "needs_human"],
         start: float,
         exc: BaseException | None,
     ) -> None:
