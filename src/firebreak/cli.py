@@ -42,6 +42,7 @@ from shlex import quote
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from firebreak._cli import chaos as chaos_cli
@@ -140,15 +141,20 @@ def _say_left(left: list[RunRecord]) -> None:
     names = ", ".join(f"{name!r} ({count})" for name, count in sorted(by_workflow.items()))
     err_console.print(
         f"[bold red]error:[/] {counted(len(left), 'run')} to resume left as they are, of "
-        f"workflows not given: {names}; add --workflow MODULE:WORKFLOW for each",
+        f"workflows not given: {escape(names)}; add --workflow MODULE:WORKFLOW for each",
         highlight=False,
     )
 
 
+def _command(words: Sequence[str], refs: Sequence[str]) -> str:
+    """A firebreak command line to copy, each word and ``-w`` reference shell-quoted."""
+    quoted = [word if word.startswith("--") else quote(word) for word in words]
+    return " ".join(["firebreak", *quoted, *(f"-w {quote(ref)}" for ref in refs)])
+
+
 def _resume_command(target: str, refs: Sequence[str]) -> str:
     """The command that continues where this one stopped (`target`: a run id or --due)."""
-    words = ["firebreak", "resume", target if target == "--due" else quote(target)]
-    return " ".join([*words, *(f"-w {quote(ref)}" for ref in refs)])
+    return _command(["resume", target], refs)
 
 
 def _pick(workflows: dict[str, Workflow], record: RunRecord, what: str) -> Workflow:
@@ -211,9 +217,8 @@ def run_command(
         if input_file is None and run_id is None:
             raise CliError("give the run's input with --input FILE.json")
         value = read_json(input_file) if input_file is not None else None
-        if run_id is not None and not run_id.strip():
-            raise CliError(f"--run-id must not be blank, got {run_id!r}")
-        run_id = run_id or uuid.uuid4().hex
+        if run_id is None:  # a blank one is the engine's to refuse (exit 2)
+            run_id = uuid.uuid4().hex
 
         async def go() -> RunResult:
             async with Engine(store, bus=bus) as engine:
@@ -319,11 +324,12 @@ def resume_command(
 
         result = run_async(go(), resume=_resume_command(run_id, workflow_refs or ()))
     if result.status == RunStatus.FAILED and not result.executed:  # read back, not driven
-        refs = " ".join(f"-w {ref}" for ref in workflow_refs or ())
+        replay = _command(["dlq", "replay", run_id], workflow_refs or ())
         err_console.print(
             f"run {run_id} had already failed: a failed run is not resumed but replayed "
-            f"from the dead-letter queue: firebreak dlq replay {run_id} {refs}",
+            f"from the dead-letter queue: {replay}",
             highlight=False,
+            markup=False,
         )
     finish(result, as_json=as_json)
 

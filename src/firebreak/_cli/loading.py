@@ -13,7 +13,7 @@ from typing import Any
 from firebreak.errors import FirebreakError
 from firebreak.workflow import Workflow
 
-from .exits import CliError
+from .exits import CliError, _first_line
 
 __all__ = ["import_ref", "load_workflow", "load_workflows", "read_json"]
 
@@ -79,7 +79,7 @@ def _show_traceback() -> None:
 
 
 def _named(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = _first_line(str(exc))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
