@@ -429,7 +429,8 @@ async def test_the_checks_catch_a_resume_that_runs_committed_steps_again(paths: 
     """The oracle is not vacuous: a worker that forgets its checkpoints fails the checks."""
     _require(paths)
     run_ids = ["broken-0"]
-    assert (await _live(paths, run_ids, seed=1, kill_when=run_ids[0])).killed
+    # SLOWER: the run must still be going when the kill lands (on Redis it could end first).
+    assert (await _live(paths, run_ids, seed=1, kill_when=run_ids[0], env=SLOWER)).killed
     await _live(paths, run_ids, seed=2, env={"CRASH_WORKER_FORGET_STEPS": "1"})
     with pytest.raises(AssertionError, match="ran again"):
         await _check_runs(paths, run_ids)
