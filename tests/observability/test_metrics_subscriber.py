@@ -127,6 +127,18 @@ async def test_queue_sizes_are_refreshed_from_the_store() -> None:
             assert sample(metrics, "firebreak_dlq_size", workflow="scan") == 1
 
 
+async def test_dead_letters_of_any_workflow_are_counted() -> None:
+    """Workflows were found among the newest failed runs only: a queue whose runs were
+    older (or gone) had no gauge, and its backlog alert never fired."""
+    async with MemoryStore() as store:
+        await store.dlq_put(run_id="old-1", workflow="ledger", reason="failed")
+        await fb.Engine(store, registry=breaker_registry()).run(scan_workflow(), 1, run_id="s")
+        with install_metrics() as metrics:
+            await metrics.refresh_queues(store)
+            assert sample(metrics, "firebreak_dlq_size", workflow="ledger") == 1
+            assert sample(metrics, "firebreak_dlq_size", workflow="scan") == 1
+
+
 def test_events_of_another_hub_are_counted_when_subscribed_to_it() -> None:
     private = events.EventHub()
     with install_metrics(to=private) as metrics:

@@ -213,8 +213,8 @@ class PrometheusMetrics:
         The only source of those gauges: events show a process its own additions, not
         what another one drained (``firebreak serve --store`` polls this). The dead-letter
         queue is counted per workflow with ``dlq_size``: for the workflows given, those
-        already labelled or seen in a `QueueChanged`, those with open review items and
-        those with recent failed runs.
+        already labelled or seen in a `QueueChanged`, those with open review items or
+        recent failed runs, and any other the queue holds.
         """
         open_items = await store.review_list()
         review: dict[str, int] = {}
@@ -223,8 +223,15 @@ class PrometheusMetrics:
         known = {*workflows, *review, *(workflow for _, workflow in self._queues)}
         failed = await store.list_runs(status=RunStatus.FAILED.value, limit=1000)
         known |= {record.workflow for record in failed}
-        for workflow in sorted(known):
-            self._set_queue("dlq", workflow, await store.dlq_size(workflow))
+        dlq = {workflow: await store.dlq_size(workflow) for workflow in known}
+        if sum(dlq.values()) < await store.dlq_size():
+            # Entries of a workflow not found above (its failures older than the newest
+            # thousand): read the queue once for their names. Rare, and once per name.
+            for entry in await store.dlq_list():
+                if entry.workflow not in dlq:
+                    dlq[entry.workflow] = await store.dlq_size(entry.workflow)
+        for workflow in sorted(dlq):
+            self._set_queue("dlq", workflow, dlq[workflow])
             self._set_queue("review", workflow, review.get(workflow, 0))
 
 
