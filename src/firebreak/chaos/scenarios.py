@@ -494,12 +494,13 @@ async def saturation(target: Target, options: ChaosOptions) -> ScenarioReport:
         f"P99 {p99a:.1f}s at {options.surge}x vs {p99n:.1f}s at the normal rate "
         f"(P50 {report.figures['p50_admitted']:.1f}s vs {report.figures['p50_normal']:.1f}s)",
     )
-    report.notes.append(
-        f"shed inside the runs, by the bulkheads: each of the {len(shed)} shed runs still "
-        "wrote a run record and a dead-letter entry, so the store grows with the surge. "
-        "Engine(max_in_flight=N) refuses a run beyond N with Overloaded before it writes "
-        "anything (not set in this scenario, which measures the bulkheads)"
-    )
+    if shed:
+        report.notes.append(
+            f"shed inside the runs, by the bulkheads: each of the {len(shed)} shed runs still "
+            "wrote a run record and a dead-letter entry, so the store grows with the surge. "
+            "Engine(max_in_flight=N) refuses a run beyond N with Overloaded before it writes "
+            "anything (not set in this scenario, which measures the bulkheads)"
+        )
     _common(report)
     return report
 
