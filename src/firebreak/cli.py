@@ -85,7 +85,7 @@ from firebreak._cli.render import (
 )
 from firebreak._version import __version__
 from firebreak.engine import Engine, RunResult
-from firebreak.store import RunRecord, RunStatus, open_store
+from firebreak.store import CheckpointStore, RunRecord, RunStatus, find_run_id, open_store
 from firebreak.workflow import Workflow
 
 __all__ = ["app", "console", "err_console", "main"]
@@ -104,10 +104,11 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(review_app, name="review")
 
 
-async def _get_run(engine: Engine, run_id: str) -> RunRecord:
-    record = await engine.store.get_run(run_id)
+async def _find_run(store: CheckpointStore, key: str) -> RunRecord:
+    """The run `key` names: its id, or a unique start of it (`find_run_id`)."""
+    record = await store.get_run(await find_run_id(store, key))
     if record is None:
-        raise CliError(f"no run {run_id!r} in this store")
+        raise CliError(f"no run {key!r} in this store")
     return record
 
 
@@ -236,7 +237,10 @@ def run_command(
 @app.command("resume")
 def resume_command(
     run_id: Annotated[
-        str | None, typer.Argument(metavar="[RUN_ID]", help="The run to continue.")
+        str | None,
+        typer.Argument(
+            metavar="[RUN_ID]", help="The run to continue: its id, or a unique start of it."
+        ),
     ] = None,
     *,
     due: Annotated[
@@ -310,23 +314,25 @@ def resume_command(
 
         async def go() -> RunResult:
             async with Engine(store) as engine:
-                record = await _get_run(engine, run_id)
+                record = await _find_run(engine.store, run_id)
                 if not workflows:
                     raise CliError(
                         f"resuming needs the workflow's code: pass --workflow MODULE:WORKFLOW "
-                        f"(run {run_id!r} belongs to workflow {record.workflow!r})"
+                        f"(run {record.run_id!r} belongs to workflow {record.workflow!r})"
                     )
                 workflow = _pick(workflows, record, "run")
                 with RunProgress(
-                    err_console, f"run {run_id} ({workflow.name})", total=len(workflow.agents)
+                    err_console,
+                    f"run {record.run_id} ({workflow.name})",
+                    total=len(workflow.agents),
                 ):
-                    return await engine.resume(workflow, run_id)
+                    return await engine.resume(workflow, record.run_id)
 
         result = run_async(go(), resume=_resume_command(run_id, workflow_refs or ()))
     if result.status == RunStatus.FAILED and not result.executed:  # read back, not driven
-        replay = _command(["dlq", "replay", run_id], workflow_refs or ())
+        replay = _command(["dlq", "replay", result.run_id], workflow_refs or ())
         err_console.print(
-            f"run {run_id} had already failed: a failed run is not resumed but replayed "
+            f"run {result.run_id} had already failed: a failed run is not resumed but replayed "
             f"from the dead-letter queue: {replay}",
             highlight=False,
             markup=False,
@@ -371,7 +377,7 @@ def runs_command(
 
 @app.command("show")
 def show_command(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: Annotated[str, typer.Argument(help="The run's id, or a unique start of it.")],
     *,
     workflow_ref: WorkflowOpt = None,
     store: Store = None,
@@ -388,19 +394,17 @@ def show_command(
 
         async def go() -> dict[str, Any]:
             async with open_store(store) as opened:
-                record = await opened.get_run(run_id)
-                if record is None:
-                    raise CliError(f"no run {run_id!r} in this store")
+                record = await _find_run(opened, run_id)
                 if workflow is not None and workflow.name != record.workflow:
                     raise CliError(
-                        f"run {run_id!r} belongs to workflow {record.workflow!r}, "
+                        f"run {record.run_id!r} belongs to workflow {record.workflow!r}, "
                         f"not {workflow.name!r}"
                     )
-                dead = await opened.dlq_of_run(run_id)
-                reviews = await opened.review_of_run(run_id)
+                dead = await opened.dlq_of_run(record.run_id)
+                reviews = await opened.review_of_run(record.run_id)
                 return {
                     "run": record,
-                    "steps": step_rows(await opened.get_steps(run_id), workflow),
+                    "steps": step_rows(await opened.get_steps(record.run_id), workflow),
                     "dead_letters": [] if dead is None else [dead],
                     "reviews": reviews,
                 }

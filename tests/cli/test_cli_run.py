@@ -349,3 +349,28 @@ def test_ids_and_errors_are_printed_as_stored_not_as_markup_or_emoji(
         assert "err [/red] :fire: [link=x]y" in result.stdout, command
     assert "bad[/x]" in fb("runs", env={"COLUMNS": "200"}).stdout
     assert "firebreak dlq show 'bad[/x]'" in fb("show", "bad[/x]", env={"COLUMNS": "200"}).stdout
+
+
+def test_a_unique_start_of_a_run_id_stands_for_it(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    """Made-up ids are 32 hex digits, folded over two lines in an 80-column `runs` table:
+    tables show the first 12, and every command takes a unique start, as docker does."""
+    path = write_json("q.json", "acme")
+    made = out_json(fb("run", "cli_workflows:paused", "-i", path, "--json", env=LOOKUP_DOWN))
+    run_id = made["run_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", run_id)
+    fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p-10", env=LOOKUP_DOWN)
+    fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p-11", env=LOOKUP_DOWN)
+    table = fb("runs", env={"COLUMNS": "80"}).stdout
+    assert f" {run_id[:12]} " in table
+    assert run_id[12:] not in table
+    assert " p-10 " in table  # an id of the user's own is shown whole
+    assert out_json(fb("show", run_id[:12], "--json"))["run"]["run_id"] == run_id
+    ambiguous = fb("show", "p-1")
+    assert ambiguous.exit_code == 2
+    assert "'p-1' is the start of several runs' ids (p-10, p-11" in ambiguous.stderr
+    assert fb("show", "p-1x").exit_code == 2  # no run: as before
+    resumed = fb("resume", run_id[:7], "-w", "cli_workflows:paused", "--json")
+    assert resumed.exit_code == 0
+    assert out_json(resumed) | {"run_id": run_id, "status": "succeeded"} == out_json(resumed)

@@ -49,7 +49,7 @@ def test_public_names_are_exactly_these() -> None:
 
 def test_checks_have_stable_unique_documented_names() -> None:
     names = [check.__name__ for check in CHECKS]
-    assert len(names) == len(set(names)) == 39
+    assert len(names) == len(set(names)) == 40
     assert all(name.startswith("check_") for name in names)
     assert all(check.__doc__ for check in CHECKS)
     assert {"check_commit_is_idempotent", "check_stale_owner_commit_is_refused"} <= set(names)
@@ -94,9 +94,9 @@ async def test_a_namespace_factory_runs_every_check(tmp_path: Path) -> None:
         yield make
         path.unlink()  # the namespace is deleted on exit
 
-    results = await run_conformance(namespace, checks=CHECKS[-5:])
-    assert results == [(check.__name__, None) for check in CHECKS[-5:]]
-    assert len(made) == 5 + 3  # one per check, plus a second instance for the three of them
+    results = await run_conformance(namespace, checks=CHECKS[-6:])
+    assert results == [(check.__name__, None) for check in CHECKS[-6:]]
+    assert len(made) == 6 + 3  # one per check, plus a second instance for the three of them
     assert _files(tmp_path) == []
 
 

@@ -88,7 +88,12 @@ def dlq_list(
 
 @dlq_app.command("show")
 def dlq_show(
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id, or its run's id.")],
+    entry_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="The entry's id, or its run's id (or a unique start of that)."
+        ),
+    ],
     *,
     store: Store = None,
     as_json: Json = False,
@@ -113,7 +118,12 @@ def dlq_show(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id, or its run's id.")],
+    entry_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="The entry's id, or its run's id (or a unique start of that)."
+        ),
+    ],
     *,
     workflow_ref: Annotated[
         str,
@@ -161,7 +171,12 @@ def dlq_replay(
 
 @dlq_app.command("drop")
 def dlq_drop(
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="The entry's id, or its run's id.")],
+    entry_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="The entry's id, or its run's id (or a unique start of that)."
+        ),
+    ],
     *,
     store: Store = None,
     as_json: Json = False,

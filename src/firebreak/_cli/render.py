@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -128,6 +129,19 @@ class DataTable(Table):
         super().add_row(*cells, **options)
 
 
+_GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+SHORT_ID = 12
+"""Characters of a made-up id (a review item's, a run's) that tables show, as docker does."""
+
+
+def short_id(run_id: str) -> str:
+    """A run id as tables show it: firebreak's own (32 hex digits) by its first 12.
+
+    As docker shows its ids: every command takes a unique start. Any other id is whole.
+    """
+    return run_id[:SHORT_ID] if _GENERATED_ID.fullmatch(run_id) else run_id
+
+
 def short(value: Any, limit: int = _SHORT) -> str:
     """A value as compact JSON, cut to `limit` characters."""
     try:
@@ -209,7 +223,7 @@ def runs_table(records: Sequence[RunRecord], now: float) -> Table:
             due = f"resumes at {when(rec.resume_at, since=now)}"
             note = f"{due}; {note}" if note else due
         table.add_row(
-            rec.run_id,
+            short_id(rec.run_id),
             rec.workflow,
             status_text(rec.status),
             when(rec.created_at, since=now),  # today's: the time alone, as `ls -l` does
@@ -328,7 +342,7 @@ def dlq_table(entries: Sequence[DeadLetter]) -> Table:
     table.add_column("failed at", no_wrap=True)
     table.add_column("reason", overflow="fold")
     for entry in entries:
-        table.add_row(entry.run_id, entry.workflow, when(entry.created_at), entry.reason)
+        table.add_row(short_id(entry.run_id), entry.workflow, when(entry.created_at), entry.reason)
     return table
 
 
@@ -353,10 +367,6 @@ def print_dead_letter(console: Console, entry: DeadLetter) -> None:
         console.print(table)
 
 
-SHORT_ID = 12
-"""Characters of a review item's id that its table shows, as docker shows ids."""
-
-
 def review_table(items: Sequence[ReviewItem]) -> Table:
     """Review items, oldest first; each id cut to `SHORT_ID` characters."""
     table = DataTable(title=counted(len(items), "review item"), title_justify="left")
@@ -370,7 +380,7 @@ def review_table(items: Sequence[ReviewItem]) -> Table:
     for item in items:
         table.add_row(
             item.id[:SHORT_ID],
-            item.run_id,
+            short_id(item.run_id),
             item.agent,
             status_text(item.status),
             item.reason,

@@ -33,6 +33,7 @@ from firebreak.store.base import (
     SupportsCommitAndFinish,
     SupportsCommitThen,
     SupportsLeaseAndStep,
+    SupportsRunIdPrefix,
     WallClock,
     default_clock,
 )
@@ -58,7 +59,9 @@ __all__ = [
     "SupportsCommitAndFinish",
     "SupportsCommitThen",
     "SupportsLeaseAndStep",
+    "SupportsRunIdPrefix",
     "find_dead_letter",
+    "find_run_id",
     "open_store",
 ]
 
@@ -138,11 +141,35 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
     )
 
 
+async def find_run_id(store: CheckpointStore, key: str) -> str:
+    """`key` if a run has that id, else the one run id starting with it, else `key`.
+
+    A unique start of an id stands for it, as with git's and docker's short ids (a store
+    without `SupportsRunIdPrefix` answers full ids only). A missing run is the caller's
+    to report: `key` comes back as it was.
+
+    Raises:
+        ValueError: several runs' ids start with `key`.
+    """
+    if (
+        not key
+        or await store.get_run(key) is not None
+        or not isinstance(store, SupportsRunIdPrefix)
+    ):
+        return key
+    found = await store.run_ids_starting(key, limit=2)
+    if len(found) > 1:
+        raise ValueError(
+            f"{key!r} is the start of several runs' ids ({', '.join(found)}, ...): give more of it"
+        )
+    return found[0] if found else key
+
+
 async def find_dead_letter(store: CheckpointStore, key: str) -> DeadLetter | None:
     """The dead-letter entry with id `key`, else the entry of run `key`, else ``None``.
 
     A run has at most one entry, so its run id names it as well as the entry's own id
-    does (the one people have at hand).
+    does (the one people have at hand); so does a unique start of it (`find_run_id`).
     """
     entry = await store.dlq_get(key)
-    return entry if entry is not None else await store.dlq_of_run(key)
+    return entry if entry is not None else await store.dlq_of_run(await find_run_id(store, key))

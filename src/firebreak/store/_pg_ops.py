@@ -161,6 +161,17 @@ async def get_run(conn: Conn, run_id: str) -> RunRecord | None:
     return None if row is None else run_from_row(row)
 
 
+async def run_ids_starting(conn: Conn, prefix: str, limit: int) -> list[str]:
+    """Run ids starting with `prefix`, in byte order (a scan: the CLI's short ids only)."""
+    rows = await all_rows(
+        conn,
+        "SELECT run_id FROM runs WHERE starts_with(run_id, %s)"
+        ' ORDER BY run_id COLLATE "C" LIMIT %s',
+        (prefix, limit),
+    )
+    return [row[0] for row in rows]
+
+
 async def list_runs(
     conn: Conn, workflow: str | None, status: RunStatus | None, limit: int
 ) -> list[RunRecord]:

@@ -139,9 +139,14 @@ async def persists(client: aioredis.Redis, where: str) -> bool | None:
     return not (aof.get("appendonly") == "no" and not str(save.get("save") or "").strip())
 
 
+def glob_escape(text: str) -> str:
+    """`text` matched literally in a ``SCAN`` ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
     """Delete every key under `prefix` (``<prefix>:*``), a thousand at a time."""
-    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + ":*"
+    pattern = glob_escape(prefix) + ":*"
     batch: list[str] = []
     async for key in client.scan_iter(match=pattern, count=1000):
         batch.append(key)

@@ -497,6 +497,17 @@ def get_run(run_id: str, conn: sqlite3.Connection) -> RunRecord | None:
     return None if row is None else _run(row)
 
 
+def run_ids_starting(prefix: str, limit: int, conn: sqlite3.Connection) -> list[str]:
+    """Run ids starting with `prefix`: a range read of the primary key, not a scan.
+
+    Ids compare as bytes, so from `prefix` on the matches come first.
+    """
+    rows = conn.execute(
+        "SELECT run_id FROM runs WHERE run_id >= ? ORDER BY run_id LIMIT ?", (prefix, limit)
+    ).fetchall()
+    return [run_id for (run_id,) in rows if run_id.startswith(prefix)]
+
+
 def list_runs(
     workflow: str | None, status: RunStatus | None, limit: int, conn: sqlite3.Connection
 ) -> list[RunRecord]:

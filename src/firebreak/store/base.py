@@ -578,3 +578,20 @@ class SupportsCommitAndFinish(Protocol):
         One atomic write; ``False`` (and nothing written) if the step was committed already.
         """
         ...
+
+
+@runtime_checkable
+class SupportsRunIdPrefix(Protocol):
+    """Optional: find runs by the start of their id, as git and docker take short ids.
+
+    The CLI's ``show``, ``resume`` and ``dlq`` accept a unique start of a run id
+    (`find_run_id`); without this ability a store answers full ids only.
+    """
+
+    async def run_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Up to `limit` ids of runs that start with `prefix`, in id order.
+
+        Which ones, if more match, is the store's choice: two tell a unique start from an
+        ambiguous one.
+        """
+        ...

@@ -287,6 +287,10 @@ class MemoryStore(SetupClose):
         run = self._runs.get(run_id)
         return None if run is None else _run_out(run)
 
+    async def run_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Up to `limit` run ids starting with `prefix`, in id order (`SupportsRunIdPrefix`)."""
+        return sorted(run_id for run_id in self._runs if run_id.startswith(prefix))[: max(limit, 0)]
+
     async def list_runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[RunRecord]:

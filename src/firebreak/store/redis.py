@@ -116,7 +116,8 @@ class RedisStore(RedisQueues, SetupClose):
     Args:
         url: ``redis://`` or ``rediss://`` URL as redis-py reads it.
         prefix: every key starts with ``<prefix>:``; stores with other prefixes share a
-            server without seeing each other.
+            server without seeing each other, unless one prefix is another's followed by
+            ``:`` (``billing`` and ``billing:eu`` overlap: pick ``billing-eu``).
         finished_ttl: seconds (or a timedelta) a succeeded or degraded run is kept after
             it finished; ``None`` keeps it forever.
         failed_ttl: the same for failed (dead-lettered) runs; default ``None``: kept.
@@ -347,6 +348,27 @@ class RedisStore(RedisQueues, SetupClose):
         """Return the run, or ``None``."""
         h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:run:{run_id}")))
         return codec.run(h, run_id) if h else None
+
+    async def run_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Up to `limit` run ids starting with `prefix`, in id order (`SupportsRunIdPrefix`).
+
+        A scan of the runs index (members ``<16-digit counter>:<run_id>``): for the CLI's
+        short ids, not for a hot path.
+        """
+        found: set[str] = set()
+        pattern = f"{'?' * 16}:{connect.glob_escape(prefix)}*"
+
+        async def scan() -> None:
+            async for member, _ in self._need().zscan_iter(
+                f"{self.prefix}:runs", match=pattern, count=1000
+            ):
+                found.add(str(member)[17:])
+                if len(found) >= limit:
+                    return
+
+        if limit > 0:
+            await self._do(scan())
+        return sorted(found)[:limit]
 
     async def list_runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 100

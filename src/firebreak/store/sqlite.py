@@ -240,6 +240,10 @@ class SQLiteStore(SetupClose):
         """Return the run, or ``None``."""
         return await self._read(partial(ops.get_run, run_id))
 
+    async def run_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Up to `limit` run ids starting with `prefix`, in id order (`SupportsRunIdPrefix`)."""
+        return await self._read(partial(ops.run_ids_starting, prefix, max(limit, 0)))
+
     async def list_runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[RunRecord]:

@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from firebreak.errors import StaleLease
-from firebreak.store.base import SupportsCommitAndFinish, SupportsLeaseAndStep
+from firebreak.store.base import (
+    SupportsCommitAndFinish,
+    SupportsLeaseAndStep,
+    SupportsRunIdPrefix,
+)
 from firebreak.testing._harness import CheckSkipped, ConformanceEnv, leased, raises, step
 
 
@@ -109,7 +113,30 @@ async def check_commit_and_finish_agrees_with_commit_then_finish(env: Conformanc
     assert (run.status, run.result, run.lease_owner) == (before[0].status, None, "orch-2")
 
 
+async def check_run_ids_starting_match_literally(env: ConformanceEnv) -> None:
+    """`run_ids_starting` finds ids by their start, literally, at most `limit`, in id order.
+
+    Pattern characters (``%``, ``_``, ``*``, ``?``, ``[``) are plain characters of an id.
+    """
+    store = env.store
+    if not isinstance(store, SupportsRunIdPrefix):
+        raise CheckSkipped("the store does not offer run_ids_starting (optional)")
+    ids = ["ab12", "ab34", "ac", "a", "x%_*?[1]", "x%_z", "é1"]
+    for run_id in ids:
+        await store.create_run(run_id, "wf", None)
+    assert await store.run_ids_starting("ab", limit=5) == ["ab12", "ab34"]
+    assert await store.run_ids_starting("ab3") == ["ab34"]
+    assert await store.run_ids_starting("a", limit=9) == ["a", "ab12", "ab34", "ac"]
+    assert len(await store.run_ids_starting("a")) == 2  # the default limit: 2
+    assert await store.run_ids_starting("x%_*?[") == ["x%_*?[1]"]
+    assert await store.run_ids_starting("x%_", limit=5) == ["x%_*?[1]", "x%_z"]
+    assert await store.run_ids_starting("é") == ["é1"]
+    assert await store.run_ids_starting("b") == []
+    assert await store.run_ids_starting("ab", limit=0) == []
+
+
 CHECKS = (
     check_lease_and_step_agree_with_run_and_steps,
     check_commit_and_finish_agrees_with_commit_then_finish,
+    check_run_ids_starting_match_literally,
 )
