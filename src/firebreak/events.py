@@ -14,6 +14,7 @@ logs, traces and progress bars `subscribe`. Nothing in firebreak fails only in a
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,9 @@ class RunStateChanged(Event):
     run_id: str
     """The run."""
     status: str
-    """``running``, ``succeeded``, ``degraded``, ``failed``, ``paused`` or ``needs_review``."""
+    """``running``, ``succeeded``, ``degraded``, ``failed``, ``paused`` or ``needs_review``;
+    ``interrupted`` when a drive stopped before the run's outcome was recorded (cancelled,
+    or the store failed): the run is still ``running`` in the store, to be resumed."""
     reason: str = ""
     """Why, for anything but a plain success."""
     resumed: bool = False
@@ -205,7 +208,19 @@ class EventHub:
         """Whether anyone listens: hot paths skip building events nobody would see."""
 
     def subscribe(self, handler: Handler) -> Callable[[], None]:
-        """Add `handler`; returns a function that removes it again."""
+        """Add `handler`; returns a function that removes it again.
+
+        Raises:
+            TypeError: `handler` is a coroutine function: events are delivered at once,
+                on the emitter's stack, and a coroutine made of each would never run.
+        """
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - an instance's async __call__
+        ):
+            raise TypeError(
+                f"event handlers are called synchronously; {handler!r} is async: hand the "
+                "event to a queue or loop.call_soon from a plain function instead"
+            )
         self._handlers = (*self._handlers, handler)
         self.active = True
 

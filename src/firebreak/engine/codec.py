@@ -6,53 +6,24 @@ stored fails loudly when the step commits, not silently at resume time.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from firebreak.errors import FirebreakError, InvalidOutput, Permanent
+from firebreak._jsonable import NotStorable, encode
+from firebreak.errors import FirebreakError, InvalidOutput
 from firebreak.resilience.classify import retry_info
 from firebreak.store import JSON
 from firebreak.workflow import AgentSpec
 
-__all__ = ["decode_output", "encode", "encode_output", "error_to_dict", "validate_output"]
-
-
-class NotStorable(Permanent):
-    """A value cannot be checkpointed as JSON."""
-
-
-def encode(value: Any, *, what: str) -> JSON:
-    """`value` as plain JSON data: pydantic models and dataclasses are dumped.
-
-    Raises:
-        NotStorable: something in `value` has no JSON form.
-    """
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        raise NotStorable(f"{what}: {value!r} is not a JSON number")
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotStorable(f"{what}: dict keys must be strings, got {key!r}")
-            out[key] = encode(item, what=what)
-        return out
-    if isinstance(value, list | tuple):
-        return [encode(item, what=what) for item in value]
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):  # pydantic v2 model
-        return dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return encode(dataclasses.asdict(value), what=what)
-    raise NotStorable(
-        f"{what}: {type(value).__name__!r} values cannot be checkpointed (only JSON data, "
-        "dataclasses and pydantic models can)"
-    )
+__all__ = [
+    "NotStorable",
+    "decode_output",
+    "encode",
+    "encode_output",
+    "error_to_dict",
+    "live_output",
+    "validate_output",
+]
 
 
 _PLAIN = frozenset({int, str, bool, type(None)})
@@ -136,6 +107,20 @@ def decode_output(spec: AgentSpec, stored: JSON) -> Any:
     schema = spec.validate
     if stored is not None and _is_model(schema):
         return schema.model_validate(stored)  # type: ignore[union-attr]
+    return stored
+
+
+def live_output(spec: AgentSpec, output: Any, stored: JSON) -> Any:
+    """What dependents get from a step that just committed: what a resume would give them.
+
+    The agent's own value where reading the checkpoint back rebuilds its like (plain
+    values; an instance of the model ``validate=`` names, which the output was checked
+    into); else the checkpoint's JSON. So a model, a dataclass or a tuple returned with
+    no model to rebuild it reaches dependents as JSON on every drive, not only on the
+    drives after a crash.
+    """
+    if type(output) in _PLAIN or _is_model(spec.validate):
+        return output
     return stored
 
 

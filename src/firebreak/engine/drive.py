@@ -19,6 +19,7 @@ from firebreak.engine.codec import (
     encode,
     encode_output,
     error_to_dict,
+    live_output,
     no_nul,
 )
 from firebreak.engine.context import CompensationContext
@@ -42,6 +43,7 @@ async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, St
 
 
 _OK = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)  # settled so that dependents may run
+_FAILING = (StepStatus.SKIPPED, StepStatus.COMPENSATED)  # only a failing run writes these
 
 
 def _question(rec: StepRecord) -> tuple[str, list[Any]]:
@@ -144,9 +146,12 @@ class Drive:
         def unblock(name: str) -> None:  # once `name` has settled: what it made ready
             if self.settled.get(name) in _OK:
                 for dependent in dependents[name]:
-                    blocked[dependent] -= 1
-                    if blocked[dependent] == 0:
-                        ready.append(dependent)
+                    # Not in `blocked`: it settled in an earlier drive, before the
+                    # workflow's code gave it this dependency.
+                    if dependent in blocked:
+                        blocked[dependent] -= 1
+                        if blocked[dependent] == 0:
+                            ready.append(dependent)
 
         executor = self.engine.executor
         try:
@@ -233,6 +238,12 @@ class Drive:
         self.settled[name] = status
         if status == StepStatus.FAILED:  # we crashed while failing the run: finish that
             self.failure = (name, rec.error or {"message": f"{name} failed"})
+        elif status in _FAILING and self.failure is None:
+            # The run was failing, but the workflow's code no longer has the agent that
+            # failed (a FAILED step of a current agent replaces this): it fails still, and
+            # never "succeeds" without the outputs of the steps it skipped or undid.
+            because = rec.degraded_reason or f"{name} was {status.value}"
+            self.failure = (name, {"type": "Skipped", "message": because})
 
     async def _reviews(
         self, steps: Mapping[str, StepRecord]
@@ -379,7 +390,7 @@ class Drive:
                     attempts=outcome.attempts,
                 )
                 if await self._commit(rec, outcome.attempts):
-                    self.outputs[name] = outcome.output
+                    self.outputs[name] = live_output(spec, outcome.output, stored)
                     self.stored[name] = stored
                 return
         error = outcome.error
@@ -412,7 +423,8 @@ class Drive:
                 degraded_reason=reason,
             )
             if await self._commit(rec, outcome.attempts, reason):
-                self.outputs[name] = default
+                # A copy of its own for every run (a list default is one object, shared).
+                self.outputs[name] = decode_output(spec, encode_output(name, default, "default"))
                 self.stored[name] = rec.output
                 self.missing[name] = reason
             return
@@ -546,6 +558,7 @@ class Drive:
             error=error,
             failed_agent=agent,
             compensated=tuple(compensated),
+            reviews=tuple(self.reviews),  # still open: a replay of the run uses their answers
             resumed=self.resumed,
             executed=tuple(self.executed),
         )
@@ -553,12 +566,10 @@ class Drive:
     async def _compensate(self) -> list[str]:
         """Undo completed steps in reverse completion order; a failure is recorded, not fatal."""
         steps = await self.store.get_steps(self.run_id)
-        done = sorted(
-            (rec for rec in steps.values() if rec.status == StepStatus.SUCCEEDED),
-            key=lambda rec: rec.seq,
-            reverse=True,
-        )
-        undone = []
+        by_seq = sorted(steps.values(), key=lambda rec: rec.seq, reverse=True)
+        done = [rec for rec in by_seq if rec.status == StepStatus.SUCCEEDED]
+        # Undone by an earlier drive that stopped while compensating: in the list too.
+        undone = [rec.agent for rec in by_seq if rec.status == StepStatus.COMPENSATED]
         for rec in done:
             spec = self.agents.get(rec.agent)
             if spec is None or spec.compensate is None:

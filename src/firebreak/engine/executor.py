@@ -7,6 +7,7 @@ the same `StepCall` to worker processes, which run it with the very same pipelin
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import random
@@ -26,6 +27,7 @@ from firebreak.errors import (
     NeedsHuman,
     Rejected,
     StateConflict,
+    Transient,
 )
 from firebreak.events import FallbackUsed, StepAttempted, emit, hub
 from firebreak.resilience import (
@@ -280,10 +282,24 @@ class _StepRun:
             except Exception as exc:
                 self._report(_outcome_name(exc), start, exc)
                 raise
-            except BaseException:  # cancelled: by our own timeout when its time is up
-                deadline = current_deadline()
-                timed_out = deadline is not None and clock.now() >= deadline
-                self._report("timeout" if timed_out else "error", start, None)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # a real cancel: the timeout's, the run's
+                    deadline = current_deadline()
+                    timed_out = deadline is not None and clock.now() >= deadline
+                    self._report("timeout" if timed_out else "error", start, None)
+                    raise
+                # Nobody cancelled this step: the agent awaited work that something else
+                # cancelled. A failure of the step like any other (it degrades, retries or
+                # fails the run), not a cancel of the whole run that left it running.
+                error = Transient(
+                    f"agent {call.spec.name!r} raised CancelledError, though nothing "
+                    "cancelled its step (it awaited work that something else cancelled)"
+                )
+                self._report("error", start, error)
+                raise error from exc
+            except BaseException:  # KeyboardInterrupt, SystemExit
+                self._report("error", start, None)
                 raise
             if hub.active:
                 self._report("ok", start, None)

@@ -218,7 +218,15 @@ class Engine:
             raise ValueError(f"run_id must not be blank, got {run_id!r}")
         inflight = self._inflight.get(run_id)
         if inflight is not None:
-            return await asyncio.shield(inflight)
+            try:
+                return await asyncio.shield(inflight)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # this caller was cancelled
+                    raise
+            # The caller whose drive this was got cancelled, and its drive with it (its
+            # lease is given up): this caller was not, so it drives the run itself.
+            return await self.run(workflow, input, run_id=run_id)
         if self.max_in_flight is not None and len(self._inflight) >= self.max_in_flight:
             emit(CallRejected(source=workflow.name, kind="engine", reason="full"))
             raise Overloaded("engine", limit=self.max_in_flight, reason="runs in flight")
@@ -362,13 +370,27 @@ class Engine:
                 return done.value  # type: ignore[no-any-return]
             keeper = _LeaseKeeper(self, lease)
             return await await_rest(driving, first)
-        finally:
+        except BaseException as exc:
             if keeper is not None:
                 keeper.stop()
+                keeper = None
             if not run.ended:  # cancelled or the store failed: free the run for a resume
                 # A lease we cannot release expires by itself; never hide the run's error.
                 with contextlib.suppress(StoreError, KeyError):
                     await self.store.release_lease(lease)
+                # Said, so that whoever follows the drive (a span, a log) sees it end.
+                emit(
+                    RunStateChanged(
+                        source=workflow.name,
+                        run_id=record.run_id,
+                        status="interrupted",
+                        reason=f"{type(exc).__name__}: {exc}".rstrip(": "),
+                    )
+                )
+            raise
+        finally:
+            if keeper is not None:
+                keeper.stop()
 
     async def resume(self, workflow: Workflow, run_id: str) -> RunResult:
         """Continue run `run_id` from its checkpoints (a finished run is returned as stored)."""
@@ -528,8 +550,15 @@ class Engine:
         item = await self.store.review_get(item_id)
         if item is None:
             raise RunNotFound(f"no review item {item_id!r}", id=item_id)
-        if workflow is not None:
-            spec = workflow.agents[item.agent]
+        if workflow is not None:  # checked before anything is written
+            if item.workflow != workflow.name:
+                raise ValueError(
+                    f"review item {item_id!r} is a question of workflow {item.workflow!r}, "
+                    f"not {workflow.name!r}"
+                )
+            spec = workflow.agents.get(item.agent)
+            if spec is None:
+                raise KeyError(f"workflow {workflow.name!r} has no agent {item.agent!r}")
             from firebreak.engine.codec import validate_output  # noqa: PLC0415 - one use
 
             value = validate_output(spec, value)

@@ -34,7 +34,9 @@ from firebreak.observability._steps import StepTracker
 
 __all__ = ["OtelTracing", "install_tracing"]
 
-_ENDS_DRIVE = frozenset({"succeeded", "degraded", "failed", "paused", "needs_review"})
+_ENDS_DRIVE = frozenset(
+    {"succeeded", "degraded", "failed", "paused", "needs_review", "interrupted"}
+)
 _AttributeValue = str | bool | int | float
 
 
@@ -126,6 +128,8 @@ class OtelTracing:
                 attributes={"firebreak.workflow": event.source, "firebreak.run_id": event.run_id},
             )
         span.set_attribute("firebreak.status", event.status)
+        if event.status == "interrupted":
+            span.set_attribute("firebreak.incomplete", value=True)
         if event.reason:
             span.set_attribute("firebreak.reason", event.reason)
         if event.status == "failed":

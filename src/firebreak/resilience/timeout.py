@@ -121,8 +121,12 @@ class Timeout:
 
     def _error(self, *, inherited: bool) -> StepTimeout:
         what = f" {self.name!r}" if self.name else ""
-        if inherited:
-            return DeadlineExceeded(f"deadline exceeded{what}", timeout=self.seconds)
+        if inherited:  # not our limit: `timeout` says which one did not end it
+            return DeadlineExceeded(
+                f"deadline exceeded{what}: an enclosing deadline (the run's, or a caller's) "
+                f"ended first, before this call's own {self.seconds:g}s",
+                timeout=self.seconds,
+            )
         return self._own_error(f"timed out{what} after {self.seconds:g}s", timeout=self.seconds)
 
     def _end(self) -> tuple[float, bool]:

@@ -24,6 +24,7 @@ from firebreak.workflow.spec import (
     AgentRef,
     AgentSpec,
     _to_seconds,
+    one_or_many,
 )
 
 __all__ = ["BlastRadius", "Workflow"]
@@ -78,8 +79,8 @@ class Workflow:
         defaults: AgentDefaults | None = None,
         input: type[Any] | Callable[[Any], Any] | None = None,  # noqa: A002 - the run's input
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigError("name", f"a workflow needs a non-empty name, got {name!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("name", f"a workflow needs a non-blank name, got {name!r}")
         seconds = None if deadline is None else _to_seconds(deadline)
         if deadline is not None and seconds is None:
             raise ConfigError("deadline", f"must be finite seconds > 0 or None, got {deadline!r}")
@@ -167,7 +168,8 @@ class Workflow:
                 f"agent {label!r}: workflow {self._name!r} is frozen", agent=label
             )
         if "after" in options:
-            options["after"] = [self._dependency(ref, agent=label) for ref in options["after"]]
+            after = one_or_many(options["after"])
+            options["after"] = [self._dependency(ref, agent=label) for ref in after]
         return self._register(AgentSpec.of(fn, defaults=self._defaults, **options))
 
     @classmethod

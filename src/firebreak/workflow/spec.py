@@ -10,11 +10,13 @@ from __future__ import annotations
 import enum
 import keyword
 import math
+import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal, NoReturn, TypeAlias, TypedDict, Unpack, get_args
 
+from firebreak._jsonable import NotStorable, encode
 from firebreak.errors import ConfigError, DefinitionError
 from firebreak.resilience import Retry
 from firebreak.workflow._signature import (
@@ -83,6 +85,19 @@ class AgentOptions(TypedDict, total=False):
     """Alternatives tried in order when the agent fails; same signature as the agent."""
     on_exhausted: OnExhausted
     """``"fail"`` the run, ``"pause"`` it for later, or send the step to ``"review"``."""
+
+
+def _is_model(schema: object) -> bool:
+    return isinstance(schema, type) and hasattr(schema, "model_validate")
+
+
+def _returned_model(fn: object) -> type[Any] | None:
+    """`fn`'s return annotation if it is a pydantic model class."""
+    try:
+        returns = typing.get_type_hints(fn).get("return")
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve names no model
+        return None
+    return returns if _is_model(returns) else None
 
 
 def _to_seconds(value: object) -> float | None:
@@ -165,7 +180,11 @@ class AgentSpec:
     compensate: Callable[[Any, Any], Awaitable[None]] | None = None
     """``async (ctx, output) -> None`` undoing the agent's effect when the run fails."""
     validate: type[Any] | Callable[[Any], Any] | None = None
-    """Output validator: a pydantic model class or ``(output) -> output``."""
+    """Output validator: a pydantic model class or ``(output) -> output``.
+
+    Not given: the function's return annotation, if a pydantic model class (``-> Invoice``
+    checks the output and rebuilds it from its checkpoint, as ``validate=Invoice`` does).
+    """
     fallbacks: tuple[AgentFn, ...] = ()
     """Alternatives with the agent's signature, tried in order."""
     on_exhausted: OnExhausted = "fail"
@@ -194,6 +213,8 @@ class AgentSpec:
         params, input_param = agent_params(self.fn, agent=name, after=self.after)
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "input_param", input_param)
+        if self.validate is None:  # `-> Invoice`: checked and rebuilt as validate=Invoice is
+            object.__setattr__(self, "validate", _returned_model(self.fn))
         for alt in self.fallbacks:
             check_async(alt, agent=name, role="fallback")
             alt_params = agent_params(alt, agent=name, after=self.after, role="fallback")
@@ -210,10 +231,17 @@ class AgentSpec:
             self._fail(f"breaker must be a service name, got {self.breaker!r}")
         if self.bulkhead is not None and not _is_count(self.bulkhead):
             self._fail(f"bulkhead must be an int >= 1 or None, got {self.bulkhead!r}")
+        if not isinstance(self.critical, bool):
+            self._fail(f"critical must be True or False, got {self.critical!r}")
         if not self.critical and self.default is MISSING:
             self._fail("is optional (critical=False) and needs an explicit default= to degrade to")
         if self.critical and self.default is not MISSING:
             self._fail("is critical, so default= would never be used; pass critical=False")
+        if self.default is not MISSING:
+            try:  # checkpointed when the agent degrades: refused now, not mid-run
+                encode(self.default, what="default=")
+            except NotStorable as exc:
+                self._fail(str(exc))
         if self.compensate is not None:
             check_compensate(self.compensate, agent=name)
         if self.validate is not None:
@@ -276,7 +304,9 @@ class AgentSpec:
         return cls(
             name=name,
             fn=fn,
-            after=tuple(_ref_name(ref, agent=name) for ref in options.get("after", ())),
+            after=tuple(
+                _ref_name(ref, agent=name) for ref in one_or_many(options.get("after", ()))
+            ),
             timeout=options.get("timeout", d.timeout),  # type: ignore[arg-type] # normalised
             retry=options.get("retry", d.retry),
             breaker=options.get("breaker"),
@@ -292,6 +322,16 @@ class AgentSpec:
 
 AgentRef: TypeAlias = str | AgentSpec | AgentFn
 """How ``after=`` names a dependency: its name, its spec or its (decorated) function."""
+
+
+def one_or_many(after: Any) -> Sequence[Any]:
+    """``after=`` as a sequence: a dependency given alone stands for itself.
+
+    ``after="extract"`` is that agent, not its characters (a string is a sequence too).
+    """
+    if isinstance(after, str | AgentSpec) or callable(after):
+        return (after,)
+    return after  # type: ignore[no-any-return]
 
 
 def _ref_name(ref: object, *, agent: str) -> str:

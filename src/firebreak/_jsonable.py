@@ -1,0 +1,55 @@
+"""Plain JSON data from what agents return: the one form every store can keep.
+
+Below the workflow and the engine, so that a definition can refuse a ``default=`` no
+checkpoint could hold, as a step refuses such an output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from firebreak.errors import Permanent
+
+if TYPE_CHECKING:
+    from firebreak.store.base import JSON
+
+__all__ = ["NotStorable", "encode"]
+
+
+class NotStorable(Permanent):
+    """A value cannot be checkpointed as JSON."""
+
+
+def encode(value: Any, *, what: str) -> JSON:
+    """`value` as plain JSON data: pydantic models and dataclasses are dumped.
+
+    Raises:
+        NotStorable: something in `value` has no JSON form.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise NotStorable(f"{what}: {value!r} is not a JSON number")
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotStorable(f"{what}: dict keys must be strings, got {key!r}")
+            out[key] = encode(item, what=what)
+        return out
+    if isinstance(value, list | tuple):
+        return [encode(item, what=what) for item in value]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # pydantic v2 model; walked too: its JSON mode keeps NaN and inf
+        return encode(dump(mode="json"), what=what)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return encode(dataclasses.asdict(value), what=what)
+    raise NotStorable(
+        f"{what}: {type(value).__name__!r} values cannot be checkpointed (only JSON data, "
+        "dataclasses and pydantic models can)"
+    )
