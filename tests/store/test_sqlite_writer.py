@@ -140,3 +140,28 @@ async def test_a_lock_held_past_the_busy_timeout_fails_the_write_clearly(tmp_pat
             other.execute("ROLLBACK")
             other.close()
         assert await store.commit_step(lease, step("r1", "a")) is True  # nothing was half-done
+
+
+@pytest.mark.parametrize("gone", ["fb.db", "fb.db-wal"])
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+@pytest.mark.parametrize("concurrent", [False, True], ids=["inline", "batched"])
+async def test_a_file_deleted_or_replaced_under_the_store_stops_every_write(
+    tmp_path: Path, gone: str, how: str, concurrent: bool
+) -> None:
+    """SQLite wrote on to the unlinked file: 1,520 runs reported finished, none in the
+    store afterwards (and a WAL left behind corrupted the file moved in its place)."""
+    async with SQLiteStore(tmp_path / "fb.db") as store:
+        lease = await leased(store)
+        assert await store.commit_step(lease, step("r1", "a"))
+        if how == "deleted":
+            (tmp_path / gone).unlink()
+        else:  # `mv other.db fb.db`
+            (tmp_path / "other").write_bytes(b"")
+            (tmp_path / "other").replace(tmp_path / gone)
+        n = 3 if concurrent else 1
+        results = await asyncio.gather(
+            *(store.commit_step(lease, step("r1", f"b{i}")) for i in range(n)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert f"{gone} was deleted or replaced while this store had it open" in str(results[0])

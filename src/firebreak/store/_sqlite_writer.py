@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -86,10 +87,53 @@ def as_store_error(exc: BaseException) -> BaseException:
     if not isinstance(exc, sqlite3.Error):
         return exc
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # primary code of an extended one
-    kind = StoreCorrupt if code in _CORRUPT_CODES else StoreError
-    err = kind(f"sqlite: {exc}")
+    if code == sqlite3.SQLITE_CORRUPT:
+        # SQLite says so too when the disk under it fails: nobody should delete a file
+        # that is whole once the disk is back.
+        err: StoreError = StoreCorrupt(
+            f"sqlite: {exc} (or the disk failed under it: check the system log, then "
+            "`PRAGMA integrity_check` on a copy, before deleting anything)"
+        )
+    else:
+        err = (StoreCorrupt if code in _CORRUPT_CODES else StoreError)(f"sqlite: {exc}")
     err.__cause__ = exc
     return err
+
+
+class FileWatch:
+    """Whether the database file and its WAL are still those the connection writes to.
+
+    Deleted, or replaced by another file (``mv``), under a live connection, SQLite goes on
+    writing to the unlinked inode: commits reported durable vanish with the process, and
+    a WAL left behind is applied to the new file, which it corrupts. Checked before every
+    transaction: an ``fstat`` of a descriptor of our own (its link count drops to 0),
+    about 2 µs beside a commit's hundreds.
+    """
+
+    __slots__ = ("_fds", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fds: dict[str, int] = {}
+        for name in (path, path + "-wal"):  # the WAL exists while a connection is open
+            with contextlib.suppress(OSError):
+                self._fds[name] = os.open(name, os.O_RDONLY)
+
+    def check(self) -> None:
+        """Raises `StoreError` if either file has gone from its path."""
+        for name, fd in self._fds.items():
+            if os.fstat(fd).st_nlink == 0:
+                raise StoreError(
+                    f"{name} was deleted or replaced while this store had it open: "
+                    "nothing more is written (it would be lost); restore the file, or "
+                    "point the store at a new one, and restart this process"
+                )
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
 
 
 def _busy(exc: BaseException) -> bool:
@@ -108,9 +152,16 @@ class Writer:
     """Owns the write connection: the loop thread uses it when idle, the writer thread else."""
 
     def __init__(
-        self, conn: sqlite3.Connection, name: str, *, busy_timeout: float, full: bool
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        *,
+        busy_timeout: float,
+        full: bool,
+        watch: FileWatch | None = None,
     ) -> None:
         self._conn = conn
+        self._watch = watch
         self._busy_timeout = busy_timeout
         # SQLite's own busy wait would block the loop on an inline write: it is off, and
         # the thread waits itself (`_begin`).
@@ -181,6 +232,8 @@ class Writer:
         `_MISSED`, with nothing written, while another process holds the write lock.
         """
         conn = self._conn
+        if self._watch is not None:
+            self._watch.check()
         if not single:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -255,6 +308,8 @@ class Writer:
                             self._checkpoint()
         finally:
             self._conn.close()
+            if self._watch is not None:
+                self._watch.close()
 
     def _count(self, applied: int) -> bool:
         """Count writes applied (holding `_using`); whether a checkpoint is due now."""
@@ -316,6 +371,8 @@ class Writer:
         single = len(batch) == 1  # a lone request needs no savepoint: its transaction is its own
         self.transactions += 1
         try:
+            if self._watch is not None:
+                self._watch.check()
             self._set_sync(any(req.sync for req in batch))
             self._begin()
             for req in batch:

@@ -30,7 +30,7 @@ from firebreak.errors import StoreCorrupt, StoreError
 from firebreak.store import _rules
 from firebreak.store import _sqlite_ops as ops
 from firebreak.store._sqlite_schema import check, migrate
-from firebreak.store._sqlite_writer import Writer, as_store_error
+from firebreak.store._sqlite_writer import FileWatch, Writer, as_store_error
 from firebreak.store.base import (
     JSON,
     DeadLetter,
@@ -110,6 +110,7 @@ class SQLiteStore(SetupClose):
                 name="firebreak-sqlite-writer",
                 busy_timeout=self.busy_timeout,
                 full=self.synchronous == "FULL",
+                watch=FileWatch(str(self.path)),
             )
 
     def _connect(self) -> sqlite3.Connection:
