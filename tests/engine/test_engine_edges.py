@@ -415,3 +415,30 @@ def test_an_async_event_handler_is_refused() -> None:
 
     with pytest.raises(TypeError, match="called synchronously"):
         subscribe(handler)
+
+
+async def test_an_engine_does_not_keep_every_workflow_it_ever_ran() -> None:
+    """Workflows built per request (or per tenant) were all kept alive by one engine's
+    caches, without bound: about 3.3 KB each for two agents."""
+    import gc  # noqa: PLC0415 - this test only
+
+    def build(i: int) -> fb.Workflow:
+        wf = fb.Workflow(f"tenant-{i}")
+
+        @wf.agent(bulkhead=2)
+        async def a(ctx: fb.Context, x: int) -> int:
+            return x
+
+        @wf.agent(after=[a])
+        async def b(ctx: fb.Context, a: int) -> int:
+            return a
+
+        return wf
+
+    async with MemoryStore() as store:
+        engine = fb.Engine(store)
+        for i in range(1500):
+            assert (await engine.run(build(i), i, run_id=f"r{i}")).status == RunStatus.SUCCEEDED
+        gc.collect()
+        alive = sum(isinstance(o, fb.Workflow) for o in gc.get_objects())
+        assert alive <= 600, alive  # the engine's 256 and the executor's 1,024 agents' worth

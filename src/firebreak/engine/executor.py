@@ -109,6 +109,18 @@ class StepOutcome:
     orchestrator adopts it instead of committing the outcome itself."""
 
 
+_PLANS = 1024  # agents whose resilience layers an executor keeps; the oldest go first
+
+
+def _forget_one(plans: dict[int, _Plan]) -> None:
+    """Drop the oldest plan not in use: a busy bulkhead's count must outlive a rebuild."""
+    for key, plan in plans.items():
+        bulkhead = plan.bulkhead
+        if bulkhead is None or not (bulkhead.active or bulkhead.waiting):
+            del plans[key]
+            return
+
+
 class Executor(Protocol):
     """Runs one step and reports how it ended; never raises for an agent's failure."""
 
@@ -189,7 +201,10 @@ class LocalExecutor:
         spec = call.spec
         plan = self._plans.get(id(spec))
         if plan is None or plan.spec is not spec:
-            plan = self._plans[id(spec)] = _Plan(self, call.workflow, spec)
+            plans = self._plans
+            if len(plans) >= _PLANS:  # agents of workflows built per request: bounded
+                _forget_one(plans)
+            plan = plans[id(spec)] = _Plan(self, call.workflow, spec)
         run = _StepRun(call, self.store, self.clock, plan.timeout)
         token = _current_step.set(call)
         try:

@@ -79,6 +79,7 @@ _REDO = frozenset(
     }
 )
 _NO_INPUT: Any = object()
+_CACHED = 256  # workflows whose schedule an engine keeps; the oldest goes first
 _SWEEP = 100_000  # runs of one status a sweep for `resume_due` reads: far more than run at once
 
 
@@ -289,7 +290,10 @@ class Engine:
         if cached is not None and cached[0] is workflow:
             return cached[1]
         graph = Graph(workflow)
-        self._graphs[id(workflow)] = (workflow, graph)
+        graphs = self._graphs
+        if len(graphs) >= _CACHED:  # workflows built per request or per tenant: bounded
+            del graphs[next(iter(graphs))]
+        graphs[id(workflow)] = (workflow, graph)
         return graph
 
     async def _begin(
