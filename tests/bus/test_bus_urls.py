@@ -39,7 +39,13 @@ def test_options_of_the_client_library_pass_through() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://127.0.0.1:1/0", "amqp://guest:secret@127.0.0.1:1/", "nats://127.0.0.1:1"]
+    "url",
+    [
+        "redis://127.0.0.1:1/0",
+        "amqp://guest:secret@127.0.0.1:1/",
+        "nats://127.0.0.1:1",
+        "kafka://127.0.0.1:1",
+    ],
 )
 async def test_a_bus_out_of_reach_is_one_bus_error_naming_it_without_its_password(
     url: str,

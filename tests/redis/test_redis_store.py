@@ -35,6 +35,9 @@ def test_open_store_routes_redis_urls_with_options() -> None:
     assert never._finished_ms == ""
     with pytest.raises(ValueError, match="finished_ttl"):
         from_url("redis://h?finished_ttl=soon", clock=time.time)
+    # Refused as the URL is read, not by a TypeError deep in the first connect (exit 1).
+    with pytest.raises(ValueError, match=r"bogus=1': an option redis-py does not know"):
+        open_store("redis://h/0?bogus=1")
 
 
 async def test_nothing_connects_before_setup() -> None:

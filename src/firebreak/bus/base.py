@@ -60,8 +60,11 @@ async def setup_bus(bus: TaskBus) -> None:
     except (FirebreakError, ValueError, TypeError):
         raise
     except Exception as exc:
-        servers = getattr(bus, "servers", None)  # NATS: a list of them
-        urls = [getattr(bus, "url", "")] if servers is None else list(servers)
+        servers = getattr(bus, "servers", None)  # NATS: a list of them; Kafka: one string
+        if servers is None or isinstance(servers, str):
+            urls = [getattr(bus, "url", "") or servers or ""]
+        else:
+            urls = list(servers)
         where = ", ".join(_where(str(url)) for url in urls if url) or repr(bus)
         text = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -59,6 +59,7 @@ from firebreak._urls import split_options
 from firebreak.bus._redis_batch import Batcher
 from firebreak.bus._redis_consumer import RedisConsumer, dead_letter, text
 from firebreak.bus.base import BusPolicy, Delivery, is_reply_queue
+from firebreak.store._redis_connect import check_client_options
 
 __all__ = ["REPLY_TTL", "RedisBus", "RedisConsumer", "from_url"]
 
@@ -149,10 +150,7 @@ def from_url(url: str, *, policy: BusPolicy | None = None) -> RedisBus:
                 max_deliveries=int(ours.get("max_deliveries", 5)),
             )
         reply_ttl = float(ours.get("reply_ttl", REPLY_TTL))
-        try:  # redis-py's own options: an unknown one fails here, not at the first connect
-            aioredis.ConnectionPool.from_url(rest).make_connection()  # type: ignore[no-untyped-call]
-        except TypeError as exc:
-            raise ValueError(f"an option redis-py does not know ({exc})") from None
+        check_client_options(rest)  # not at the first connect, deep in a traceback
         return RedisBus(
             rest, prefix=ours.get("prefix", "firebreak"), policy=policy, reply_ttl=reply_ttl
         )

@@ -39,6 +39,10 @@ def split_url(url: str) -> tuple[str, str, dict[str, float | None]]:
     otherwise. Other query options stay in the URL for redis-py.
     """
     ours, rest = split_options(url, _OPTIONS)
+    try:
+        check_client_options(rest)
+    except ValueError as exc:
+        raise ValueError(f"store URL {url!r}: {exc}") from None
     ttls: dict[str, float | None] = {}
     for name in _TTLS:
         if name not in ours:
@@ -52,6 +56,18 @@ def split_url(url: str) -> tuple[str, str, dict[str, float | None]]:
         except ValueError:
             raise ValueError(f"store URL {url!r}: {name} must be seconds or 'none'") from None
     return rest, ours.get("prefix", "firebreak"), ttls
+
+
+def check_client_options(url: str) -> None:
+    """Refuse what redis-py would refuse only at the first connect: an option it lacks.
+
+    Raises:
+        ValueError: an option redis-py does not know (a `TypeError` deep in a connect).
+    """
+    try:
+        aioredis.ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
+    except TypeError as exc:
+        raise ValueError(f"an option redis-py does not know ({exc})") from None
 
 
 def where(url: str) -> str:
