@@ -38,7 +38,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from shlex import quote
 from typing import Annotated, Any
 
 import typer
@@ -74,6 +73,7 @@ from firebreak._cli.loading import load_workflow, load_workflows, read_json
 from firebreak._cli.progress import RunProgress
 from firebreak._cli.queues import dlq_app, review_app
 from firebreak._cli.render import (
+    command_line,
     counted,
     print_result,
     print_run,
@@ -147,15 +147,9 @@ def _say_left(left: list[RunRecord]) -> None:
     )
 
 
-def _command(words: Sequence[str], refs: Sequence[str]) -> str:
-    """A firebreak command line to copy, each word and ``-w`` reference shell-quoted."""
-    quoted = [word if word.startswith("--") else quote(word) for word in words]
-    return " ".join(["firebreak", *quoted, *(f"-w {quote(ref)}" for ref in refs)])
-
-
 def _resume_command(target: str, refs: Sequence[str]) -> str:
     """The command that continues where this one stopped (`target`: a run id or --due)."""
-    return _command(["resume", target], refs)
+    return command_line(["resume", target], refs)
 
 
 def _pick(workflows: dict[str, Workflow], record: RunRecord, what: str) -> Workflow:
@@ -231,7 +225,7 @@ def run_command(
                     return await engine.run(workflow, value, run_id=run_id)
 
         result = run_async(go(), resume=_resume_command(run_id, [workflow_ref]))
-    finish(result, as_json=as_json)
+    finish(result, as_json=as_json, refs=[workflow_ref])
 
 
 @app.command("resume")
@@ -300,7 +294,7 @@ def resume_command(
                 write_json([result_json(result) for result in results])
             else:
                 for result in results:
-                    print_result(console, result)
+                    print_result(console, result, workflow_refs or ())
                 if not results and not left:
                     console.print(
                         "nothing to resume: no paused run is due, none answered, none interrupted"
@@ -330,14 +324,14 @@ def resume_command(
 
         result = run_async(go(), resume=_resume_command(run_id, workflow_refs or ()))
     if result.status == RunStatus.FAILED and not result.executed:  # read back, not driven
-        replay = _command(["dlq", "replay", result.run_id], workflow_refs or ())
+        replay = command_line(["dlq", "replay", result.run_id], workflow_refs or ())
         err_console.print(
             f"run {result.run_id} had already failed: a failed run is not resumed but replayed "
             f"from the dead-letter queue: {replay}",
             highlight=False,
             markup=False,
         )
-    finish(result, as_json=as_json)
+    finish(result, as_json=as_json, refs=workflow_refs or ())
 
 
 # -- runs, show ----------------------------------------------------------------------------

@@ -160,7 +160,9 @@ def test_a_corrupt_store_exits_6(fb: Invoke, tmp_path: Path) -> None:
     (tmp_path / "x.db").write_bytes(b"this is not a database" * 512)
     result = fb("runs")
     assert result.exit_code == ExitCode.STORE == 6
-    assert one_line(result.stderr).startswith("error: store: StoreCorrupt:")
+    line = one_line(result.stderr)
+    assert line.startswith("error: store corrupt: ")
+    assert line.endswith("x.db is not a usable SQLite database: file is not a database")
 
 
 def test_a_run_leased_by_another_process_exits_6(
@@ -178,7 +180,7 @@ def test_a_run_leased_by_another_process_exits_6(
     result = fb("resume", "p1", "-w", "cli_workflows:paused")
     assert result.exit_code == 6
     line = one_line(result.stderr)
-    assert "LeaseHeld" in line
+    assert "is leased by 'someone-else' until" in line
     assert "someone-else" in line
 
 

@@ -374,3 +374,23 @@ def test_a_unique_start_of_a_run_id_stands_for_it(
     resumed = fb("resume", run_id[:7], "-w", "cli_workflows:paused", "--json")
     assert resumed.exit_code == 0
     assert out_json(resumed) | {"run_id": run_id, "status": "succeeded"} == out_json(resumed)
+
+
+def test_a_run_that_did_not_succeed_says_what_to_run_next(
+    fb: Invoke, write_json: Callable[[str, Any], str]
+) -> None:
+    """A failed run never named the dead-letter queue; a paused one gave a time, no command."""
+    order = write_json("order.json", {"id": 7})
+    failed = fb("run", "cli_workflows:failing", "-i", order, "--run-id", "f 1", env=CARD_DECLINED)
+    text = " ".join(failed.stdout.split())
+    assert "dead letter: firebreak dlq show 'f 1'" in text
+    assert "once fixed: firebreak dlq replay 'f 1' -w cli_workflows:failing" in text
+    q = write_json("q.json", "acme")
+    paused = fb("run", "cli_workflows:paused", "-i", q, "--run-id", "p1", env=LOOKUP_DOWN)
+    text = " ".join(paused.stdout.split())
+    assert "firebreak resume --due -w cli_workflows:paused from cron" in text
+    assert "now: firebreak resume p1 -w cli_workflows:paused" in text
+    review = fb("run", "cli_workflows:review", "-i", write_json("d.json", {"d": 1}))
+    text = " ".join(review.stdout.split())
+    assert "answer: firebreak review resolve" in text
+    assert "--value FILE.json -w cli_workflows:review" in text

@@ -101,6 +101,15 @@ def test_a_bad_store_url_is_a_usage_error() -> None:
     assert "no scheme" in result.output
 
 
+def test_a_mistyped_sqlite_path_is_refused_not_made(tmp_path: Path) -> None:
+    """It made an empty store there and exported empty queues: a backlog went unseen."""
+    url = f"sqlite:///{tmp_path}/typo.db"
+    result = CliRunner().invoke(app, ["serve", "--metrics-port", "0", "--store", url])
+    assert result.exit_code == 6
+    assert "no store at" in result.output
+    assert not (tmp_path / "typo.db").exists()
+
+
 def test_serve_is_documented() -> None:
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0

@@ -34,7 +34,7 @@ from firebreak.chaos import (
 from firebreak.errors import ConfigError
 from firebreak.workflow import Workflow
 
-from .common import Json, Store, console, err_console
+from .common import Json, console, err_console
 from .exits import CliError, ExitCode, cli_errors
 from .loading import import_ref, read_json
 from .render import write_json
@@ -142,7 +142,17 @@ def run_command(
     real_time: Annotated[
         bool, typer.Option("--real-time", help="Real seconds (a 5-minute outage lasts 5 minutes).")
     ] = False,
-    store: Store = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="URL",
+            help="Checkpoint store URL (default: memory:// in process, with --real-time "
+            "only; a temporary SQLite file for the process scenarios). $FIREBREAK_STORE is "
+            "not read: a scenario never writes to the store of real runs by accident.",
+            show_default=False,
+        ),
+    ] = None,
     input_file: Annotated[
         Path | None,
         typer.Option("--input", "-i", metavar="FILE.json", help="Inputs of a workflow."),

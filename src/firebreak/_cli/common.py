@@ -6,6 +6,7 @@ import inspect
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -110,12 +111,15 @@ def require_store(url: str | None) -> None:
         )
 
 
-def finish(result: RunResult, *, as_json: bool) -> None:
-    """Print a run's outcome and exit with the code of its status."""
+def finish(result: RunResult, *, as_json: bool, refs: Sequence[str] = ()) -> None:
+    """Print a run's outcome and exit with the code of its status.
+
+    `refs`: the command's ``MODULE:WORKFLOW`` references, for the next commands it names.
+    """
     if as_json:
         write_json(result_json(result))
     else:
-        print_result(console, result)
+        print_result(console, result, refs)
     raise typer.Exit(exit_code(result.status))
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from firebreak._cli.render import when
-from firebreak.errors import BusError, FirebreakError, LeaseHeld, StoreError
+from firebreak.errors import BusError, FirebreakError, LeaseHeld, StoreCorrupt, StoreError
 from firebreak.store import RunStatus
 
 __all__ = [
@@ -165,7 +165,8 @@ def run_async(coro: Coroutine[Any, Any, T], *, resume: str = RESUME_DUE) -> T:
                 f" until {until}: another process is driving it (if that process is gone,"
                 " its lease expires then and the run can be resumed)"
             )
-        raise CliError(f"store: {type(exc).__name__}: {message}", code=ExitCode.STORE) from exc
+        what = "store corrupt" if isinstance(exc, StoreCorrupt) else "store"
+        raise CliError(f"{what}: {message}", code=ExitCode.STORE) from exc
     except FirebreakError as exc:  # their messages say what went wrong without the class
         raise CliError(_first_line(str(exc)) or type(exc).__name__) from exc
     except KeyError as exc:

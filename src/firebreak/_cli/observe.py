@@ -18,7 +18,7 @@ import typer
 
 from firebreak.store import CheckpointStore, open_store
 
-from .common import err_console
+from .common import err_console, require_store
 from .exits import CliError, ExitCode, cli_errors, run_async
 
 if TYPE_CHECKING:
@@ -93,10 +93,9 @@ def serve_command(
             raise CliError(
                 "firebreak serve needs the prometheus extra: pip install 'firebreak[prometheus]'"
             ) from exc
-        try:
-            opened = open_store(store) if store is not None else None
-        except ValueError as exc:  # a bad URL: say so before listening
-            raise CliError(str(exc)) from exc
+        if store is not None:  # a bad URL or a mistyped path: say so before listening
+            require_store(store)
+        opened = open_store(store) if store is not None else None
 
         def listen() -> MetricsServer:
             try:

@@ -166,7 +166,7 @@ def dlq_replay(
                     )
 
         result = run_async(go())
-    finish(result, as_json=as_json)
+    finish(result, as_json=as_json, refs=[workflow_ref])
 
 
 @dlq_app.command("drop")

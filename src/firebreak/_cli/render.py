@@ -172,8 +172,23 @@ def _field(console: Console, label: str, value: str) -> None:
     console.print(f"[bold]{label}:[/] {escape(value)}", highlight=False, soft_wrap=True)
 
 
-def print_result(console: Console, result: RunResult) -> None:
-    """What a run (or resume or replay) ended with, for a person."""
+def command_line(words: Sequence[str], refs: Sequence[str]) -> str:
+    """A firebreak command line to copy, each word and ``-w`` reference shell-quoted."""
+    quoted = [word if word.startswith("--") else quote(word) for word in words]
+    return " ".join(["firebreak", *quoted, *(f"-w {quote(ref)}" for ref in refs)])
+
+
+_SOME_WORKFLOW = ("MODULE:WORKFLOW",)
+
+
+def print_result(console: Console, result: RunResult, refs: Sequence[str] = ()) -> None:
+    """What a run (or resume or replay) ended with, for a person, and what to do next.
+
+    `refs`: the ``MODULE:WORKFLOW`` references the command was given, for the commands
+    it suggests.
+    """
+    refs = refs or _SOME_WORKFLOW
+    run_id = result.run_id
     line = Text.assemble(
         ("run ", "bold"), result.run_id, f" ({result.workflow}): ", status_text(result.status)
     )
@@ -187,9 +202,20 @@ def print_result(console: Console, result: RunResult) -> None:
     if result.compensated:
         _field(console, "compensated", ", ".join(result.compensated))
     if result.resume_at is not None:
-        _field(console, "resumes at", when(result.resume_at))
+        due = command_line(["resume", "--due"], refs)
+        now = command_line(["resume", run_id], refs)
+        _field(console, "resumes at", f"{when(result.resume_at)}  ({due} from cron; now: {now})")
     for item in result.reviews:
-        _field(console, "review", f"{item}  (firebreak review show {item})")
+        show = command_line(["review", "show", item], ())
+        answer = command_line(["review", "resolve", item, "--value", "FILE.json"], refs)
+        _field(console, "review", f"{item}  ({show}; answer: {answer})")
+    if result.status == "failed":
+        show = command_line(["dlq", "show", run_id], ())
+        _field(
+            console,
+            "dead letter",
+            f"{show}  (once fixed: {command_line(['dlq', 'replay', run_id], refs)})",
+        )
     if result.outputs:
         table = DataTable("agent", "output", title="outputs", title_justify="left")
         for agent, output in result.outputs.items():

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import shlex
 import time
 import uuid
 from collections import Counter
@@ -374,3 +376,12 @@ def main(
         if report.by_reason:
             reasons = ", ".join(f"{k} {v}" for k, v in report.by_reason.items())
             console.print(f"  dead-lettered because: {reasons}")
+    where = store or os.environ.get("FIREBREAK_STORE") or fb.store.DEFAULT_STORE_URL
+    flag = f" --store {shlex.quote(store)}" if store else ""
+    console.print(
+        f"\nThe {2 * n} runs are in {where} (each demo adds its own): see them with "
+        f"firebreak runs{flag}, firebreak dlq list{flag} and firebreak review list{flag}; "
+        f"one with firebreak show RUN_ID{flag}.",
+        highlight=False,
+        markup=False,
+    )
