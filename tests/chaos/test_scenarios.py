@@ -81,6 +81,8 @@ async def test_an_outage_on_an_agent_that_does_not_pause_fails_the_scenario() ->
     assert report.lost == 0
     assert report.duplicated == 0
     assert any("on_exhausted='pause'" in note for note in report.notes)
+    # and why the runs failed: the report used to give the counts only
+    assert "of 10): agent 'archive' failed: chaos: archive is down" in report.notes[-1]
 
 
 @pytest.mark.parametrize("scenario", ["agent-timeout", "agent-outage"])

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -112,6 +113,7 @@ class _Harness:
         self.target = target
         self.options = options
         self.clock = clock
+        self.began = clock.now()  # the system clock's zero is the boot, not the scenario
         self.store = store
         self.outcomes: dict[str, _Outcome] = {}
         self.in_flight = 0
@@ -206,6 +208,16 @@ class _Harness:
         report.lost = sum(1 for s in counted if s not in _DONE)
         entries = await self.store.dlq_list(workflow.name)
         report.dead_lettered = sum(1 for e in entries if e.run_id in statuses)
+        reasons = Counter(e.reason for e in entries if e.run_id in statuses)
+        if reasons:  # a report of failures that says none of why was no help
+            reason, count = reasons.most_common(1)[0]
+            note = f"dead-lettered most often ({count} of {report.dead_lettered}): {reason}"
+            if "timed out" in reason and not self.options.real_time:
+                note += (
+                    " (on virtual time an agent that waits on real time, a sleep or a real "
+                    "call, times out at once: pass --real-time)"
+                )
+            report.notes.append(note)
         report.duplicated = len(audit.duplicated)
         crashes = [o.crash for o in self.outcomes.values() if o.crash]
         report.figures["crashes"] = len(crashes)
@@ -380,7 +392,8 @@ async def agent_outage(target: Target, options: ChaosOptions) -> ScenarioReport:
         executions = dict(h.audit.executions) if h.audit else {}
     report.figures["peak_paused"] = peak
     report.figures["outage_s"] = options.outage
-    report.figures["sim_s"] = max((o.end for o in h.outcomes.values()), default=0.0)
+    ends = [o.end - h.began for o in h.outcomes.values()]
+    report.figures["sim_s"] = max(ends, default=0.0)
     report.require("runs pause during the outage", peak > 0 and pauses, f"peak paused {peak}")
     done = sum(1 for s in statuses.values() if s in (RunStatus.SUCCEEDED, RunStatus.DEGRADED))
     report.require(

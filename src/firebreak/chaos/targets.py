@@ -3,8 +3,9 @@
 A `Target` builds its workflow on the scenario's clock, so a workflow whose services
 sleep (a simulation) runs on virtual time too. `invoices` is the invoice example
 (`firebreak.demos.invoice_agents`) with its background faults off, so only the injected
-faults act; `of_workflow` makes a target of any workflow whose agents wait on
-``ctx.clock`` (or do not wait).
+faults act; `of_workflow` makes a target of any workflow. On virtual time its agents must
+not wait on real time (a sleep, a real call: each would time out at once as the clock
+jumps ahead); a real workflow runs with ``real_time=True`` (``--real-time``).
 """
 
 from __future__ import annotations
