@@ -442,3 +442,30 @@ async def test_an_engine_does_not_keep_every_workflow_it_ever_ran() -> None:
         gc.collect()
         alive = sum(isinstance(o, fb.Workflow) for o in gc.get_objects())
         assert alive <= 600, alive  # the engine's 256 and the executor's 1,024 agents' worth
+
+
+async def test_an_orchestrator_that_lost_its_run_cannot_write_its_state() -> None:
+    """A's lease expired while its agent ran; B took the run over and finished it; then A's
+    agent wrote `booked_by: A` into the finished run's state."""
+    now = [1000.0]
+    wf = fb.Workflow("wf")
+    release = asyncio.Event()
+
+    @wf.agent
+    async def book(ctx: fb.Context, who: str) -> str:
+        if who == "A":
+            await release.wait()  # A is slow: its lease runs out meanwhile
+        await ctx.state.update(lambda s: {**s, "booked_by": who})
+        return who
+
+    async with MemoryStore(clock=lambda: now[0]) as store:
+        engine = fb.Engine(store, lease_ttl=30, owner="A")
+        slow = asyncio.create_task(engine.run(wf, "A", run_id="r"))
+        await asyncio.sleep(0.01)
+        now[0] += 31  # A's lease expired (its renewal timer never got to run)
+        lease = await store.acquire_lease("r", "B", ttl=30)  # B takes the run over
+        await store.cas_state("r", 0, {"booked_by": "B"}, lease=lease)
+        release.set()
+        with pytest.raises(fb.StaleLease):  # A hears it lost the run, as at a step commit
+            await slow
+        assert await store.get_state("r") == (1, {"booked_by": "B"})

@@ -8,7 +8,7 @@ from typing import Any
 
 from firebreak.clock import Clock
 from firebreak.errors import StateConflict
-from firebreak.store import JSON, CheckpointStore
+from firebreak.store import JSON, CheckpointStore, Lease
 
 __all__ = ["CompensationContext", "Context", "SharedState"]
 
@@ -26,11 +26,12 @@ class SharedState:
     ...     await ctx.state.update(lambda s: {**s, "pages": s.get("pages", 0) + 1})
     """
 
-    __slots__ = ("_run_id", "_store")
+    __slots__ = ("_lease", "_run_id", "_store")
 
-    def __init__(self, store: CheckpointStore, run_id: str) -> None:
+    def __init__(self, store: CheckpointStore, run_id: str, lease: Lease | None = None) -> None:
         self._store = store
         self._run_id = run_id
+        self._lease = lease  # fences every write: a driver that lost the run writes nothing
 
     async def get(self) -> tuple[int, dict[str, JSON]]:
         """The current version and data (version 0 and ``{}`` before the first write)."""
@@ -42,7 +43,9 @@ class SharedState:
         Raises:
             StateConflict: someone else wrote first.
         """
-        return await self._store.cas_state(self._run_id, version, data)
+        if self._lease is None:
+            return await self._store.cas_state(self._run_id, version, data)
+        return await self._store.cas_state(self._run_id, version, data, lease=self._lease)
 
     async def update(
         self, change: Callable[[dict[str, JSON]], Mapping[str, JSON]], *, attempts: int = 10
@@ -81,6 +84,7 @@ class Context:
     __slots__ = (
         "_clock",
         "_deadline",
+        "_lease",
         "_log",
         "_state",
         "_store",
@@ -104,6 +108,7 @@ class Context:
         deadline: float | None,
         store: CheckpointStore,
         clock: Clock,
+        lease: Lease | None = None,
     ) -> None:
         self.workflow = workflow
         self.run_id = run_id
@@ -116,6 +121,7 @@ class Context:
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._deadline = deadline
         self._clock = clock
+        self._lease = lease
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -129,7 +135,7 @@ class Context:
     def state(self) -> SharedState:
         """The run's versioned shared state."""
         if self._state is None:  # built on first use: most agents never share state
-            self._state = SharedState(self._store, self.run_id)
+            self._state = SharedState(self._store, self.run_id, self._lease)
         return self._state
 
     @property

@@ -584,6 +584,7 @@ class Drive:
                 deadline=None,
                 store=self.store,
                 clock=self.engine.clock,
+                lease=self.lease,
             )
             output = self.outputs.get(spec.name, decode_output(spec, rec.output))
             try:

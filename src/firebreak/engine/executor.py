@@ -281,6 +281,7 @@ class _StepRun:
                 deadline=call.deadline,
                 store=self.store,
                 clock=clock,
+                lease=call.lease,
             )
             start = clock.now()
             try:

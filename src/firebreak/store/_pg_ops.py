@@ -440,8 +440,19 @@ async def get_state(conn: Conn, run_id: str) -> tuple[int, dict[str, Any]]:
     return (0, {}) if row is None else (int(row[0]), row[1])
 
 
-async def cas_state(conn: Conn, run_id: str, expected: int, data: str) -> int:
-    """Compare-and-set in one statement: an insert at version 0, else a guarded update."""
+async def cas_state(conn: Conn, run_id: str, expected: int, data: str, lease: Lease | None) -> int:
+    """Compare-and-set in one statement: an insert at version 0, else a guarded update.
+
+    With `lease`: fenced, in one transaction with the write (the fence locks the run's row).
+    """
+    if lease is None:
+        return await _cas_state(conn, run_id, expected, data)
+    async with conn.transaction():
+        await _fence(conn, lease)
+        return await _cas_state(conn, run_id, expected, data)
+
+
+async def _cas_state(conn: Conn, run_id: str, expected: int, data: str) -> int:
     for _ in range(5):
         if expected == 0:
             row = await one(

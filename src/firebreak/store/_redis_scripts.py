@@ -380,8 +380,14 @@ return {'ok'}
 """
 )
 
-CAS_STATE = r"""
--- ARGV: P, run_id, expected, data
+CAS_STATE = (
+    _COMMON
+    + r"""
+-- ARGV: P, run_id, expected, data, owner, token ('' and '': not fenced)
+if ARGV[5] ~= '' then
+  local bad = fence(P .. ':run:' .. ARGV[2], ARGV[5], ARGV[6])
+  if bad then return {bad} end
+end
 local k = ARGV[1] .. ':state:' .. ARGV[2]
 local actual = tonumber(redis.call('HGET', k, 'v') or '0')
 if actual ~= tonumber(ARGV[3]) then return {'conflict', actual} end
@@ -390,6 +396,7 @@ local ttl = redis.call('PTTL', ARGV[1] .. ':run:' .. ARGV[2])
 if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
 return {'ok', actual + 1}
 """
+)
 
 DLQ_PUT = r"""
 -- ARGV: P, new_id, run_id, workflow, reason, error, input, steps, now

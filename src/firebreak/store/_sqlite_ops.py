@@ -423,8 +423,12 @@ def set_input(lease: Lease, data: str, now: float, conn: sqlite3.Connection) -> 
 # -- shared state, queues (writes) --------------------------------------------------------
 
 
-def cas_state(run_id: str, expected: int, data: str, conn: sqlite3.Connection) -> int:
-    """Compare-and-set of the run's shared state."""
+def cas_state(
+    run_id: str, expected: int, data: str, lease: Lease | None, conn: sqlite3.Connection
+) -> int:
+    """Compare-and-set of the run's shared state (fenced by `lease` if given)."""
+    if lease is not None:
+        _fence(conn, lease)
     row = _one(conn, "SELECT version FROM shared_state WHERE run_id = ?", (run_id,))
     actual = 0 if row is None else int(row[0])
     if actual != expected:

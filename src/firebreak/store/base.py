@@ -382,10 +382,20 @@ class CheckpointStore(Protocol):
         """Return the run's shared state and its version (``0, {}`` before any write)."""
         ...
 
-    async def cas_state(self, run_id: str, expected_version: int, data: Mapping[str, JSON]) -> int:
+    async def cas_state(
+        self,
+        run_id: str,
+        expected_version: int,
+        data: Mapping[str, JSON],
+        *,
+        lease: Lease | None = None,
+    ) -> int:
         """Replace the state if still at `expected_version`; return the new version.
 
-        Raises `StateConflict` otherwise: never a silent overwrite.
+        Raises `StateConflict` otherwise: never a silent overwrite. With `lease` (the
+        engine always gives the run's), the write is fenced as a step commit is: under a
+        lease that is no longer the run's it raises `StaleLease` and writes nothing, so an
+        orchestrator that lost its run cannot change the state of the one that took it.
         """
         ...
 

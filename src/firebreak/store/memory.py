@@ -506,9 +506,22 @@ class MemoryStore(SetupClose):
         version, data = self._state.get(run_id, (0, "{}"))
         return version, _rules.loads(data)
 
-    async def cas_state(self, run_id: str, expected_version: int, data: Mapping[str, JSON]) -> int:
-        """Replace the state if still at `expected_version`, else raise `StateConflict`."""
+    async def cas_state(
+        self,
+        run_id: str,
+        expected_version: int,
+        data: Mapping[str, JSON],
+        *,
+        lease: Lease | None = None,
+    ) -> int:
+        """Replace the state if still at `expected_version`, else raise `StateConflict`.
+
+        With `lease`, fenced as a step commit is (`StaleLease`, `KeyError`).
+        """
         encoded = _rules.dumps(dict(data))
+        if lease is not None:
+            _rules.check_same_run(lease, run_id)
+            self._fenced(lease)
         actual = self._state.get(run_id, (0, "{}"))[0]
         if actual != expected_version:
             raise StateConflict(run_id, expected=expected_version, actual=actual)

@@ -457,10 +457,22 @@ class PostgresStore(SetupClose):
         """Return the run's shared state and its version (``0, {}`` before any write)."""
         return await self._do(ops.get_state, run_id)
 
-    async def cas_state(self, run_id: str, expected_version: int, data: Mapping[str, JSON]) -> int:
-        """Replace the state if still at `expected_version`, else raise `StateConflict`."""
+    async def cas_state(
+        self,
+        run_id: str,
+        expected_version: int,
+        data: Mapping[str, JSON],
+        *,
+        lease: Lease | None = None,
+    ) -> int:
+        """Replace the state if still at `expected_version`, else raise `StateConflict`.
+
+        With `lease`, fenced as a step commit is (`StaleLease`, `KeyError`).
+        """
         encoded = _rules.dumps(dict(data))
-        return await self._do(ops.cas_state, run_id, expected_version, encoded)
+        if lease is not None:
+            _rules.check_same_run(lease, run_id)
+        return await self._do(ops.cas_state, run_id, expected_version, encoded, lease)
 
     # -- dead-letter queue --------------------------------------------------------------
 

@@ -616,10 +616,25 @@ class RedisStore(RedisQueues, SetupClose):
         h = codec.strs(await self._do(self._need().hgetall(f"{self.prefix}:state:{run_id}")))
         return (int(h["v"]), _rules.loads(h["d"])) if h else (0, {})
 
-    async def cas_state(self, run_id: str, expected_version: int, data: Mapping[str, JSON]) -> int:
-        """Replace the state if still at `expected_version`, else raise `StateConflict`."""
+    async def cas_state(
+        self,
+        run_id: str,
+        expected_version: int,
+        data: Mapping[str, JSON],
+        *,
+        lease: Lease | None = None,
+    ) -> int:
+        """Replace the state if still at `expected_version`, else raise `StateConflict`.
+
+        With `lease`, fenced as a step commit is (`StaleLease`, `KeyError`).
+        """
         encoded = _rules.dumps(dict(data))
-        reply = await self._eval("CAS_STATE", run_id, str(expected_version), encoded)
+        owner, token = ("", "") if lease is None else (lease.owner, str(lease.token))
+        if lease is not None:
+            _rules.check_same_run(lease, run_id)
+        reply = await self._eval("CAS_STATE", run_id, str(expected_version), encoded, owner, token)
+        if lease is not None:
+            self._fenced(lease, reply)
         if reply[0] == "conflict":
             raise StateConflict(run_id, expected=expected_version, actual=int(reply[1]))
         return int(reply[1])

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from firebreak.errors import StateConflict
-from firebreak.testing._harness import ConformanceEnv, raises
+from firebreak.errors import StaleLease, StateConflict
+from firebreak.testing._harness import ConformanceEnv, leased, raises
 
 
 async def check_shared_state_starts_empty_and_versions(env: ConformanceEnv) -> None:
@@ -41,7 +41,26 @@ async def check_concurrent_cas_exactly_one_writer_wins(env: ConformanceEnv) -> N
     assert await store.get_state("r1") == (2, {"v": winners[0]})
 
 
+async def check_cas_under_a_lost_lease_writes_nothing(env: ConformanceEnv) -> None:
+    """A CAS given a lease is fenced: once another driver took the run, `StaleLease`.
+
+    An orchestrator whose lease expired while its agent ran could still write the state
+    of the run its successor had finished.
+    """
+    store, wall = env.store, env.wall
+    first = await leased(store)
+    assert await store.cas_state("r1", 0, {"by": "first"}, lease=first) == 1
+    wall.advance(31)
+    second = await store.acquire_lease("r1", "orch-2", ttl=30)
+    with raises(StaleLease):
+        await store.cas_state("r1", 1, {"by": "zombie"}, lease=first)
+    assert await store.get_state("r1") == (1, {"by": "first"})
+    assert await store.cas_state("r1", 1, {"by": "second"}, lease=second) == 2
+    assert await store.cas_state("r1", 2, {"by": "anyone"}) == 3  # no lease: not fenced
+
+
 CHECKS = (
     check_shared_state_starts_empty_and_versions,
     check_concurrent_cas_exactly_one_writer_wins,
+    check_cas_under_a_lost_lease_writes_nothing,
 )
