@@ -19,7 +19,7 @@ from firebreak.errors import StoreError
 from firebreak.store import Lease, SQLiteStore
 from firebreak.store import _sqlite_ops as ops
 from firebreak.store import _sqlite_writer as writer_module
-from firebreak.store._sqlite_writer import Writer
+from firebreak.store._sqlite_writer import FileWatch, Writer
 
 
 def _insert(lease: Lease, agent: str) -> ops.StepInsert:
@@ -158,6 +158,7 @@ async def test_a_file_deleted_or_replaced_under_the_store_stops_every_write(
         else:  # `mv other.db fb.db`
             (tmp_path / "other").write_bytes(b"")
             (tmp_path / "other").replace(tmp_path / gone)
+        await asyncio.sleep(FileWatch.EVERY)  # checked that often: a stop soon, not at once
         n = 3 if concurrent else 1
         results = await asyncio.gather(
             *(store.commit_step(lease, step("r1", f"b{i}")) for i in range(n)),
