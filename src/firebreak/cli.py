@@ -364,7 +364,7 @@ def runs_command(
     if as_json:
         write_json(records)
     else:
-        console.print(runs_table(records, now=time.time()))
+        console.print(runs_table(records, now=time.time()).or_title())
         if len(records) == limit:  # there may be more: say so rather than let it look like all
             console.print(f"[dim]the newest {limit}; --limit N for more[/]")
 

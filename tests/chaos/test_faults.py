@@ -164,3 +164,19 @@ def test_cli_runs_every_scenario_and_writes_json_and_charts(tmp_path: Path) -> N
     )
     assert failing.exit_code == 1
     assert "FAIL" in failing.stdout
+
+
+def test_cli_lists_the_scenarios_for_people_and_as_json() -> None:
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def root() -> None: ...
+
+    listed = json.loads(CliRunner().invoke(app, ["chaos", "list", "--json"]).stdout)
+    by_name = {s["name"]: s for s in listed}
+    assert by_name["worker-kill"]["processes"] is True
+    assert by_name["agent-timeout"]["processes"] is False
+    assert by_name["agent-timeout"]["summary"]
+    text = CliRunner().invoke(app, ["chaos", "list"]).stdout
+    assert "worker-kill (real processes): " in text

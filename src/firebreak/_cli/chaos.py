@@ -112,11 +112,22 @@ def _print(report: ScenarioReport) -> None:
 
 
 @chaos_app.command("list")
-def list_command() -> None:
+def list_command(*, as_json: Json = False) -> None:
     """List the scenarios."""
-    for name, fn in SCENARIOS.items():
-        kind = " (real processes)" if name in PROCESS_SCENARIOS else ""
-        console.print(f"{name}{kind}: {(fn.__doc__ or '').splitlines()[0]}", highlight=False)
+    scenarios = [
+        {
+            "name": name,
+            "processes": name in PROCESS_SCENARIOS,
+            "summary": (fn.__doc__ or "").splitlines()[0],
+        }
+        for name, fn in SCENARIOS.items()
+    ]
+    if as_json:
+        write_json(scenarios)
+        return
+    for s in scenarios:
+        kind = " (real processes)" if s["processes"] else ""
+        console.print(f"{s['name']}{kind}: {s['summary']}", highlight=False)
 
 
 @chaos_app.command("run")

@@ -19,7 +19,7 @@ from firebreak.errors import ConfigError
 from .common import Json, Store, WorkflowRef, console, err_console
 from .exits import CliError, ExitCode, cli_errors
 from .loading import load_workflow
-from .render import write_json
+from .render import counted, write_json
 
 __all__ = ["register"]
 
@@ -84,8 +84,8 @@ def check_command(
             )
         verdict = "[bold red]fails[/]" if failed else "[green]passes[/]"
         console.print(
-            f"{escape(workflow.name)}: {len(report.errors)} errors, "
-            f"{len(report.warnings)} warnings — {verdict} the production checks",
+            f"{escape(workflow.name)}: {counted(len(report.errors), 'error')}, "
+            f"{counted(len(report.warnings), 'warning')} — {verdict} the production checks",
             highlight=False,
         )
     raise typer.Exit(ExitCode.FAILED if failed else ExitCode.OK)

@@ -83,7 +83,7 @@ def dlq_list(
     if as_json:
         write_json([dead_letter_json(entry) for entry in entries])
     else:
-        console.print(dlq_table(entries))
+        console.print(dlq_table(entries).or_title())
 
 
 @dlq_app.command("show")
@@ -223,7 +223,7 @@ def review_list(
     if as_json:
         write_json(items)
     else:
-        console.print(review_table(items))
+        console.print(review_table(items).or_title())
 
 
 @review_app.command("show")

@@ -128,6 +128,10 @@ class DataTable(Table):
         cells = [Text(cell) if isinstance(cell, str) else cell for cell in renderables]
         super().add_row(*cells, **options)
 
+    def or_title(self) -> RenderableType:
+        """The table, or its title alone ("0 dead letters") when it has no row to show."""
+        return self if self.row_count else Text(str(self.title or ""))
+
 
 _GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 SHORT_ID = 12
@@ -232,7 +236,7 @@ def interrupted_note(record: RunRecord, now: float) -> str:
     return "lease expired: resume --due"
 
 
-def runs_table(records: Sequence[RunRecord], now: float) -> Table:
+def runs_table(records: Sequence[RunRecord], now: float) -> DataTable:
     """Runs, newest first: id, workflow, status, times, and why it is not a success."""
     table = DataTable(title=counted(len(records), "run"), title_justify="left")
     table.add_column("run", overflow="fold")
@@ -359,7 +363,7 @@ def print_run(
         )
 
 
-def dlq_table(entries: Sequence[DeadLetter]) -> Table:
+def dlq_table(entries: Sequence[DeadLetter]) -> DataTable:
     """Dead-letter entries, oldest first."""
     table = DataTable(title=counted(len(entries), "dead letter"), title_justify="left")
     # By run: every dlq command takes the run's id (the entry's own is in `dlq show`).
@@ -393,7 +397,7 @@ def print_dead_letter(console: Console, entry: DeadLetter) -> None:
         console.print(table)
 
 
-def review_table(items: Sequence[ReviewItem]) -> Table:
+def review_table(items: Sequence[ReviewItem]) -> DataTable:
     """Review items, oldest first; each id cut to `SHORT_ID` characters."""
     table = DataTable(title=counted(len(items), "review item"), title_justify="left")
     # The id's start, as docker shows it: `review show|resolve` take any unique start.

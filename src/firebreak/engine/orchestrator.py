@@ -422,8 +422,9 @@ class Engine:
         if left:
             names = sorted({record.workflow for record in left})
             log.warning(
-                "%d runs to resume belong to workflows not given (%s): left as they are",
+                "%d %s to resume of workflows not given (%s): left as they are",
                 len(left),
+                "run" if len(left) == 1 else "runs",
                 ", ".join(names),
             )
         gate = asyncio.Semaphore(concurrency)
