@@ -390,7 +390,10 @@ class Drive:
                     attempts=outcome.attempts,
                 )
                 if await self._commit(rec, outcome.attempts):
-                    self.outputs[name] = live_output(spec, outcome.output, stored)
+                    output = outcome.output  # a plain value is its own checkpoint: no call
+                    self.outputs[name] = (
+                        output if output is stored else live_output(spec, output, stored)
+                    )
                     self.stored[name] = stored
                 return
         error = outcome.error
