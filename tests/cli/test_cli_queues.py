@@ -128,7 +128,8 @@ def test_dlq_drop_removes_the_entry_and_unknown_ids_exit_2(fb: Invoke, failed_ru
 def test_dlq_commands_take_the_run_id_too(fb: Invoke, failed_run: str) -> None:
     """The run id names the run's one entry: what a user has at hand after `firebreak run`."""
     assert out_json(fb("dlq", "show", "f1", "--json"))["id"] == failed_run
-    assert out_json(fb("dlq", "show", "f", "--json"))["id"] == failed_run  # a unique start
+    # Whole, as people chose it: `f` is not run `f1` (a drop would delete another's entry).
+    assert fb("dlq", "drop", "f").exit_code == 2
     replayed = fb("dlq", "replay", "f1", "-w", "cli_workflows:failing", "--json", env=CARD_DECLINED)
     assert replayed.exit_code == 1  # failed again: back in the queue, under the same run id
     again = out_json(fb("dlq", "show", "f1", "--json"))

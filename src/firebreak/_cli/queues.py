@@ -16,6 +16,7 @@ from firebreak.store import (
     ReviewStatus,
     RunRecord,
     find_dead_letter,
+    find_run_id,
     open_store,
 )
 
@@ -62,6 +63,12 @@ async def find_review(store: CheckpointStore, key: str) -> ReviewItem:
 # -- the dead-letter queue -----------------------------------------------------------------
 
 
+async def _dead_letter(store: CheckpointStore, key: str) -> DeadLetter | None:
+    """The entry `key` names: its id, its run's id, or a unique start of a made-up run id."""
+    entry = await find_dead_letter(store, key)
+    return entry if entry is not None else await store.dlq_of_run(await find_run_id(store, key))
+
+
 @dlq_app.command("list")
 def dlq_list(
     *,
@@ -104,7 +111,7 @@ def dlq_show(
 
         async def go() -> DeadLetter:
             async with open_store(store) as opened:
-                entry = await find_dead_letter(opened, entry_id)
+                entry = await _dead_letter(opened, entry_id)
             if entry is None:
                 raise CliError(f"no dead-letter entry {entry_id!r}")
             return entry
@@ -156,17 +163,17 @@ def dlq_replay(
 
         async def go() -> RunResult:
             async with Engine(store) as engine:
+                entry = await _dead_letter(engine.store, entry_id)
+                key = entry_id if entry is None else entry.id  # unknown: the engine says so
                 with RunProgress(
-                    err_console, f"replay {entry_id} ({workflow.name})", total=len(workflow.agents)
+                    err_console, f"replay {key} ({workflow.name})", total=len(workflow.agents)
                 ):
                     if input_file is None:
-                        return await engine.replay(entry_id, workflow, from_step=from_step)
-                    return await engine.replay(
-                        entry_id, workflow, from_step=from_step, input=patched
-                    )
+                        return await engine.replay(key, workflow, from_step=from_step)
+                    return await engine.replay(key, workflow, from_step=from_step, input=patched)
 
         result = run_async(go())
-    finish(result, as_json=as_json, refs=[workflow_ref])
+    finish(result, as_json=as_json, refs=[workflow_ref], store=store)
 
 
 @dlq_app.command("drop")
@@ -187,7 +194,7 @@ def dlq_drop(
 
         async def go() -> DeadLetter | None:
             async with open_store(store) as opened:
-                entry = await find_dead_letter(opened, entry_id)
+                entry = await _dead_letter(opened, entry_id)
                 return entry if entry is not None and await opened.dlq_drop(entry.id) else None
 
         dropped = run_async(go())
@@ -196,7 +203,7 @@ def dlq_drop(
     if as_json:
         write_json({"dropped": dropped.id, "run_id": dropped.run_id})
     else:
-        console.print(f"dropped {entry_id}")
+        console.print(f"dropped the entry of run {dropped.run_id}", highlight=False, markup=False)
 
 
 # -- the review queue ----------------------------------------------------------------------

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from urllib.parse import parse_qsl
 
+from firebreak._urls import shown
 from firebreak.store.base import (
     JSON,
     STEP_TRANSITIONS,
@@ -42,6 +44,7 @@ from firebreak.store.sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "GENERATED_RUN_ID",
     "JSON",
     "STEP_TRANSITIONS",
     "CheckpointStore",
@@ -101,7 +104,7 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
     if not sep:
         hint = "" if ":" in url else f" (a SQLite file: sqlite:///{url})"
         raise ValueError(
-            f"store URL {url!r} has no scheme{hint}; supported: {', '.join(_SUPPORTED)}"
+            f"store URL {shown(url)!r} has no scheme{hint}; supported: {', '.join(_SUPPORTED)}"
         )
     scheme = scheme.lower()
     if scheme == "memory":
@@ -110,15 +113,17 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
         path, _, query = rest.partition("?")
         if not path.startswith("/") or len(path) < 2:
             raise ValueError(
-                f"store URL {url!r}: write sqlite:///relative/path.db or sqlite:////abs/path.db"
+                f"store URL {shown(url)!r}: write sqlite:///relative/path.db or sqlite:////abs/path.db"
             )
         options = dict(parse_qsl(query, strict_parsing=bool(query)))
         unknown = set(options) - _SQLITE_OPTIONS
         if unknown:
-            raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+            raise ValueError(
+                f"store URL {shown(url)!r}: unknown option(s) {', '.join(sorted(unknown))}"
+            )
         synchronous = options.get("synchronous", "FULL").upper()
         if synchronous not in {"FULL", "NORMAL"}:
-            raise ValueError(f"store URL {url!r}: synchronous must be FULL or NORMAL")
+            raise ValueError(f"store URL {shown(url)!r}: synchronous must be FULL or NORMAL")
         return SQLiteStore(
             path[1:],
             clock=clock,
@@ -131,8 +136,8 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ValueError(
-                f"store URL {url!r} needs the {extra!r} extra: pip install 'firebreak[{extra}]'"
-                f" ({exc})"
+                f"store URL {shown(url)!r} needs the {extra!r} extra: "
+                f"pip install 'firebreak[{extra}]' ({exc})"
             ) from exc
         store: CheckpointStore = module.from_url(url, clock=clock)
         return store
@@ -141,26 +146,39 @@ def open_store(url: str | None = None, *, clock: WallClock = default_clock) -> C
     )
 
 
-async def find_run_id(store: CheckpointStore, key: str) -> str:
-    """`key` if a run has that id, else the one run id starting with it, else `key`.
+GENERATED_RUN_ID = re.compile(r"[0-9a-f]{32}")
+"""The ids firebreak makes (``uuid4().hex``): the only ones a start of stands for."""
+_SHORT_RUN_ID = re.compile(r"[0-9a-f]{4,31}")
+_CANDIDATES = 8
 
-    A unique start of an id stands for it, as with git's and docker's short ids (a store
-    without `SupportsRunIdPrefix` answers full ids only). A missing run is the caller's
-    to report: `key` comes back as it was.
+
+async def find_run_id(store: CheckpointStore, key: str) -> str:
+    """`key` if a run has that id, else the one made-up run id starting with it, else `key`.
+
+    A unique start (4 hex digits or more) of an id firebreak made stands for it, as with
+    git's and docker's short ids. Ids people chose are matched whole: ``inv-4`` must not
+    name ``inv-42``, and no command may act on another run than the one typed. A store
+    without `SupportsRunIdPrefix` answers full ids only. A missing run is the caller's to
+    report: `key` comes back as it was.
 
     Raises:
-        ValueError: several runs' ids start with `key`.
+        ValueError: several made-up ids start with `key`.
     """
     if (
-        not key
-        or await store.get_run(key) is not None
+        not _SHORT_RUN_ID.fullmatch(key)
         or not isinstance(store, SupportsRunIdPrefix)
+        or await store.get_run(key) is not None
     ):
         return key
-    found = await store.run_ids_starting(key, limit=2)
+    found = [
+        run_id
+        for run_id in await store.run_ids_starting(key, limit=_CANDIDATES)
+        if GENERATED_RUN_ID.fullmatch(run_id)
+    ]
     if len(found) > 1:
         raise ValueError(
-            f"{key!r} is the start of several runs' ids ({', '.join(found)}, ...): give more of it"
+            f"{key!r} is the start of several runs' ids (e.g. {', '.join(found[:2])}): "
+            "give more of it"
         )
     return found[0] if found else key
 
@@ -169,7 +187,8 @@ async def find_dead_letter(store: CheckpointStore, key: str) -> DeadLetter | Non
     """The dead-letter entry with id `key`, else the entry of run `key`, else ``None``.
 
     A run has at most one entry, so its run id names it as well as the entry's own id
-    does (the one people have at hand); so does a unique start of it (`find_run_id`).
+    does (the one people have at hand). Both matched whole: see `find_run_id` for the
+    CLI's short ids.
     """
     entry = await store.dlq_get(key)
-    return entry if entry is not None else await store.dlq_of_run(await find_run_id(store, key))
+    return entry if entry is not None else await store.dlq_of_run(key)
