@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from engine_helpers import BACKENDS, opened
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from typing import Any as OnlyForTypeCheckers
 
 import firebreak as fb
 from firebreak.errors import DefinitionError
@@ -469,3 +472,63 @@ async def test_an_orchestrator_that_lost_its_run_cannot_write_its_state() -> Non
         with pytest.raises(fb.StaleLease):  # A hears it lost the run, as at a step commit
             await slow
         assert await store.get_state("r") == (1, {"booked_by": "B"})
+
+
+def test_a_default_that_does_not_fit_the_agents_model_is_refused_when_defined() -> None:
+    """Degraded, it was read back through the model mid-run: a raw ValidationError, and
+    the run left running."""
+    wf = fb.Workflow("wf")
+    with pytest.raises(DefinitionError, match=r"agent 'measure': default=.* does not fit"):
+
+        @wf.agent(critical=False, default={"text": ""})
+        async def measure(ctx: fb.Context, x: int) -> Amount:
+            return Amount(value=x)
+
+
+def test_the_return_annotation_rule_holds_when_another_annotation_does_not_resolve() -> None:
+    """`typing.get_type_hints` resolved every annotation: one written for type checkers
+    only (under TYPE_CHECKING) turned the rule off for that agent alone."""
+    wf = fb.Workflow("wf")
+
+    @wf.agent
+    async def a(ctx: OnlyForTypeCheckers, x: int) -> Amount:  # type: ignore[name-defined]
+        return Amount(value=x)
+
+    assert wf.agents["a"].validate is Amount
+
+
+async def test_a_dependent_changing_its_input_leaves_the_recorded_result_as_committed() -> None:
+    wf = fb.Workflow("wf")
+
+    @wf.agent
+    async def extract(ctx: fb.Context, x: int) -> dict[str, Any]:
+        return {"amount": x, "lines": [1, 2]}
+
+    @wf.agent(after=[extract])
+    async def post(ctx: fb.Context, extract: dict[str, Any]) -> int:
+        extract["amount"] = -999  # careless, but the checkpoint's business is not its own
+        extract["lines"].append("x")
+        return 0
+
+    async with MemoryStore() as store:
+        await fb.Engine(store).run(wf, 42, run_id="r")
+        record = await store.get_run("r")
+        committed = (await store.get_steps("r"))["extract"].output
+    assert committed == {"amount": 42, "lines": [1, 2]}
+    assert record is not None
+    assert record.result["outputs"]["extract"] == committed  # type: ignore[index]
+
+
+async def test_replay_takes_whole_ids_only() -> None:
+    """`inv-4` must not name run `inv-42`: a drop would delete another run's entry."""
+    wf = fb.Workflow("wf")
+
+    @wf.agent
+    async def fail(ctx: fb.Context, x: int) -> int:
+        raise fb.Permanent("no")
+
+    async with MemoryStore() as store:
+        engine = fb.Engine(store)
+        await engine.run(wf, 1, run_id="inv-42")
+        with pytest.raises(fb.RunNotFound):
+            await engine.replay("inv-4", wf)

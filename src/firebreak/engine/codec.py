@@ -6,6 +6,7 @@ stored fails loudly when the step commits, not silently at resume time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -103,10 +104,16 @@ def validate_output(spec: AgentSpec, value: Any) -> Any:
 
 
 def decode_output(spec: AgentSpec, stored: JSON) -> Any:
-    """Rebuild a checkpointed output: a pydantic model's instance, else the JSON value."""
+    """Rebuild a checkpointed output: a pydantic model's instance, else the JSON value.
+
+    A container comes back as a copy of its own: a dependent that changes its input in
+    place must not change the run's recorded result, which holds `stored`.
+    """
     schema = spec.validate
     if stored is not None and _is_model(schema):
         return schema.model_validate(stored)  # type: ignore[union-attr]
+    if isinstance(stored, dict | list):
+        return json.loads(json.dumps(stored))
     return stored
 
 
@@ -121,7 +128,7 @@ def live_output(spec: AgentSpec, output: Any, stored: JSON) -> Any:
     """
     if type(output) in _PLAIN or _is_model(spec.validate):
         return output
-    return stored
+    return decode_output(spec, stored)
 
 
 def error_to_dict(exc: BaseException) -> dict[str, Any]:

@@ -8,9 +8,9 @@ keyword options `Workflow.agent`, `Workflow.add` and `AgentSpec.of` accept.
 from __future__ import annotations
 
 import enum
+import inspect
 import keyword
 import math
-import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -92,11 +92,21 @@ def _is_model(schema: object) -> bool:
 
 
 def _returned_model(fn: object) -> type[Any] | None:
-    """`fn`'s return annotation if it is a pydantic model class."""
+    """`fn`'s return annotation if it is a pydantic model class.
+
+    Only the return annotation is resolved: a parameter's, written for type checkers
+    alone (under ``TYPE_CHECKING``), must not turn the rule off for this agent.
+    """
     try:
-        returns = typing.get_type_hints(fn).get("return")
-    except Exception:  # noqa: BLE001 - an annotation that does not resolve names no model
+        returns = inspect.get_annotations(fn).get("return")  # type: ignore[arg-type]
+    except TypeError:  # not a function (a partial, an instance): no annotations of its own
         return None
+    if isinstance(returns, str):  # `from __future__ import annotations`
+        scope = getattr(inspect.unwrap(fn), "__globals__", {})  # type: ignore[arg-type]
+        try:
+            returns = eval(returns, scope)  # noqa: S307 - the module's own annotation
+        except Exception:  # noqa: BLE001 - one that does not resolve names no model
+            return None
     return returns if _is_model(returns) else None
 
 
@@ -238,10 +248,7 @@ class AgentSpec:
         if self.critical and self.default is not MISSING:
             self._fail("is critical, so default= would never be used; pass critical=False")
         if self.default is not MISSING:
-            try:  # checkpointed when the agent degrades: refused now, not mid-run
-                encode(self.default, what="default=")
-            except NotStorable as exc:
-                self._fail(str(exc))
+            self._check_default()
         if self.compensate is not None:
             check_compensate(self.compensate, agent=name)
         if self.validate is not None:
@@ -250,6 +257,21 @@ class AgentSpec:
             self._fail(
                 f"on_exhausted must be one of {sorted(_ON_EXHAUSTED)}, got {self.on_exhausted!r}"
             )
+
+    def _check_default(self) -> None:
+        """A default the run could not checkpoint, or read back, is refused now, not mid-run."""
+        try:
+            stored = encode(self.default, what="default=")
+        except NotStorable as exc:
+            self._fail(str(exc))
+        model = self.validate
+        if stored is not None and _is_model(model):
+            try:  # read back through the model, as every output of the agent is
+                model.model_validate(stored)  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - pydantic's error, summarised
+                lines = " ".join(str(exc).strip().splitlines()[:3])
+                name = getattr(model, "__name__", repr(model))
+                self._fail(f"default= {self.default!r} does not fit its model {name}: {lines}")
 
     @property
     def has_default(self) -> bool:
