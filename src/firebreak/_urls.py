@@ -30,3 +30,20 @@ def split_options(url: str, names: Collection[str]) -> tuple[dict[str, str], str
             raise ValueError(f"URL option {key!r} is unknown: did you mean {near[0]!r}?")
         theirs.append((key, value))
     return ours, urlunsplit(parts._replace(query=urlencode(theirs)))
+
+
+def shown(url: str) -> str:
+    """`url` without its password, as an error message may show it."""
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:  # a malformed netloc: keep nothing after the scheme that may hide one
+        return f"{parts.scheme}://…"
+    if password is None:
+        return url
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}"))

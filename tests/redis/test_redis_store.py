@@ -35,9 +35,12 @@ def test_open_store_routes_redis_urls_with_options() -> None:
     assert never._finished_ms == ""
     with pytest.raises(ValueError, match="finished_ttl"):
         from_url("redis://h?finished_ttl=soon", clock=time.time)
-    # Refused as the URL is read, not by a TypeError deep in the first connect (exit 1).
-    with pytest.raises(ValueError, match=r"bogus=1': an option redis-py does not know"):
-        open_store("redis://h/0?bogus=1")
+    # Refused as the URL is read, not by a TypeError deep in the first connect (exit 1),
+    # and without the password.
+    with pytest.raises(ValueError, match=r"bogus=1': an option redis-py does not know") as err:
+        open_store("redis://:s3cret@h/0?bogus=1")
+    assert "s3cret" not in str(err.value)
+    assert "redis://:***@h/0" in str(err.value)
 
 
 async def test_nothing_connects_before_setup() -> None:
@@ -144,6 +147,8 @@ async def test_finished_runs_expire_failed_runs_stay(make_store: MakeStore) -> N
             assert await client.pttl(f"{store.prefix}:run:bad") == -1
             await asyncio.sleep(0.4)
             assert await store.get_run("ok") is None
+            # Its index entry outlives it until a write sweeps it: a short id skips it.
+            assert await store.run_ids_starting("", limit=5) == ["bad"]
             assert await store.get_steps("ok") == {}
             assert [r.run_id for r in await store.list_runs()] == ["bad"]
             assert await store.list_runs(status="succeeded") == []

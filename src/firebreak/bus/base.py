@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
+from firebreak._urls import shown
 from firebreak.errors import BusError, FirebreakError
 
 __all__ = [
@@ -65,20 +65,10 @@ async def setup_bus(bus: TaskBus) -> None:
             urls = [getattr(bus, "url", "") or servers or ""]
         else:
             urls = list(servers)
-        where = ", ".join(_where(str(url)) for url in urls if url) or repr(bus)
+        where = ", ".join(shown(str(url)) for url in urls if url) or repr(bus)
         text = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
         raise BusError(f"bus {where}: cannot connect: {reason}") from exc
-
-
-def _where(url: str) -> str:
-    """`url` without its password, as it may be shown."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}{port}"))
 
 
 def is_reply_queue(queue: str) -> bool:

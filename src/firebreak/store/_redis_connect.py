@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from firebreak._urls import split_options
+from firebreak._urls import shown, split_options
 from firebreak.errors import StoreCorrupt, StoreError
 
 __all__ = [
@@ -42,7 +42,7 @@ def split_url(url: str) -> tuple[str, str, dict[str, float | None]]:
     try:
         check_client_options(rest)
     except ValueError as exc:
-        raise ValueError(f"store URL {url!r}: {exc}") from None
+        raise ValueError(f"store URL {shown(url)!r}: {exc}") from None
     ttls: dict[str, float | None] = {}
     for name in _TTLS:
         if name not in ours:
@@ -54,7 +54,9 @@ def split_url(url: str) -> tuple[str, str, dict[str, float | None]]:
         try:
             ttls[name] = float(text)
         except ValueError:
-            raise ValueError(f"store URL {url!r}: {name} must be seconds or 'none'") from None
+            raise ValueError(
+                f"store URL {shown(url)!r}: {name} must be seconds or 'none'"
+            ) from None
     return rest, ours.get("prefix", "firebreak"), ttls
 
 
@@ -76,7 +78,7 @@ def where(url: str) -> str:
     try:
         port = parts.port or 6379
     except ValueError as exc:
-        raise ValueError(f"store URL {url!r}: {exc}") from None
+        raise ValueError(f"store URL {shown(url)!r}: {exc}") from None
     db = parts.path.strip("/") or "0"
     return f"{parts.hostname or 'localhost'}:{port}/{db}"
 

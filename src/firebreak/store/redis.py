@@ -42,6 +42,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from firebreak._lifecycle import SetupClose
+from firebreak._urls import shown
 from firebreak.errors import LeaseHeld, StaleLease, StateConflict, StoreError
 from firebreak.store import _redis_codec as codec
 from firebreak.store import _redis_connect as connect
@@ -136,7 +137,7 @@ class RedisStore(RedisQueues, SetupClose):
         max_connections: int = 32,
     ) -> None:
         if urlsplit(url).scheme.lower() not in {"redis", "rediss", "unix"}:
-            raise ValueError(f"RedisStore needs a redis:// or rediss:// URL, got {url!r}")
+            raise ValueError(f"RedisStore needs a redis:// or rediss:// URL, got {shown(url)!r}")
         if not prefix:
             raise ValueError("prefix must not be empty")
         self.url = url
@@ -359,12 +360,16 @@ class RedisStore(RedisQueues, SetupClose):
         pattern = f"{'?' * 16}:{connect.glob_escape(prefix)}*"
 
         async def scan() -> None:
-            async for member, _ in self._need().zscan_iter(
+            client = self._need()
+            async for member, _ in client.zscan_iter(
                 f"{self.prefix}:runs", match=pattern, count=1000
             ):
-                found.add(str(member)[17:])
-                if len(found) >= limit:
-                    return
+                run_id = str(member)[17:]
+                # The index keeps an expired run until a later write sweeps it: live only.
+                if run_id not in found and await client.exists(f"{self.prefix}:run:{run_id}"):
+                    found.add(run_id)
+                    if len(found) >= limit:
+                        return
 
         if limit > 0:
             await self._do(scan())
