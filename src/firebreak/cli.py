@@ -225,7 +225,7 @@ def run_command(
                     return await engine.run(workflow, value, run_id=run_id)
 
         result = run_async(go(), resume=_resume_command(run_id, [workflow_ref]))
-    finish(result, as_json=as_json, refs=[workflow_ref])
+    finish(result, as_json=as_json, refs=[workflow_ref], store=store)
 
 
 @app.command("resume")
@@ -294,7 +294,7 @@ def resume_command(
                 write_json([result_json(result) for result in results])
             else:
                 for result in results:
-                    print_result(console, result, workflow_refs or ())
+                    print_result(console, result, workflow_refs or (), store)
                 if not results and not left:
                     console.print(
                         "nothing to resume: no paused run is due, none answered, none interrupted"
@@ -331,7 +331,7 @@ def resume_command(
             highlight=False,
             markup=False,
         )
-    finish(result, as_json=as_json, refs=workflow_refs or ())
+    finish(result, as_json=as_json, refs=workflow_refs or (), store=store)
 
 
 # -- runs, show ----------------------------------------------------------------------------

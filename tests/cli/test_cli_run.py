@@ -361,16 +361,22 @@ def test_a_unique_start_of_a_run_id_stands_for_it(
     run_id = made["run_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", run_id)
     fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p-10", env=LOOKUP_DOWN)
-    fb("run", "cli_workflows:paused", "-i", path, "--run-id", "p-11", env=LOOKUP_DOWN)
+    twins = ["abcd" + "0" * 27 + "1", "abcd" + "0" * 27 + "2"]
+    for twin in twins:
+        fb("run", "cli_workflows:paused", "-i", path, "--run-id", twin, env=LOOKUP_DOWN)
     table = fb("runs", env={"COLUMNS": "80"}).stdout
     assert f" {run_id[:12]} " in table
     assert run_id[12:] not in table
     assert " p-10 " in table  # an id of the user's own is shown whole
     assert out_json(fb("show", run_id[:12], "--json"))["run"]["run_id"] == run_id
-    ambiguous = fb("show", "p-1")
+    ambiguous = fb("show", "abcd")
     assert ambiguous.exit_code == 2
-    assert "'p-1' is the start of several runs' ids (p-10, p-11" in ambiguous.stderr
-    assert fb("show", "p-1x").exit_code == 2  # no run: as before
+    assert f"'abcd' is the start of several runs' ids (e.g. {twins[0]}, {twins[1]})" in (
+        " ".join(ambiguous.stderr.split())
+    )
+    # An id a person chose is matched whole: `p-1` must never act on run `p-10`.
+    assert "no run 'p-1'" in fb("show", "p-1").stderr
+    assert fb("show", run_id[:3]).exit_code == 2  # 4 hex digits at least, as git
     resumed = fb("resume", run_id[:7], "-w", "cli_workflows:paused", "--json")
     assert resumed.exit_code == 0
     assert out_json(resumed) | {"run_id": run_id, "status": "succeeded"} == out_json(resumed)
@@ -383,13 +389,13 @@ def test_a_run_that_did_not_succeed_says_what_to_run_next(
     order = write_json("order.json", {"id": 7})
     failed = fb("run", "cli_workflows:failing", "-i", order, "--run-id", "f 1", env=CARD_DECLINED)
     text = " ".join(failed.stdout.split())
-    assert "dead letter: firebreak dlq show 'f 1'" in text
-    assert "once fixed: firebreak dlq replay 'f 1' -w cli_workflows:failing" in text
+    assert "dead letter: firebreak dlq show 'f 1' --store sqlite:///" in text  # its store
+    assert "once fixed: firebreak dlq replay 'f 1' -w cli_workflows:failing --store" in text
     q = write_json("q.json", "acme")
     paused = fb("run", "cli_workflows:paused", "-i", q, "--run-id", "p1", env=LOOKUP_DOWN)
     text = " ".join(paused.stdout.split())
-    assert "firebreak resume --due -w cli_workflows:paused from cron" in text
-    assert "now: firebreak resume p1 -w cli_workflows:paused" in text
+    assert "firebreak resume --due -w cli_workflows:paused --store sqlite:///" in text
+    assert "from cron; now: firebreak resume p1 -w cli_workflows:paused --store" in text
     review = fb("run", "cli_workflows:review", "-i", write_json("d.json", {"d": 1}))
     text = " ".join(review.stdout.split())
     assert "answer: firebreak review resolve" in text

@@ -111,15 +111,18 @@ def require_store(url: str | None) -> None:
         )
 
 
-def finish(result: RunResult, *, as_json: bool, refs: Sequence[str] = ()) -> None:
+def finish(
+    result: RunResult, *, as_json: bool, refs: Sequence[str] = (), store: str | None = None
+) -> None:
     """Print a run's outcome and exit with the code of its status.
 
-    `refs`: the command's ``MODULE:WORKFLOW`` references, for the next commands it names.
+    `refs`, `store`: the command's ``MODULE:WORKFLOW`` references and ``--store``, for the
+    next commands it names.
     """
     if as_json:
         write_json(result_json(result))
     else:
-        print_result(console, result, refs)
+        print_result(console, result, refs, store)
     raise typer.Exit(exit_code(result.status))
 
 

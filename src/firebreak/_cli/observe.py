@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from firebreak.store import CheckpointStore, open_store
 
@@ -93,8 +94,19 @@ def serve_command(
             raise CliError(
                 "firebreak serve needs the prometheus extra: pip install 'firebreak[prometheus]'"
             ) from exc
-        if store is not None:  # a bad URL or a mistyped path: say so before listening
-            require_store(store)
+        if store is not None:  # a bad URL: exit 2 before listening
+            try:
+                require_store(store)
+            except CliError as exc:
+                if exc.code != ExitCode.STORE:
+                    raise
+                # Not fatal: a metrics sidecar may start before the application's first
+                # run makes the file (exiting would crash-loop it). But a typo shows here.
+                err_console.print(
+                    f"[yellow]warning:[/] {escape(str(exc))}; serving the queue sizes of the "
+                    "store made there, empty until runs are written to it",
+                    highlight=False,
+                )
         opened = open_store(store) if store is not None else None
 
         def listen() -> MetricsServer:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from firebreak.engine import RunResult
-from firebreak.store import DeadLetter, ReviewItem, RunRecord, StepRecord
+from firebreak.store import GENERATED_RUN_ID, DeadLetter, ReviewItem, RunRecord, StepRecord
 from firebreak.workflow import Workflow
 
 __all__ = [
@@ -133,7 +132,6 @@ class DataTable(Table):
         return self if self.row_count else Text(str(self.title or ""))
 
 
-_GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 SHORT_ID = 12
 """Characters of a made-up id (a review item's, a run's) that tables show, as docker does."""
 
@@ -143,7 +141,7 @@ def short_id(run_id: str) -> str:
 
     As docker shows its ids: every command takes a unique start. Any other id is whole.
     """
-    return run_id[:SHORT_ID] if _GENERATED_ID.fullmatch(run_id) else run_id
+    return run_id[:SHORT_ID] if GENERATED_RUN_ID.fullmatch(run_id) else run_id
 
 
 def short(value: Any, limit: int = _SHORT) -> str:
@@ -176,20 +174,29 @@ def _field(console: Console, label: str, value: str) -> None:
     console.print(f"[bold]{label}:[/] {escape(value)}", highlight=False, soft_wrap=True)
 
 
-def command_line(words: Sequence[str], refs: Sequence[str]) -> str:
-    """A firebreak command line to copy, each word and ``-w`` reference shell-quoted."""
+def command_line(words: Sequence[str], refs: Sequence[str], store: str | None = None) -> str:
+    """A firebreak command line to copy, each word and ``-w`` reference shell-quoted.
+
+    `store`: the ``--store`` the command was given, repeated (without it the suggested
+    command would look in the default store).
+    """
     quoted = [word if word.startswith("--") else quote(word) for word in words]
-    return " ".join(["firebreak", *quoted, *(f"-w {quote(ref)}" for ref in refs)])
+    parts = ["firebreak", *quoted, *(f"-w {quote(ref)}" for ref in refs)]
+    if store is not None:
+        parts.append(f"--store {quote(store)}")
+    return " ".join(parts)
 
 
 _SOME_WORKFLOW = ("MODULE:WORKFLOW",)
 
 
-def print_result(console: Console, result: RunResult, refs: Sequence[str] = ()) -> None:
+def print_result(
+    console: Console, result: RunResult, refs: Sequence[str] = (), store: str | None = None
+) -> None:
     """What a run (or resume or replay) ended with, for a person, and what to do next.
 
-    `refs`: the ``MODULE:WORKFLOW`` references the command was given, for the commands
-    it suggests.
+    `refs` and `store`: the ``MODULE:WORKFLOW`` references and the ``--store`` the
+    command was given, for the commands it suggests.
     """
     refs = refs or _SOME_WORKFLOW
     run_id = result.run_id
@@ -206,19 +213,19 @@ def print_result(console: Console, result: RunResult, refs: Sequence[str] = ()) 
     if result.compensated:
         _field(console, "compensated", ", ".join(result.compensated))
     if result.resume_at is not None:
-        due = command_line(["resume", "--due"], refs)
-        now = command_line(["resume", run_id], refs)
+        due = command_line(["resume", "--due"], refs, store)
+        now = command_line(["resume", run_id], refs, store)
         _field(console, "resumes at", f"{when(result.resume_at)}  ({due} from cron; now: {now})")
     for item in result.reviews:
-        show = command_line(["review", "show", item], ())
-        answer = command_line(["review", "resolve", item, "--value", "FILE.json"], refs)
+        show = command_line(["review", "show", item], (), store)
+        answer = command_line(["review", "resolve", item, "--value", "FILE.json"], refs, store)
         _field(console, "review", f"{item}  ({show}; answer: {answer})")
     if result.status == "failed":
-        show = command_line(["dlq", "show", run_id], ())
+        show = command_line(["dlq", "show", run_id], (), store)
         _field(
             console,
             "dead letter",
-            f"{show}  (once fixed: {command_line(['dlq', 'replay', run_id], refs)})",
+            f"{show}  (once fixed: {command_line(['dlq', 'replay', run_id], refs, store)})",
         )
     if result.outputs:
         table = DataTable("agent", "output", title="outputs", title_justify="left")
