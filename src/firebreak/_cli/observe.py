@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from firebreak.store import CheckpointStore, open_store
+from firebreak.store import CheckpointStore, SQLiteStore, open_store
 
-from .common import err_console, require_store
+from .common import err_console
 from .exits import CliError, ExitCode, cli_errors, run_async
 
 if TYPE_CHECKING:
@@ -94,20 +94,18 @@ def serve_command(
             raise CliError(
                 "firebreak serve needs the prometheus extra: pip install 'firebreak[prometheus]'"
             ) from exc
-        if store is not None:  # a bad URL: exit 2 before listening
-            try:
-                require_store(store)
-            except CliError as exc:
-                if exc.code != ExitCode.STORE:
-                    raise
-                # Not fatal: a metrics sidecar may start before the application's first
-                # run makes the file (exiting would crash-loop it). But a typo shows here.
-                err_console.print(
-                    f"[yellow]warning:[/] {escape(str(exc))}; serving the queue sizes of the "
-                    "store made there, empty until runs are written to it",
-                    highlight=False,
-                )
-        opened = open_store(store) if store is not None else None
+        try:  # a bad URL: exit 2 before listening
+            opened = open_store(store) if store is not None else None
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        if isinstance(opened, SQLiteStore) and not opened.path.exists():
+            # Not fatal: a metrics sidecar may start before the application's first run
+            # makes the file (exiting would crash-loop it). But a typo shows here.
+            err_console.print(
+                f"[yellow]warning:[/] no store at {escape(str(opened.path))} yet: serving the "
+                "queue sizes of the store made there, empty until runs are written to it",
+                highlight=False,
+            )
 
         def listen() -> MetricsServer:
             try:
