@@ -281,10 +281,13 @@ def resume_command(
 
             async def go_due() -> tuple[list[RunResult], list[RunRecord], list[RunRecord]]:
                 async with Engine(store) as engine:
+                    due_runs = await engine.due()  # read once; this command names the rest
                     with RunProgress(err_console, "resuming due runs", many=True):
-                        results = await engine.resume_due(workflows, concurrency=concurrency)
+                        results = await engine.resume_due(
+                            workflows, concurrency=concurrency, due=due_runs
+                        )
                     leased = [] if results else await _leased(engine, workflows)
-                    left = [r for r in await engine.due() if r.workflow not in workflows]
+                    left = [r for r in due_runs if r.workflow not in workflows]
                     return results, leased, left
 
             results, leased, left = run_async(

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from firebreak._eager import await_rest
@@ -401,7 +401,11 @@ class Engine:
         return await self.run(workflow, run_id=run_id)
 
     async def resume_due(
-        self, workflows: Mapping[str, Workflow], *, concurrency: int = 16
+        self,
+        workflows: Mapping[str, Workflow],
+        *,
+        concurrency: int = 16,
+        due: Sequence[RunRecord] | None = None,
     ) -> list[RunResult]:
         """Resume every run that should be going and is not, for the workflows given by name.
 
@@ -412,14 +416,17 @@ class Engine:
         One that another orchestrator took (or finished) first is left to it and not in the
         list returned; an error in one does not stop the others, and the first is raised
         once all have had their turn.
+
+        `due`: what `due()` returned, when the caller has read it already (and reports the
+        runs of other workflows itself: no warning is logged for them then).
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if self.max_in_flight is not None:  # beyond it a run would be refused (Overloaded)
             concurrency = min(concurrency, self.max_in_flight)
-        records = await self.due()
+        records = await self.due() if due is None else due
         left = [record for record in records if record.workflow not in workflows]
-        if left:
+        if left and due is None:
             names = sorted({record.workflow for record in left})
             log.warning(
                 "%d %s to resume of workflows not given (%s): left as they are",
