@@ -184,6 +184,10 @@ class MemoryStore(SetupClose):
         self._state: dict[str, tuple[int, str]] = {}
         self._dlq: dict[str, DeadLetter] = {}
         self._reviews: dict[str, ReviewItem] = {}
+        # By run: a put or a resume reads its run's records, not the whole queue (a scan
+        # cost 3.5 ms a put at 40,000 entries).
+        self._dlq_of: dict[str, str] = {}
+        self._reviews_of: dict[str, list[str]] = {}
         self._counter = itertools.count()
 
     def __repr__(self) -> str:
@@ -541,9 +545,9 @@ class MemoryStore(SetupClose):
         steps: Mapping[str, StepRecord] | None = None,
     ) -> str:
         """Put a failed run in the dead-letter queue (one entry per run; replaced)."""
-        old = next((d for d in self._dlq.values() if d.run_id == run_id), None)
+        old = self._dlq_of.get(run_id)
         entry = DeadLetter(
-            id=old.id if old else _rules.new_id(),
+            id=old or _rules.new_id(),
             run_id=run_id,
             workflow=workflow,
             reason=reason,
@@ -554,6 +558,7 @@ class MemoryStore(SetupClose):
         )
         self._dlq.pop(entry.id, None)  # re-insert: a replaced entry moves to the back
         self._dlq[entry.id] = entry
+        self._dlq_of[run_id] = entry.id
         return entry.id
 
     async def dlq_list(self, workflow: str | None = None) -> list[DeadLetter]:
@@ -571,12 +576,16 @@ class MemoryStore(SetupClose):
 
     async def dlq_of_run(self, run_id: str) -> DeadLetter | None:
         """Return the run's entry (a run has at most one), or ``None``."""
-        entry = next((d for d in self._dlq.values() if d.run_id == run_id), None)
-        return None if entry is None else self._dead_out(entry)
+        entry_id = self._dlq_of.get(run_id)
+        return None if entry_id is None else self._dead_out(self._dlq[entry_id])
 
     async def dlq_drop(self, id: str) -> bool:  # noqa: A002  -- record field name
         """Remove the entry; ``False`` if it was not there."""
-        return self._dlq.pop(id, None) is not None
+        entry = self._dlq.pop(id, None)
+        if entry is None:
+            return False
+        del self._dlq_of[entry.run_id]
+        return True
 
     async def dlq_size(self, workflow: str | None = None) -> int:
         """Count the entries."""
@@ -600,8 +609,10 @@ class MemoryStore(SetupClose):
         context: JSON = None,
     ) -> str:
         """Queue a decision for a person; an open item for the same step is reused."""
-        for item in self._reviews.values():
-            if (item.run_id, item.agent, item.status) == (run_id, agent, ReviewStatus.OPEN):
+        of_run = self._reviews_of.setdefault(run_id, [])
+        for item_id in of_run:
+            item = self._reviews[item_id]
+            if (item.agent, item.status) == (agent, ReviewStatus.OPEN):
                 return item.id
         item = ReviewItem(
             id=_rules.new_id(),
@@ -614,6 +625,7 @@ class MemoryStore(SetupClose):
             created_at=self.clock(),
         )
         self._reviews[item.id] = item
+        of_run.append(item.id)
         return item.id
 
     async def review_list(self, status: str | None = "open") -> list[ReviewItem]:
@@ -627,7 +639,7 @@ class MemoryStore(SetupClose):
 
     async def review_of_run(self, run_id: str) -> list[ReviewItem]:
         """Return the run's items, open and resolved, oldest first."""
-        return [self._review_out(i) for i in self._reviews.values() if i.run_id == run_id]
+        return [self._review_out(self._reviews[i]) for i in self._reviews_of.get(run_id, ())]
 
     async def review_get(self, id: str) -> ReviewItem | None:  # noqa: A002  -- record field
         """Return the item, or ``None``."""
