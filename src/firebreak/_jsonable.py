@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from firebreak.errors import Permanent
 
 if TYPE_CHECKING:
     from firebreak.store.base import JSON
 
-__all__ = ["NotStorable", "encode"]
+__all__ = ["NotStorable", "encode", "is_model", "summary"]
 
 
 class NotStorable(Permanent):
@@ -53,3 +53,34 @@ def encode(value: Any, *, what: str) -> JSON:
         f"{what}: {type(value).__name__!r} values cannot be checkpointed (only JSON data, "
         "dataclasses and pydantic models can)"
     )
+
+
+def is_model(schema: object) -> TypeGuard[type[Any]]:
+    """Whether `schema` is a pydantic model class (no import of pydantic needed)."""
+    return isinstance(schema, type) and hasattr(schema, "model_validate")
+
+
+_SHOWN_ERRORS = 5
+
+
+def summary(exc: BaseException) -> str:
+    """One line saying why a value failed validation.
+
+    A pydantic error lists every field with its complaint (its text puts them on lines of
+    their own, so its first line alone, "2 validation errors for Invoice", said nothing
+    of which); any other error gives its first line, or its type.
+    """
+    errors = getattr(exc, "errors", None)
+    title = getattr(exc, "title", None)
+    if callable(errors) and isinstance(title, str):
+        found = errors(include_url=False)
+        parts = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in found[:_SHOWN_ERRORS]
+        ]
+        if len(found) > _SHOWN_ERRORS:
+            parts.append(f"and {len(found) - _SHOWN_ERRORS} more")
+        noun = "error" if len(found) == 1 else "errors"
+        return f"{len(found)} validation {noun} for {title}: {'; '.join(parts)}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from firebreak._jsonable import NotStorable, encode
+from firebreak._jsonable import NotStorable, encode, is_model, summary
 from firebreak.errors import FirebreakError, InvalidOutput
 from firebreak.resilience.classify import retry_info
 from firebreak.store import JSON
@@ -22,7 +22,9 @@ __all__ = [
     "encode",
     "encode_output",
     "error_to_dict",
+    "is_model",
     "live_output",
+    "summary",
     "validate_output",
 ]
 
@@ -39,36 +41,6 @@ def encode_output(agent: str, value: Any, what: str = "output") -> JSON:
     if type(value) in _PLAIN:
         return value
     return encode(value, what=f"{what} of agent {agent!r}")
-
-
-def _is_model(schema: object) -> bool:
-    return isinstance(schema, type) and hasattr(schema, "model_validate")
-
-
-_SHOWN_ERRORS = 5
-
-
-def summary(exc: BaseException) -> str:
-    """One line saying why a value failed validation.
-
-    A pydantic error lists every field with its complaint (its text puts them on lines of
-    their own, so its first line alone, "2 validation errors for Invoice", said nothing
-    of which); any other error gives its first line, or its type.
-    """
-    errors = getattr(exc, "errors", None)
-    title = getattr(exc, "title", None)
-    if callable(errors) and isinstance(title, str):
-        found = errors(include_url=False)
-        parts = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
-            for error in found[:_SHOWN_ERRORS]
-        ]
-        if len(found) > _SHOWN_ERRORS:
-            parts.append(f"and {len(found) - _SHOWN_ERRORS} more")
-        noun = "error" if len(found) == 1 else "errors"
-        return f"{len(found)} validation {noun} for {title}: {'; '.join(parts)}"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def apply_check(check: Callable[[Any], Any], value: Any) -> Any:
@@ -92,10 +64,10 @@ def validate_output(spec: AgentSpec, value: Any) -> Any:
     if schema is None:
         return value
     try:
-        if _is_model(schema):
-            if isinstance(value, schema):  # type: ignore[arg-type]
+        if is_model(schema):
+            if isinstance(value, schema):
                 return value
-            return schema.model_validate(value)  # type: ignore[union-attr]
+            return schema.model_validate(value)
         return apply_check(schema, value)
     except InvalidOutput:
         raise
@@ -110,8 +82,8 @@ def decode_output(spec: AgentSpec, stored: JSON) -> Any:
     place must not change the run's recorded result, which holds `stored`.
     """
     schema = spec.validate
-    if stored is not None and _is_model(schema):
-        return schema.model_validate(stored)  # type: ignore[union-attr]
+    if stored is not None and is_model(schema):
+        return schema.model_validate(stored)
     if isinstance(stored, dict | list):
         return json.loads(json.dumps(stored))
     return stored
@@ -126,7 +98,7 @@ def live_output(spec: AgentSpec, output: Any, stored: JSON) -> Any:
     no model to rebuild it reaches dependents as JSON on every drive, not only on the
     drives after a crash.
     """
-    if type(output) in _PLAIN or _is_model(spec.validate):
+    if type(output) in _PLAIN or is_model(spec.validate):
         return output
     return decode_output(spec, stored)
 

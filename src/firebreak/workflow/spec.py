@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal, NoReturn, TypeAlias, TypedDict, Unpack, get_args
 
-from firebreak._jsonable import NotStorable, encode
+from firebreak._jsonable import NotStorable, encode, is_model, summary
 from firebreak.errors import ConfigError, DefinitionError
 from firebreak.resilience import Retry
 from firebreak.workflow._signature import (
@@ -87,10 +87,6 @@ class AgentOptions(TypedDict, total=False):
     """``"fail"`` the run, ``"pause"`` it for later, or send the step to ``"review"``."""
 
 
-def _is_model(schema: object) -> bool:
-    return isinstance(schema, type) and hasattr(schema, "model_validate")
-
-
 def _returned_model(fn: object) -> type[Any] | None:
     """`fn`'s return annotation if it is a pydantic model class.
 
@@ -107,7 +103,7 @@ def _returned_model(fn: object) -> type[Any] | None:
             returns = eval(returns, scope)  # noqa: S307 - the module's own annotation
         except Exception:  # noqa: BLE001 - one that does not resolve names no model
             return None
-    return returns if _is_model(returns) else None
+    return returns if is_model(returns) else None
 
 
 def _to_seconds(value: object) -> float | None:
@@ -265,13 +261,11 @@ class AgentSpec:
         except NotStorable as exc:
             self._fail(str(exc))
         model = self.validate
-        if stored is not None and _is_model(model):
+        if stored is not None and is_model(model):
             try:  # read back through the model, as every output of the agent is
-                model.model_validate(stored)  # type: ignore[union-attr]
+                model.model_validate(stored)
             except Exception as exc:  # noqa: BLE001 - pydantic's error, summarised
-                lines = " ".join(str(exc).strip().splitlines()[:3])
-                name = getattr(model, "__name__", repr(model))
-                self._fail(f"default= {self.default!r} does not fit its model {name}: {lines}")
+                self._fail(f"default= {self.default!r} does not fit: {summary(exc)}")
 
     @property
     def has_default(self) -> bool:
