@@ -66,7 +66,10 @@ async def find_review(store: CheckpointStore, key: str) -> ReviewItem:
 async def _dead_letter(store: CheckpointStore, key: str) -> DeadLetter | None:
     """The entry `key` names: its id, its run's id, or a unique start of a made-up run id."""
     entry = await find_dead_letter(store, key)
-    return entry if entry is not None else await store.dlq_of_run(await find_run_id(store, key))
+    if entry is not None:
+        return entry
+    run_id = await find_run_id(store, key)
+    return None if run_id == key else await store.dlq_of_run(run_id)  # `key`: asked already
 
 
 @dlq_app.command("list")

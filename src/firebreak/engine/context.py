@@ -43,8 +43,6 @@ class SharedState:
         Raises:
             StateConflict: someone else wrote first.
         """
-        if self._lease is None:
-            return await self._store.cas_state(self._run_id, version, data)
         return await self._store.cas_state(self._run_id, version, data, lease=self._lease)
 
     async def update(

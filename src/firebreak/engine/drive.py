@@ -426,8 +426,9 @@ class Drive:
                 degraded_reason=reason,
             )
             if await self._commit(rec, outcome.attempts, reason):
-                # A copy of its own for every run (a list default is one object, shared).
-                self.outputs[name] = decode_output(spec, encode_output(name, default, "default"))
+                # Read back from its record: a copy of its own for every run (a list default
+                # is one object, shared), as a resume would give it.
+                self.outputs[name] = decode_output(spec, rec.output)
                 self.stored[name] = rec.output
                 self.missing[name] = reason
             return
@@ -589,7 +590,11 @@ class Drive:
                 clock=self.engine.clock,
                 lease=self.lease,
             )
-            output = self.outputs.get(spec.name, decode_output(spec, rec.output))
+            output = (
+                self.outputs[spec.name]
+                if spec.name in self.outputs
+                else decode_output(spec, rec.output)
+            )
             try:
                 timeout = Timeout(
                     spec.timeout, name=f"compensate {spec.name}", clock=self.engine.clock

@@ -28,6 +28,7 @@ from firebreak.engine.codec import (
     decode_output,
     encode,
     error_to_dict,
+    is_model,
     summary,
 )
 from firebreak.engine.drive import Drive, Graph
@@ -94,7 +95,7 @@ def validate_input(workflow: Workflow, value: Any) -> Any:
     if schema is None:
         return value
     try:
-        if isinstance(schema, type) and hasattr(schema, "model_validate"):
+        if is_model(schema):
             return value if isinstance(value, schema) else schema.model_validate(value)
         return apply_check(schema, value)
     except Exception as exc:
@@ -365,19 +366,20 @@ class Engine:
         run = Drive(self, workflow, record, lease, run_input, resumed=not created)
         keeper = None
         try:
-            driving = run.drive(load=not created)
-            # The lease needs renewing only if the run waits: a run that ends before its
-            # first suspension (agents that answer at once) arms no renewal timer.
             try:
-                first = driving.send(None)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            keeper = _LeaseKeeper(self, lease)
-            return await await_rest(driving, first)
+                driving = run.drive(load=not created)
+                # The lease needs renewing only if the run waits: a run that ends before its
+                # first suspension (agents that answer at once) arms no renewal timer.
+                try:
+                    first = driving.send(None)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                keeper = _LeaseKeeper(self, lease)
+                return await await_rest(driving, first)
+            finally:  # no renewal once the drive is over, nor during the release below
+                if keeper is not None:
+                    keeper.stop()
         except BaseException as exc:
-            if keeper is not None:
-                keeper.stop()
-                keeper = None
             if not run.ended:  # cancelled or the store failed: free the run for a resume
                 # A lease we cannot release expires by itself; never hide the run's error.
                 with contextlib.suppress(StoreError, KeyError):
@@ -392,9 +394,6 @@ class Engine:
                     )
                 )
             raise
-        finally:
-            if keeper is not None:
-                keeper.stop()
 
     async def resume(self, workflow: Workflow, run_id: str) -> RunResult:
         """Continue run `run_id` from its checkpoints (a finished run is returned as stored)."""

@@ -123,9 +123,9 @@ class RunUpdate:
 
 
 def check_same_run(lease: Lease, run_id: str) -> None:
-    """Refuse a step of run `run_id` committed under a lease on another run."""
+    """Refuse a write to run `run_id` (a step, its state) under a lease on another run."""
     if run_id != lease.run_id:
-        raise ValueError(f"step of run {run_id!r} committed under a lease on {lease.run_id!r}")
+        raise ValueError(f"a write to run {run_id!r} under a lease on {lease.run_id!r}")
 
 
 def check_fence(lease: Lease, current_owner: str | None, current_token: int) -> None:

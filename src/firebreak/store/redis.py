@@ -634,9 +634,10 @@ class RedisStore(RedisQueues, SetupClose):
         With `lease`, fenced as a step commit is (`StaleLease`, `KeyError`).
         """
         encoded = _rules.dumps(dict(data))
-        owner, token = ("", "") if lease is None else (lease.owner, str(lease.token))
+        owner, token = "", ""  # not fenced
         if lease is not None:
             _rules.check_same_run(lease, run_id)
+            owner, token = lease.owner, str(lease.token)
         reply = await self._eval("CAS_STATE", run_id, str(expected_version), encoded, owner, token)
         if lease is not None:
             self._fenced(lease, reply)
