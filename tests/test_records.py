@@ -7,7 +7,8 @@ import inspect
 
 import pytest
 
-from firebreak._fastinit import fast_init
+from firebreak._fastinit import fast_init, fast_new
+from firebreak.engine.executor import StepCall, StepOutcome, new_outcome, new_step_call
 from firebreak.engine.result import RunResult
 from firebreak.store import Lease, RunRecord, RunStatus, StepRecord, StepStatus
 
@@ -46,3 +47,26 @@ def test_fast_init_refuses_what_it_cannot_speed_up() -> None:
 
     with pytest.raises(TypeError, match="frozen"):
         fast_init(Mutable)
+
+
+def test_fast_new_builds_what_the_keyword_constructor_builds() -> None:
+    new_record = fast_new(StepRecord)
+    rec = new_record("r", "a", StepStatus.SUCCEEDED, {"n": 1}, 2)
+    assert rec == StepRecord(run_id="r", agent="a", status="succeeded", output={"n": 1}, attempts=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.output = 1  # type: ignore[misc]  # still frozen
+    assert new_outcome("succeeded", 7, 1) == StepOutcome(status="succeeded", output=7, attempts=1)
+    one = new_step_call("w", None, "r", 1, {})
+    two = new_step_call("w", None, "r", 1, {})
+    assert one == StepCall(workflow="w", spec=None, run_id="r", run_input=1, inputs={})  # type: ignore[arg-type]
+    assert one.degraded == {}
+    assert one.degraded is not two.degraded  # a factory per call
+
+
+def test_fast_new_refuses_a_class_without_slots() -> None:
+    @dataclasses.dataclass
+    class Plain:
+        x: int
+
+    with pytest.raises(TypeError, match="slots"):
+        fast_new(Plain)

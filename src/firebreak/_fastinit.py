@@ -5,14 +5,20 @@ field: about 1.3 µs for a nine-field record, more than the rest of a step's boo
 `fast_init` compiles an equivalent ``__init__`` (same keyword-only signature, defaults,
 default factories and ``__post_init__``) that sets each field through its slot
 descriptor, bound once: about a third of the cost. The class stays frozen.
+
+`fast_new` goes further for the engine's own hot path: a positional constructor that
+skips ``__init__`` and ``__post_init__``. Matching keyword arguments by name is most of the
+cost of a constructor called with many of them (a 9-field `StepCall`: 750 ns by keyword,
+220 ns positionally).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["fast_init"]
+__all__ = ["fast_init", "fast_new"]
 
 _T = TypeVar("_T")
 
@@ -58,3 +64,41 @@ def fast_init(cls: type[_T]) -> type[_T]:
     init.__module__ = cls.__module__
     cls.__init__ = init  # type: ignore[method-assign]
     return cls
+
+
+def fast_new(cls: type[_T]) -> Callable[..., _T]:
+    """A positional constructor of a slotted dataclass, for trusted callers on a hot path.
+
+    It takes every field in declaration order (trailing ones may be left to their
+    defaults), sets them as they are and runs neither ``__init__`` nor ``__post_init__``:
+    the caller passes values the class would accept unchanged. Keyword-only classes keep
+    their public signature; only code of this package calls the result.
+    """
+    if not dataclasses.is_dataclass(cls) or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__}: fast_new wants a dataclass with slots")
+    frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_FACTORY": _FACTORY}
+    args, body = [], ["    self = _new(_cls)"]
+    for i, field in enumerate(dataclasses.fields(cls)):
+        name = field.name
+        if field.default is not dataclasses.MISSING:
+            scope[f"_default{i}"] = field.default
+            args.append(f"{name}=_default{i}")
+        elif field.default_factory is not dataclasses.MISSING:
+            scope[f"_factory{i}"] = field.default_factory
+            args.append(f"{name}=_FACTORY")
+            body.append(f"    if {name} is _FACTORY: {name} = _factory{i}()")
+        else:
+            args.append(name)
+        if frozen:  # its __setattr__ refuses: through the slot's descriptor
+            scope[f"_set{i}"] = cls.__dict__[name].__set__
+            body.append(f"    _set{i}(self, {name})")
+        else:
+            body.append(f"    self.{name} = {name}")
+    body.append("    return self")
+    source = "\n".join([f"def new({', '.join(args)}):", *body])
+    exec(source, scope)  # noqa: S102 - our own code, from the class's own field names
+    new: Callable[..., _T] = scope["new"]
+    new.__qualname__ = new.__name__ = f"new_{cls.__name__}"
+    new.__module__ = cls.__module__
+    return new

@@ -94,9 +94,8 @@ class Context:
         "workflow",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the engine passes them positionally, see executor.py
         self,
-        *,
         workflow: str,
         run_id: str,
         agent: str,

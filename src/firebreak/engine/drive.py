@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from firebreak._fastinit import fast_new
 from firebreak.engine.codec import (
     NotStorable,
     decode_output,
@@ -23,7 +24,7 @@ from firebreak.engine.codec import (
     no_nul,
 )
 from firebreak.engine.context import CompensationContext
-from firebreak.engine.executor import Executor, StepCall, StepOutcome
+from firebreak.engine.executor import Executor, StepCall, StepOutcome, new_step_call
 from firebreak.engine.result import RunResult
 from firebreak.events import QueueChanged, RunStateChanged, StepStateChanged, emit, hub
 from firebreak.resilience import Timeout
@@ -44,6 +45,7 @@ async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, St
 
 _OK = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)  # settled so that dependents may run
 _FAILING = (StepStatus.SKIPPED, StepStatus.COMPENSATED)  # only a failing run writes these
+_new_record = fast_new(StepRecord)  # positional, for the commit of every successful step
 
 
 def _question(rec: StepRecord) -> tuple[str, list[Any]]:
@@ -288,17 +290,16 @@ class Drive:
 
     def _call(self, spec: AgentSpec, deadline: float | None) -> StepCall:
         self.executed.append(spec.name)
-        return StepCall(
-            workflow=self.name,
-            spec=spec,
-            run_id=self.run_id,
-            run_input=self.run_input,
-            inputs=spec.call_kwargs(self.run_input, self.outputs),
-            degraded={d: self.missing[d] for d in spec.after if d in self.missing}
-            if self.missing
-            else {},
-            lease=self.lease,
-            deadline=deadline,
+        missing = self.missing
+        return new_step_call(
+            self.name,
+            spec,
+            self.run_id,
+            self.run_input,
+            spec.call_kwargs(self.run_input, self.outputs),
+            {d: missing[d] for d in spec.after if d in missing} if missing else {},
+            deadline,
+            self.lease,
         )
 
     async def _commit(self, rec: StepRecord, attempts: int, reason: str = "") -> bool:
@@ -382,13 +383,7 @@ class Drive:
             except NotStorable as exc:
                 outcome = StepOutcome(status="failed", attempts=outcome.attempts, error=exc)
             else:
-                rec = StepRecord(
-                    run_id=self.run_id,
-                    agent=name,
-                    status=StepStatus.SUCCEEDED,
-                    output=stored,
-                    attempts=outcome.attempts,
-                )
+                rec = _new_record(self.run_id, name, StepStatus.SUCCEEDED, stored, outcome.attempts)
                 if await self._commit(rec, outcome.attempts):
                     output = outcome.output  # a plain value is its own checkpoint: no call
                     self.outputs[name] = (

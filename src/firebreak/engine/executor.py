@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from firebreak._fastinit import fast_new
 from firebreak.clock import Clock, system_clock
 from firebreak.engine.codec import validate_output
 from firebreak.engine.context import Context
@@ -108,6 +109,10 @@ class StepOutcome:
     """The step as already committed by whoever ran it (a bus worker), if so: the
     orchestrator adopts it instead of committing the outcome itself."""
 
+
+# Positional constructors for the engine's own path of every step (see `fast_new`).
+new_step_call = fast_new(StepCall)
+new_outcome = fast_new(StepOutcome)
 
 _PLANS = 1024  # agents whose resilience layers an executor keeps; the oldest go first
 
@@ -218,12 +223,8 @@ class LocalExecutor:
             return _failed(exc, run.attempts)
         finally:
             _current_step.reset(token)
-        return StepOutcome(
-            status="succeeded",
-            output=output,
-            attempts=run.attempts,
-            fallback_used=run.used_fallback,
-        )
+        # status, output, attempts, error, transient, retry_after, fallback_used
+        return new_outcome("succeeded", output, run.attempts, None, False, None, run.used_fallback)  # noqa: FBT003
 
     def _pipeline(self, plan: _Plan, run: _StepRun, call: StepCall) -> Callable[[], Awaitable[Any]]:
         spec = call.spec
@@ -271,17 +272,17 @@ class _StepRun:
         call, clock = self.call, self.clock
         for conflicts in range(_CONFLICT_ATTEMPTS):
             self.attempts += 1
-            ctx = Context(
-                workflow=call.workflow,
-                run_id=call.run_id,
-                agent=call.spec.name,
-                attempt=self.attempts,
-                run_input=call.run_input,
-                degraded=call.degraded,
-                deadline=call.deadline,
-                store=self.store,
-                clock=clock,
-                lease=call.lease,
+            ctx = Context(  # positionally: by keyword, matching the names cost 0.5 µs
+                call.workflow,
+                call.run_id,
+                call.spec.name,
+                self.attempts,
+                call.run_input,
+                call.degraded,
+                call.deadline,
+                self.store,
+                clock,
+                call.lease,
             )
             start = clock.now()
             try:
