@@ -201,39 +201,28 @@ class Writer:
         ``sync=False``: no fsync of its own unless batched with a synced write.
         ``single=True``: `fn` writes with one statement (reads after a failed one are
         fine); inline it runs as its own transaction, with no BEGIN and COMMIT around it.
+        The inline path is written out here, not in helpers: this runs for every step.
         """
-        result = self._try_inline(fn, sync, single)
-        if result is _MISSED:
-            return await self._enqueue(fn, sync)
-        return cast("T", result)
-
-    def _try_inline(
-        self,
-        fn: Callable[[sqlite3.Connection], T],
-        sync: bool,  # noqa: FBT001
-        single: bool,  # noqa: FBT001
-    ) -> T | object:
-        """`fn`'s result if applied here and now; `_MISSED` if it must go to the thread."""
         if self._closed:
             raise StoreError("the store is closed")
-        if not _idle(asyncio.get_running_loop()) or not self._using.acquire(blocking=False):
-            return _MISSED
-        try:
-            # Equal counts: nothing queued ahead of this write, so order is kept. A due
-            # checkpoint goes first: inline writes could otherwise keep the thread from
-            # the connection while the WAL grows.
-            if self._queued != self._applied or self._checkpoint_due:
-                return _MISSED
-            self._set_sync(sync)
-            result = self._apply_inline(fn, single)
-            if result is not _MISSED:
-                self.synced += self._syncing
-                if self._count(1):
-                    self._checkpoint_due = True
-                    self._queue.put(_CHECKPOINT)  # on the thread, not inline
-            return result
-        finally:
-            self._using.release()
+        if _idle(asyncio.get_running_loop()) and self._using.acquire(blocking=False):
+            try:
+                # Equal counts: nothing queued ahead of this write, so order is kept. A due
+                # checkpoint goes first: inline writes could otherwise keep the thread from
+                # the connection while the WAL grows.
+                if self._queued == self._applied and not self._checkpoint_due:
+                    if (self._full and sync) != self._syncing:
+                        self._set_sync(sync)
+                    result = self._apply_inline(fn, single)
+                    if result is not _MISSED:
+                        self.synced += self._syncing
+                        if self._count(1):
+                            self._checkpoint_due = True
+                            self._queue.put(_CHECKPOINT)  # on the thread, not inline
+                        return cast("T", result)
+            finally:
+                self._using.release()
+        return await self._enqueue(fn, sync)
 
     def _apply_inline(self, fn: Callable[[sqlite3.Connection], T], single: bool) -> T | object:  # noqa: FBT001
         """`fn` in a transaction of its own (a single statement is one by itself).

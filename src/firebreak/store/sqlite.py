@@ -304,7 +304,8 @@ class SQLiteStore(SetupClose):
         return await self._write(partial(ops.commit_step_and_finish, lease, insert, args))
 
     def _step_insert(self, lease: Lease, step: StepRecord) -> ops.StepInsert:
-        _rules.check_same_run(lease, step.run_id)
+        if step.run_id != lease.run_id:
+            _rules.check_same_run(lease, step.run_id)  # raises
         return ops.step_insert(lease, step, step.completed_at or self.clock())
 
     async def update_step(
