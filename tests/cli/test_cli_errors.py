@@ -208,3 +208,16 @@ def test_exit_codes_are_stable() -> None:
     assert worst_exit_code(["degraded", "paused", "succeeded"]) == 4
     assert worst_exit_code(["paused", "needs_review"]) == 5
     assert worst_exit_code(["needs_review", "failed"]) == 1
+
+
+def test_help_shows_no_value_for_a_flag_and_a_bad_choice_reads_plainly(fb: Invoke) -> None:
+    # As well-known CLIs print them: a flag takes no value, so help names none for it
+    # (typer 0.29 printed `--json <bool>`); a bad choice is one sentence without
+    # pydantic's "Value error," in the middle.
+    help_text = fb("runs", "--help", store=False).output
+    assert "--json" in help_text
+    assert "<bool>" not in help_text
+    bad = fb("runs", "--status", "bogus")
+    assert bad.exit_code == 2
+    assert "'bogus' is not one of 'pending'" in bad.output
+    assert "Value error" not in bad.output
