@@ -10,8 +10,10 @@ another) and 50 at a time, by:
 plus one raw fsynced SQLite INSERT+COMMIT (the floor of "durable"), the SQLite store's own
 writes for a workflow without the engine (the floor of this design), and the resume latency
 after ``kill -9``: a child process runs a long workflow on SQLite and is SIGKILLed; a new
-child opens the store and resumes; we measure from "store opened" to "first resumed step
-starts", and check that no committed step ran again.
+child opens the store and resumes, each with its default owner id (as a user's processes
+have: the new one takes over the dead one's lease at once, since its process is gone from
+this machine); we measure from "opening the store" (its open included) to "first resumed
+step starts", and check that no committed step ran again.
 
 Run: ``python bench/workflow.py [--quick]``. Needs the bench extra plus
 ``langgraph langgraph-checkpoint-sqlite aiosqlite``. SQLite files go under ``--dir`` (default:
@@ -371,14 +373,13 @@ async def measure_all(
 
 RESUME_STEPS = 40
 RESUME_PAUSE = 0.01
-RESUME_OWNER = "bench-resume"  # stable: the new process re-enters the dead one's lease at once
 
 
 async def child_run(db: str) -> None:
     """Child: run the long workflow until the parent kills us."""
     wf = chain_workflow("resume", RESUME_STEPS, RESUME_PAUSE)
     async with SQLiteStore(db) as store:
-        await Engine(store, owner=RESUME_OWNER).run(wf, 1, run_id="long")
+        await Engine(store).run(wf, 1, run_id="long")
 
 
 async def child_resume(db: str) -> None:
@@ -393,7 +394,7 @@ async def child_resume(db: str) -> None:
     opening = time.perf_counter()
     async with SQLiteStore(db) as store:
         opened = time.perf_counter()
-        result = await Engine(store, owner=RESUME_OWNER).run(wf, run_id="long")
+        result = await Engine(store).run(wf, run_id="long")  # a default owner, new
     report = {
         "opening": opening,
         "opened": opened,
@@ -453,7 +454,7 @@ def resume_latency(scratch: Path, rounds: int) -> list[dict[str, Any]]:
             {
                 "committed_before": len(before),
                 "rerun_committed": sorted(again),
-                "latency_ms": (report["first_step"] - report["opened"]) * 1e3,
+                "latency_ms": (report["first_step"] - report["opening"]) * 1e3,
                 "open_ms": (report["opened"] - report["opening"]) * 1e3,
                 "status": report["status"],
                 "all_done": len(_committed(db)) == RESUME_STEPS,
@@ -566,7 +567,8 @@ async def main(quick: bool, scratch: Path) -> None:  # noqa: FBT001
     for r in rounds:
         print(
             f"  resume after kill -9: {r['committed_before']:2d}/{RESUME_STEPS} committed,"
-            f" opened in {r['open_ms']:.1f} ms, first resumed step after {r['latency_ms']:.1f} ms,"
+            f" opened in {r['open_ms']:.1f} ms, first resumed step {r['latency_ms']:.1f} ms"
+            " after opening began,"
             f" committed steps run again: {r['rerun_committed'] or 'none'}, {r['status']}"
         )
     worst = max(r["latency_ms"] for r in rounds)

@@ -50,7 +50,7 @@ def test_fast_init_refuses_what_it_cannot_speed_up() -> None:
 
 
 def test_fast_new_builds_what_the_keyword_constructor_builds() -> None:
-    new_record = fast_new(StepRecord)
+    new_record = fast_new(StepRecord, " ".join(f.name for f in dataclasses.fields(StepRecord)))
     rec = new_record("r", "a", StepStatus.SUCCEEDED, {"n": 1}, 2)
     assert rec == StepRecord(run_id="r", agent="a", status="succeeded", output={"n": 1}, attempts=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -69,4 +69,9 @@ def test_fast_new_refuses_a_class_without_slots() -> None:
         x: int
 
     with pytest.raises(TypeError, match="slots"):
-        fast_new(Plain)
+        fast_new(Plain, "x")
+
+
+def test_fast_new_refuses_fields_in_another_order_than_the_caller_expects() -> None:
+    with pytest.raises(TypeError, match="the caller expects 'agent run_id"):
+        fast_new(StepRecord, "agent run_id status output attempts error degraded_reason seq")

@@ -66,16 +66,23 @@ def fast_init(cls: type[_T]) -> type[_T]:
     return cls
 
 
-def fast_new(cls: type[_T]) -> Callable[..., _T]:
+def fast_new(cls: type[_T], order: str) -> Callable[..., _T]:
     """A positional constructor of a slotted dataclass, for trusted callers on a hot path.
 
     It takes every field in declaration order (trailing ones may be left to their
     defaults), sets them as they are and runs neither ``__init__`` nor ``__post_init__``:
     the caller passes values the class would accept unchanged. Keyword-only classes keep
     their public signature; only code of this package calls the result.
+
+    `order` names the fields, space-separated, as the caller passes them: a class whose
+    fields are reordered, added or renamed fails here, at import, instead of receiving
+    values in the wrong fields.
     """
     if not dataclasses.is_dataclass(cls) or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__}: fast_new wants a dataclass with slots")
+    names = " ".join(f.name for f in dataclasses.fields(cls))
+    if order.split() != names.split():
+        raise TypeError(f"{cls.__name__}: fields are {names!r}, the caller expects {order!r}")
     frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_FACTORY": _FACTORY}
     args, body = [], ["    self = _new(_cls)"]

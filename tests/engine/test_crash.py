@@ -434,3 +434,48 @@ async def test_the_checks_catch_a_resume_that_runs_committed_steps_again(paths: 
     await _live(paths, run_ids, seed=2, env={"CRASH_WORKER_FORGET_STEPS": "1"})
     with pytest.raises(AssertionError, match="ran again"):
         await _check_runs(paths, run_ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_run_of_a_killed_default_owner_on_this_machine_is_taken_over_at_once(
+    paths: Paths,
+) -> None:
+    """With default owner ids (no ``owner=``), a process restarted on the machine where the
+    killed one ran resumes its runs at once: the dead holder's process is gone, so its
+    lease (30 s here) need not be waited out. The takeover still fences the dead owner."""
+    _require(paths)
+    run_ids = ["restart-0", "restart-1"]
+    killed = await _live(paths, run_ids, seed=1, owner="", kill_when=run_ids[0], env=SLOWER)
+    assert killed.killed
+    async with paths.open() as store:
+        rec = await store.get_run(run_ids[0])
+    assert rec is not None
+    assert rec.status is RunStatus.RUNNING
+    assert rec.lease_owner is not None
+    assert rec.lease_owner.split(":")[1] == str(killed.pid)  # the default id names the process
+    dead = Lease(run_id=run_ids[0], owner=rec.lease_owner, token=rec.lease_token, expires_at=0.0)
+
+    restarted = await _live(paths, run_ids, seed=2, owner="")
+    assert not restarted.killed
+    assert not [line for line in restarted.lines if line.startswith("lease-held ")]
+    await _check_runs(paths, run_ids)
+    async with paths.open() as store:
+        with pytest.raises(StaleLease):  # the dead owner's token is refused from now on
+            await store.set_run_status(dead, RunStatus.FAILED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_resume_due_finds_at_once_the_runs_of_a_killed_default_owner(
+    paths: Paths,
+) -> None:
+    """``firebreak resume --due`` right after a crash: runs leased by a process gone from
+    this machine count as interrupted at once, not a lease's time (30 s) later."""
+    _require(paths)
+    run_ids = [f"restart-swept-{i}" for i in range(2)]
+    killed = await _live(paths, run_ids, seed=1, owner="", kill_when=run_ids[0], env=SLOWER)
+    assert killed.killed
+    sweeper = await _live(paths, run_ids, seed=4, owner="", env={"CRASH_WORKER_SWEEP": "1"})
+    assert not sweeper.killed  # within the worker's TIMEOUT (20 s): before the lease expired
+    await _check_runs(paths, run_ids)

@@ -162,8 +162,8 @@ def run_async(coro: Coroutine[Any, Any, T], *, resume: str = RESUME_DUE) -> T:
         if isinstance(exc, LeaseHeld):
             until = when(exc.expires_at, time.time())
             message += (
-                f" until {until}: another process is driving it (if that process is gone,"
-                " its lease expires then and the run can be resumed)"
+                f" until {until}: another process is driving it (or one that died on another"
+                " machine, or under an owner id of its own, holds it until then)"
             )
         what = "store corrupt" if isinstance(exc, StoreCorrupt) else "store"
         raise CliError(f"{what}: {message}", code=ExitCode.STORE) from exc

@@ -45,7 +45,10 @@ async def _named(name: str, executor: Executor, call: StepCall) -> tuple[str, St
 
 _OK = (StepStatus.SUCCEEDED, StepStatus.DEGRADED)  # settled so that dependents may run
 _FAILING = (StepStatus.SKIPPED, StepStatus.COMPENSATED)  # only a failing run writes these
-_new_record = fast_new(StepRecord)  # positional, for the commit of every successful step
+# Positional, for the commit of every successful step.
+_new_record = fast_new(
+    StepRecord, "run_id agent status output attempts error degraded_reason seq completed_at"
+)
 
 
 def _question(rec: StepRecord) -> tuple[str, list[Any]]:

@@ -111,8 +111,10 @@ class StepOutcome:
 
 
 # Positional constructors for the engine's own path of every step (see `fast_new`).
-new_step_call = fast_new(StepCall)
-new_outcome = fast_new(StepOutcome)
+new_step_call = fast_new(StepCall, "workflow spec run_id run_input inputs degraded deadline lease")
+new_outcome = fast_new(
+    StepOutcome, "status output attempts error transient retry_after fallback_used committed"
+)
 
 _PLANS = 1024  # agents whose resilience layers an executor keeps; the oldest go first
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from firebreak._eager import await_rest
 from firebreak.clock import Cancellable, Clock, system_clock
+from firebreak.engine._owners import default_owner, gone
 from firebreak.engine.codec import (
     NotStorable,
     apply_check,
@@ -82,11 +81,6 @@ _REDO = frozenset(
 _NO_INPUT: Any = object()
 _CACHED = 256  # workflows whose schedule an engine keeps; the oldest goes first
 _SWEEP = 100_000  # runs of one status a sweep for `resume_due` reads: far more than run at once
-
-
-def default_owner() -> str:
-    """An orchestrator id unique to this process: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def validate_input(workflow: Workflow, value: Any) -> Any:
@@ -300,7 +294,37 @@ class Engine:
     async def _begin(
         self, run_id: str, workflow: str, stored: Any
     ) -> tuple[RunRecord, bool, Lease | None]:
-        """Get or create the run, lease it and mark it running (one write where supported)."""
+        """Get or create the run, lease it and mark it running (one write where supported).
+
+        A lease held by an orchestrator whose process is gone from this machine (killed,
+        not yet expired) is broken first, once (`_owners.gone`).
+        """
+        try:
+            return await self._begin_once(run_id, workflow, stored)
+        except LeaseHeld as held:
+            if not gone(held.owner):
+                raise
+            await self._break_lease(run_id, held.owner)
+        return await self._begin_once(run_id, workflow, stored)
+
+    async def _break_lease(self, run_id: str, owner: str) -> None:
+        """Take the lease of a dead `owner` and give it up, so that anyone may lease the run.
+
+        Taken under the dead owner's own id (an owner may re-enter its lease), which gives
+        the next fencing token: whatever the dead process left unsent is refused.
+        """
+        stale = await self.store.acquire_lease(run_id, owner, self.lease_ttl)
+        await self.store.release_lease(stale)
+        log.warning(
+            "run %r was leased by %s, a process gone from this machine: its lease is "
+            "broken and the run taken over",
+            run_id,
+            owner,
+        )
+
+    async def _begin_once(
+        self, run_id: str, workflow: str, stored: Any
+    ) -> tuple[RunRecord, bool, Lease | None]:
         store = self.store
         if self._begin_finish:
             return await store.begin_run(  # type: ignore[attr-defined, no-any-return]
@@ -473,9 +497,10 @@ class Engine:
     async def interrupted(self, now: float | None = None) -> list[RunRecord]:
         """Runs whose orchestrator stopped before they ended, oldest first.
 
-        Running runs whose lease was given up (the drive was cancelled or lost its store)
-        or has expired (the process died, so nobody renews it: at most `lease_ttl` after
-        the crash), and runs created but never leased, a lease's time later. Not one a
+        Running runs whose lease was given up (the drive was cancelled or lost its store),
+        has expired (the process died, so nobody renews it: at most `lease_ttl` after the
+        crash) or is held by a process gone from this machine (`_owners.gone`), and runs
+        created but never leased, a lease's time later. Not one a
         live lease holds, even this engine's `owner`'s: an owner id given to two engines
         would have them drive one run twice. `resume_due` resumes them.
         """
@@ -487,7 +512,7 @@ class Engine:
                     continue
                 if status == RunStatus.PENDING and record.created_at > now - self.lease_ttl:
                     continue  # being begun right now, most likely
-                if not record.leased(now):
+                if not record.leased(now) or gone(record.lease_owner):
                     found.append(record)
         found.sort(key=lambda record: record.created_at)
         return found

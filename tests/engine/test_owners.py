@@ -1,0 +1,73 @@
+"""Default orchestrator ids, and telling a lease holder gone from this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firebreak.engine._owners import _PLACE, default_owner, gone
+
+pytestmark = pytest.mark.skipif(_PLACE is None, reason="needs Linux's /proc (boot id, PID ns)")
+
+
+def _as(pid: int) -> str:
+    """This machine's default owner id, for process `pid`."""
+    host, _, random, place = default_owner().split(":")
+    return f"{host}:{pid}:{random}:{place}"
+
+
+def test_the_default_owner_names_host_process_and_place() -> None:
+    _host, pid, random, place = default_owner().split(":")
+    assert pid == str(os.getpid())
+    assert len(random) == 6
+    assert place == _PLACE
+    assert default_owner() != default_owner()  # two engines of one process: two ids
+
+
+def test_a_live_process_and_this_one_are_not_gone() -> None:
+    assert not gone(_as(os.getpid()))
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as proc:
+        try:
+            assert not gone(_as(proc.pid))
+        finally:
+            proc.kill()
+
+
+def test_a_killed_process_is_gone_as_a_zombie_and_once_reaped() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    proc.kill()
+    while _state(proc.pid) != "Z":
+        pass  # until the kill has landed: a zombie, not reaped yet
+    assert gone(_as(proc.pid))
+    proc.wait()
+    assert gone(_as(proc.pid))
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        None,
+        "orchestrator-a",  # chosen by a user: nothing is assumed
+        "host:123:abcdef",  # another platform's default id (no place)
+        "host:notapid:abcdef:00000000",
+    ],
+)
+def test_ids_that_say_nothing_about_this_machine_are_never_gone(owner: str | None) -> None:
+    assert not gone(owner)
+
+
+def test_a_dead_pid_of_another_boot_or_namespace_is_not_gone() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    host, pid, random, _ = _as(proc.pid).split(":")
+    assert gone(f"{host}:{pid}:{random}:{_PLACE}")
+    assert not gone(f"{host}:{pid}:{random}:{'0' * 8 if _PLACE != '0' * 8 else '1' * 8}")
