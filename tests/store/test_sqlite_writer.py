@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -143,7 +145,7 @@ async def test_a_lock_held_past_the_busy_timeout_fails_the_write_clearly(tmp_pat
 
 
 @pytest.mark.parametrize("gone", ["fb.db", "fb.db-wal"])
-@pytest.mark.parametrize("how", ["deleted", "replaced"])
+@pytest.mark.parametrize("how", ["deleted", "replaced", "moved"])
 @pytest.mark.parametrize("concurrent", [False, True], ids=["inline", "batched"])
 async def test_a_file_deleted_or_replaced_under_the_store_stops_every_write(
     tmp_path: Path, gone: str, how: str, concurrent: bool
@@ -155,6 +157,8 @@ async def test_a_file_deleted_or_replaced_under_the_store_stops_every_write(
         assert await store.commit_step(lease, step("r1", "a"))
         if how == "deleted":
             (tmp_path / gone).unlink()
+        elif how == "moved":  # `mv fb.db backup.db`: the store's path names no file
+            (tmp_path / gone).rename(tmp_path / "backup")
         else:  # `mv other.db fb.db`
             (tmp_path / "other").write_bytes(b"")
             (tmp_path / "other").replace(tmp_path / gone)
@@ -166,3 +170,32 @@ async def test_a_file_deleted_or_replaced_under_the_store_stops_every_write(
         )
         assert all(isinstance(r, StoreError) for r in results), results
         assert f"{gone} was deleted or replaced while this store had it open" in str(results[0])
+
+
+async def test_closing_one_store_leaves_another_on_the_same_file_its_locks(tmp_path: Path) -> None:
+    """Two stores of one process on one file, one closed: the other's commits stay durable.
+
+    The closed store's watch used to close a descriptor of the file of its own, which drops
+    every POSIX lock of the process on it, SQLite's included: another process closing its
+    connection then took itself for the last user and deleted the WAL still written to.
+    """
+    path = tmp_path / "fb.db"
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    await first.setup()
+    await second.setup()
+    try:
+        lease = await leased(second)
+        await first.close()
+        read = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "print(c.execute('SELECT count(*) FROM steps').fetchone()[0]); c.close()"
+        )
+        other = [sys.executable, "-c", read, str(path)]
+        run = partial(subprocess.run, other, check=True, capture_output=True, text=True)
+        await asyncio.to_thread(run)
+        assert (tmp_path / "fb.db-wal").exists()  # not taken for the last user's, not deleted
+        assert await second.commit_step(lease, step("r1", "after"))
+        seen = await asyncio.to_thread(run)
+        assert seen.stdout.strip() == "1"  # in the file others read, not an unlinked WAL
+    finally:
+        await second.close()

@@ -106,43 +106,47 @@ class FileWatch:
     Deleted, or replaced by another file (``mv``), under a live connection, SQLite goes on
     writing to the unlinked inode: commits reported durable vanish with the process, and
     a WAL left behind is applied to the new file, which it corrupts. Checked before a
-    transaction at most every `EVERY` seconds: an ``fstat`` of a descriptor of our own
-    (its link count drops to 0). Everything committed before the deletion is gone with the
-    file anyway, so what matters is to stop loudly and soon: checked before every
-    transaction, the two ``fstat`` cost 8 % of a durable step on a slow host.
+    transaction at most every `EVERY` seconds: each path still names the inode it named at
+    the start (``os.stat``). Everything committed before the deletion is gone with the file
+    anyway, so what matters is to stop loudly and soon: checked before every transaction,
+    two ``fstat`` cost 8 % of a durable step on a slow host.
+
+    By path, not through descriptors of our own: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, SQLite's included, so closing the watch of
+    one store let another process delete the WAL another store of this process still
+    wrote to (commits acknowledged, then lost with a ``kill -9``).
     """
 
     EVERY = 0.1
 
-    __slots__ = ("_due", "_fds", "path")
+    __slots__ = ("_due", "_inodes", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._due = 0.0
-        self._fds: dict[str, int] = {}
+        self._inodes: dict[str, tuple[int, int]] = {}
         for name in (path, path + "-wal"):  # the WAL exists while a connection is open
             with contextlib.suppress(OSError):
-                self._fds[name] = os.open(name, os.O_RDONLY)
+                found = os.stat(name)  # noqa: PTH116 - a str path, on every check
+                self._inodes[name] = (found.st_dev, found.st_ino)
 
     def check(self) -> None:
         """Raises `StoreError` if either file has gone from its path (checked if due)."""
         now = time.monotonic()
         if now < self._due:
             return
-        for name, fd in self._fds.items():
-            if os.fstat(fd).st_nlink == 0:
+        for name, inode in self._inodes.items():
+            try:
+                found = os.stat(name)  # noqa: PTH116 - a str path, on every check
+            except FileNotFoundError:
+                found = None
+            if found is None or (found.st_dev, found.st_ino) != inode:
                 raise StoreError(
                     f"{name} was deleted or replaced while this store had it open: "
                     "nothing more is written (it would be lost); restore the file, or "
                     "point the store at a new one, and restart this process"
                 )
         self._due = now + self.EVERY
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
 
 
 def _busy(exc: BaseException) -> bool:
@@ -306,8 +310,6 @@ class Writer:
                             self._checkpoint()
         finally:
             self._conn.close()
-            if self._watch is not None:
-                self._watch.close()
 
     def _count(self, applied: int) -> bool:
         """Count writes applied (holding `_using`); whether a checkpoint is due now."""
