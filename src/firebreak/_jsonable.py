@@ -16,7 +16,7 @@ from firebreak.errors import Permanent
 if TYPE_CHECKING:
     from firebreak.store.base import JSON
 
-__all__ = ["NotStorable", "encode", "is_model", "summary"]
+__all__ = ["NotStorable", "encode", "is_model", "summary", "text"]
 
 
 class NotStorable(Permanent):
@@ -29,18 +29,19 @@ def encode(value: Any, *, what: str) -> JSON:
     Raises:
         NotStorable: something in `value` has no JSON form.
     """
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return text(value, what)
+    finite = isinstance(value, float) and math.isfinite(value)
+    if value is None or isinstance(value, bool | int) or finite:
         return value
     if isinstance(value, float):
-        if math.isfinite(value):
-            return value
         raise NotStorable(f"{what}: {value!r} is not a JSON number")
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotStorable(f"{what}: dict keys must be strings, got {key!r}")
-            out[key] = encode(item, what=what)
+            out[text(key, what)] = encode(item, what=what)
         return out
     if isinstance(value, list | tuple):
         return [encode(item, what=what) for item in value]
@@ -53,6 +54,24 @@ def encode(value: Any, *, what: str) -> JSON:
         f"{what}: {type(value).__name__!r} values cannot be checkpointed (only JSON data, "
         "dataclasses and pydantic models can)"
     )
+
+
+def text(value: str, what: str) -> str:
+    r"""`value` if every store can keep it: UTF-8 text (a lone surrogate is not).
+
+    A lone surrogate (``"\ud800"``: text decoded with ``surrogateescape``, or cut in the
+    middle of a pair) passes the JSON encoder, then fails every store's write. ASCII text,
+    the usual case, is known to be fine at once (`str.isascii` reads a flag).
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NotStorable(
+                f"{what}: text with a lone surrogate at index {exc.start} is not UTF-8 "
+                "and cannot be checkpointed"
+            ) from None
+    return value
 
 
 def is_model(schema: object) -> TypeGuard[type[Any]]:

@@ -361,6 +361,49 @@ async def test_an_output_that_cannot_be_checkpointed_fails_the_step_clearly(
     assert "cannot be checkpointed" in result.error["message"]
 
 
+@pytest.mark.parametrize(
+    "output",
+    ["cut pair \ud800 here", {"k": ["ok", "\udc80"]}, {"key \udfff": 1}],
+    ids=["text", "nested", "key"],
+)
+async def test_text_with_a_lone_surrogate_fails_the_step_on_every_store_alike(
+    kind: str, tmp_path: Path, output: object
+) -> None:
+    """Not UTF-8: SQLite's write raised UnicodeEncodeError out of the drive (the run was
+    left running, failing again at every resume) while the memory store kept it."""
+    wf = fb.Workflow("surrogate")
+
+    @wf.agent
+    async def make(ctx: fb.Context, x: int) -> object:
+        return output
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 1, run_id="r1")
+        dead = await store.dlq_list()
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None
+    assert "lone surrogate" in result.error["message"]
+    assert [entry.run_id for entry in dead] == ["r1"]
+
+
+async def test_a_run_input_with_a_lone_surrogate_is_rejected_and_dead_lettered(
+    kind: str, tmp_path: Path
+) -> None:
+    wf = fb.Workflow("surrogate-input")
+
+    @wf.agent
+    async def echo(ctx: fb.Context, x: str) -> str:
+        return x
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, "bad \ud800", run_id="r1")
+        dead = await store.dlq_list()
+    assert result.status == RunStatus.FAILED
+    assert result.executed == ()
+    assert [entry.run_id for entry in dead] == ["r1"]
+    assert "lone surrogate" in dead[0].reason
+
+
 async def test_needs_human_parks_the_step_and_resolve_continues_the_run(
     kind: str, tmp_path: Path
 ) -> None:

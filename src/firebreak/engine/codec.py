@@ -38,7 +38,8 @@ def encode_output(agent: str, value: Any, what: str = "output") -> JSON:
     Plain values skip the walk, and the message is formatted only when it is needed: this
     runs for every step.
     """
-    if type(value) in _PLAIN:
+    kind = type(value)
+    if kind in _PLAIN and (kind is not str or value.isascii()):
         return value
     return encode(value, what=f"{what} of agent {agent!r}")
 

@@ -243,6 +243,9 @@ def begin_new_run(  # noqa: PLR0917 - bound by partial() in the order the writer
         now=now,
         ttl=ttl,
     )
+    # Decoded before the insert, which commits by itself: nothing may fail after it (a
+    # nesting deep enough to pass the encoder can exhaust the decoder's stack).
+    value = _rules.loads(input_json)
     row = (run_id, workflow, _RUNNING, input_json, now, now, owner, lease.token, lease.expires_at)
     if conn.execute(_BEGIN_NEW_RUN, row).rowcount == 0:
         return None
@@ -250,7 +253,7 @@ def begin_new_run(  # noqa: PLR0917 - bound by partial() in the order the writer
         run_id=run_id,
         workflow=workflow,
         status=RunStatus.RUNNING,
-        input=_rules.loads(input_json),
+        input=value,
         created_at=now,
         updated_at=now,
         lease_owner=owner,
