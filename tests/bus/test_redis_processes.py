@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from processes import Procs, check_runs
 
@@ -19,6 +21,13 @@ def test_batch_survives_a_killed_worker_and_a_killed_orchestrator(
     runs = [f"r{i}" for i in range(24)]
     procs.start_workers(3, bus, store)
     finished_first = procs.kill_worker_and_orchestrator(store, bus, runs)
+    # A task the killed worker held is reclaimed by a live one after the visibility
+    # timeout (1 s), found done, and acked: o2 may finish the batch before that (it takes
+    # o1's runs over at once, o1's process being gone), so the workers get the time.
+    streams = [f"{prefix}-bus:q:busbatch.{agent}" for agent in "abcd"]
+    deadline = time.monotonic() + 15
+    while any(sink.xlen(s) for s in streams) and time.monotonic() < deadline:
+        time.sleep(0.05)
     procs.stop_workers(["w1", "w2"], timeout=10)
     assert finished_first < len(runs), "the orchestrator finished before it was killed"
 

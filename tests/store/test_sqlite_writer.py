@@ -136,7 +136,7 @@ async def test_a_lock_held_past_the_busy_timeout_fails_the_write_clearly(tmp_pat
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
-            with pytest.raises(StoreError, match="locked"):
+            with pytest.raises(StoreError, match="locked: another process held the write lock"):
                 await store.commit_step(lease, step("r1", "a"))
         finally:
             other.execute("ROLLBACK")

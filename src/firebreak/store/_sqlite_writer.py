@@ -94,6 +94,11 @@ def as_store_error(exc: BaseException) -> BaseException:
             f"sqlite: {exc} (or the disk failed under it: check the system log, then "
             "`PRAGMA integrity_check` on a copy, before deleting anything)"
         )
+    elif code == sqlite3.SQLITE_BUSY:
+        err = StoreError(
+            f"sqlite: {exc}: another process held the write lock past the store's busy "
+            "timeout (SQLiteStore(busy_timeout=...), 5 s by default)"
+        )
     else:
         err = (StoreCorrupt if code in _CORRUPT_CODES else StoreError)(f"sqlite: {exc}")
     err.__cause__ = exc
