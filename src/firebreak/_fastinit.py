@@ -33,18 +33,21 @@ class _Factory:
 _FACTORY: Any = _Factory()
 
 
-def fast_init(cls: type[_T]) -> type[_T]:
-    """Replace the ``__init__`` of a frozen, slotted, keyword-only dataclass."""
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or "__slots__" not in cls.__dict__:
-        raise TypeError(f"{cls.__name__}: fast_init wants a frozen dataclass with slots")
-    scope: dict[str, Any] = {"_FACTORY": _FACTORY}
-    args, body = [], []
-    for i, field in enumerate(dataclasses.fields(cls)):  # type: ignore[arg-type]
-        if not field.init or not field.kw_only:
-            raise TypeError(f"{cls.__name__}.{field.name}: fast_init wants keyword-only fields")
+def _compiled(
+    cls: type[Any], signature: str, scope: dict[str, Any], head: list[str], *, through_slots: bool
+) -> tuple[list[str], list[str]]:
+    """The parameters and body lines that take and set each field of `cls`.
+
+    A parameter defaults to its field's default, or to `_FACTORY`, replaced by a call of
+    the field's default factory. ``through_slots``: set through each slot's descriptor
+    (a frozen class's ``__setattr__`` refuses), else by plain assignment. `signature`
+    names the caller, for errors; fields must be keyword-only where it is `fast_init`.
+    """
+    args, body = [], list(head)
+    for i, field in enumerate(dataclasses.fields(cls)):
         name = field.name
-        scope[f"_set{i}"] = cls.__dict__[name].__set__
+        if signature == "fast_init" and (not field.init or not field.kw_only):
+            raise TypeError(f"{cls.__name__}.{name}: fast_init wants keyword-only fields")
         if field.default is not dataclasses.MISSING:
             scope[f"_default{i}"] = field.default
             args.append(f"{name}=_default{i}")
@@ -54,7 +57,21 @@ def fast_init(cls: type[_T]) -> type[_T]:
             body.append(f"    if {name} is _FACTORY: {name} = _factory{i}()")
         else:
             args.append(name)
-        body.append(f"    _set{i}(self, {name})")
+        if through_slots:
+            scope[f"_set{i}"] = cls.__dict__[name].__set__
+            body.append(f"    _set{i}(self, {name})")
+        else:
+            body.append(f"    self.{name} = {name}")
+    return args, body
+
+
+def fast_init(cls: type[_T]) -> type[_T]:
+    """Replace the ``__init__`` of a frozen, slotted, keyword-only dataclass."""
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__}: fast_init wants a frozen dataclass with slots")
+    scope: dict[str, Any] = {"_FACTORY": _FACTORY}
+    args, body = _compiled(cls, "fast_init", scope, [], through_slots=True)
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")
     source = "\n".join([f"def __init__(self, *, {', '.join(args)}) -> None:", *body])
@@ -85,23 +102,8 @@ def fast_new(cls: type[_T], order: str) -> Callable[..., _T]:
         raise TypeError(f"{cls.__name__}: fields are {names!r}, the caller expects {order!r}")
     frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_FACTORY": _FACTORY}
-    args, body = [], ["    self = _new(_cls)"]
-    for i, field in enumerate(dataclasses.fields(cls)):
-        name = field.name
-        if field.default is not dataclasses.MISSING:
-            scope[f"_default{i}"] = field.default
-            args.append(f"{name}=_default{i}")
-        elif field.default_factory is not dataclasses.MISSING:
-            scope[f"_factory{i}"] = field.default_factory
-            args.append(f"{name}=_FACTORY")
-            body.append(f"    if {name} is _FACTORY: {name} = _factory{i}()")
-        else:
-            args.append(name)
-        if frozen:  # its __setattr__ refuses: through the slot's descriptor
-            scope[f"_set{i}"] = cls.__dict__[name].__set__
-            body.append(f"    _set{i}(self, {name})")
-        else:
-            body.append(f"    self.{name} = {name}")
+    head = ["    self = _new(_cls)"]
+    args, body = _compiled(cls, "fast_new", scope, head, through_slots=frozen)
     body.append("    return self")
     source = "\n".join([f"def new({', '.join(args)}):", *body])
     exec(source, scope)  # noqa: S102 - our own code, from the class's own field names
