@@ -128,7 +128,9 @@ class Engine:
         bus: a task bus URL (``redis://…``, ``inproc://…``): steps are published to
             `firebreak worker` processes instead (a `BusExecutor` the engine opens and
             closes). Mutually exclusive with `executor`.
-        owner: this orchestrator's id in leases; default ``host:pid:random``.
+        owner: this orchestrator's id in leases; default ``host:pid:random:place``, whose
+            lease a process on the same machine takes over at once once this one is gone
+            (an id you give is waited out: see `firebreak.engine._owners`).
         lease_ttl: seconds a lease lasts unless renewed (renewed every third of it).
         pause_for: seconds a paused run waits when the failure named no time.
         max_in_flight: at most this many runs driven at once; a run beyond it is refused
