@@ -386,6 +386,50 @@ async def test_text_with_a_lone_surrogate_fails_the_step_on_every_store_alike(
     assert [entry.run_id for entry in dead] == ["r1"]
 
 
+async def test_a_lone_surrogate_in_error_text_is_recorded_escaped_on_every_store(
+    kind: str, tmp_path: Path
+) -> None:
+    """An error about a file name decoded with surrogateescape: SQLite refused its text,
+    so the failure could not be recorded and the run stayed running."""
+    wf = fb.Workflow("surrogate-error")
+
+    @wf.agent(critical=False, default=0)
+    async def lookup(ctx: fb.Context, x: int) -> int:
+        raise fb.Permanent("file b'\\xff' is \udcff: not found")
+
+    @wf.agent(after="lookup")
+    async def ask(ctx: fb.Context, lookup: int) -> int:
+        raise fb.NeedsHuman("which \udcff file?", suggestions=["a\udcffb"])
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 1, run_id="r1")
+        reviews = await store.review_list()
+    assert result.status == RunStatus.NEEDS_REVIEW
+    assert "\\udcff: not found" in result.missing["lookup"]  # escaped, readable
+    # A suggestion no store can keep is kept as its repr, for people to read.
+    assert [item.suggestions for item in reviews] == [["'a\\udcffb'"]]
+    assert "\\udcff" in reviews[0].reason
+
+
+async def test_shared_state_with_a_lone_surrogate_is_refused_on_every_store(
+    kind: str, tmp_path: Path
+) -> None:
+    wf = fb.Workflow("surrogate-state")
+
+    @wf.agent
+    async def write(ctx: fb.Context, x: int) -> int:
+        await ctx.state.set({"name": "\ud800"}, version=0)
+        return x
+
+    async with opened(kind, tmp_path) as store:
+        result = await fb.Engine(store).run(wf, 1, run_id="r1")
+        state = await store.get_state("r1")
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None
+    assert "shared state: text with a lone surrogate" in result.error["message"]
+    assert state == (0, {})
+
+
 async def test_a_run_input_with_a_lone_surrogate_is_rejected_and_dead_lettered(
     kind: str, tmp_path: Path
 ) -> None:

@@ -71,3 +71,35 @@ def test_a_dead_pid_of_another_boot_or_namespace_is_not_gone() -> None:
     host, pid, random, _ = _as(proc.pid).split(":")
     assert gone(f"{host}:{pid}:{random}:{_PLACE}")
     assert not gone(f"{host}:{pid}:{random}:{'0' * 8 if _PLACE != '0' * 8 else '1' * 8}")
+
+
+def test_a_dead_pid_under_another_host_name_is_not_gone() -> None:
+    """A clone of this VM keeps its boot id and PID namespace, not its host name."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    _host, pid, random, place = _as(proc.pid).split(":")
+    assert not gone(f"clone-of-this-vm:{pid}:{random}:{place}")
+
+
+def test_an_engine_forked_into_a_child_leases_under_the_childs_own_id() -> None:
+    """A daemon's double fork: with the parent's PID in its id, the child's leases would
+    look abandoned, and be taken over, once the parent exits."""
+    import firebreak as fb  # noqa: PLC0415
+
+    engine = fb.Engine(fb.store.MemoryStore())
+    parent_id = engine.owner
+    assert parent_id.split(":")[1] == str(os.getpid())
+    assert engine.owner == parent_id  # one id for the life of the process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its engine's id, and leave at once
+        os.write(write, engine.owner.encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_id.split(":")[1] == str(pid)
+    assert gone(child_id)  # the child has exited: its id says so
+    assert not gone(parent_id)
+    assert fb.Engine(fb.store.MemoryStore(), owner="orch-7").owner == "orch-7"

@@ -199,3 +199,18 @@ async def test_closing_one_store_leaves_another_on_the_same_file_its_locks(tmp_p
         assert seen.stdout.strip() == "1"  # in the file others read, not an unlinked WAL
     finally:
         await second.close()
+
+
+async def test_a_relative_store_path_is_watched_where_it_was_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process changing directory is not the file being deleted."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "app")
+    async with SQLiteStore("runs.db") as store:
+        lease = await leased(store)
+        assert await store.commit_step(lease, step("r1", "a"))
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        await asyncio.sleep(FileWatch.EVERY)  # the watch looks again
+        assert await store.commit_step(lease, step("r1", "b"))

@@ -53,6 +53,8 @@ def gone(owner: str | None) -> bool:
     parts = [] if owner is None or _PLACE is None else owner.split(":")
     if len(parts) != 4 or parts[3] != _PLACE or not parts[1].isdigit():
         return False
+    if parts[0] != socket.gethostname():  # a clone of this VM (same boot id): not ours
+        return False
     pid = int(parts[1])
     return pid != os.getpid() and not _exists(pid)  # our own pid: another engine of ours
 

@@ -129,21 +129,28 @@ def error_to_dict(exc: BaseException) -> dict[str, Any]:
     cause = exc.__cause__
     if cause is not None and not isinstance(exc, InvalidOutput):
         out["cause"] = {"type": type(cause).__qualname__, "message": str(cause)}
-    clean: dict[str, Any] = no_nul(out)
+    clean: dict[str, Any] = safe_text(out)
     return clean
 
 
-def no_nul(value: Any) -> Any:
-    """`value` with every NUL character in its strings made U+FFFD.
+def safe_text(value: Any) -> Any:
+    r"""`value` with its strings made storable anywhere (NUL, lone surrogates).
 
-    Error text is whatever a service sent; PostgreSQL keeps no NUL in text or jsonb, and
+    NUL becomes U+FFFD and a lone surrogate its escape (``\udcff``). Error text is
+    whatever a service sent; PostgreSQL keeps no NUL in text or jsonb, no store keeps a
+    lone surrogate (not UTF-8: an OS file name decoded with ``surrogateescape``, say), and
     a failure that cannot be recorded would leave its run stuck "running", never
-    dead-lettered. Outputs keep theirs (stored as JSON text, they round-trip).
+    dead-lettered. Outputs keep theirs (stored as JSON text, they
+    round-trip) or are refused (`_jsonable.text`).
     """
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        if not value.isascii():
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
     if isinstance(value, dict):
-        return {no_nul(key): no_nul(item) for key, item in value.items()}
+        return {safe_text(key): safe_text(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [no_nul(item) for item in value]
+        return [safe_text(item) for item in value]
     return value

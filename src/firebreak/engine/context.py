@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from firebreak._jsonable import encode
 from firebreak.clock import Clock
 from firebreak.errors import StateConflict
 from firebreak.store import JSON, CheckpointStore, Lease
@@ -43,7 +44,9 @@ class SharedState:
         Raises:
             StateConflict: someone else wrote first.
         """
-        return await self._store.cas_state(self._run_id, version, data, lease=self._lease)
+        # Checked as outputs are, so that every store takes or refuses the same data.
+        checked = encode(data, what="shared state")
+        return await self._store.cas_state(self._run_id, version, checked, lease=self._lease)
 
     async def update(
         self, change: Callable[[dict[str, JSON]], Mapping[str, JSON]], *, attempts: int = 10

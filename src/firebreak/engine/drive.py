@@ -21,7 +21,7 @@ from firebreak.engine.codec import (
     encode_output,
     error_to_dict,
     live_output,
-    no_nul,
+    safe_text,
 )
 from firebreak.engine.context import CompensationContext
 from firebreak.engine.executor import Executor, StepCall, StepOutcome, new_step_call
@@ -395,7 +395,8 @@ class Drive:
                     self.stored[name] = stored
                 return
         error = outcome.error
-        reason = f"{type(error).__name__}: {error}" if error is not None else "failed"
+        # For people to read, and stored as the degraded reason: no store may refuse it.
+        reason = safe_text(f"{type(error).__name__}: {error}") if error is not None else "failed"
         if outcome.status == "failed" and spec.on_exhausted == "pause" and outcome.transient:
             self._pause(name, outcome)
             return
@@ -468,9 +469,9 @@ class Drive:
             run_id=self.run_id,
             workflow=self.name,
             agent=spec.name,
-            reason=no_nul(reason),  # for people to read: no store may refuse it (see no_nul)
-            suggestions=no_nul(encoded),
-            context=no_nul(context),
+            reason=safe_text(reason),  # for people to read: no store may refuse it (see safe_text)
+            suggestions=safe_text(encoded),
+            context=safe_text(context),
         )
         self.reviews.append(item_id)
         emit(QueueChanged(source=self.name, queue="review", run_id=self.run_id, delta=1))

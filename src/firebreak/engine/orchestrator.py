@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -165,7 +166,8 @@ class Engine:
             self._bus_executor = BusExecutor(open_bus(bus), self.store, clock=clock)
             executor = self._bus_executor
         self.executor = executor or LocalExecutor(self.store, registry=registry, clock=clock)
-        self.owner = owner or default_owner()
+        self._owner = owner  # None: a default id, made for the process that uses it
+        self._default_owner = (0, "")  # (pid, id)
         self.lease_ttl = lease_ttl
         self.pause_for = pause_for
         self._begin_finish = isinstance(self.store, SupportsBeginFinish)
@@ -175,6 +177,22 @@ class Engine:
             raise ConfigError("max_in_flight", f"must be >= 1 or None, got {max_in_flight!r}")
         self.max_in_flight = max_in_flight
         self._graphs: dict[int, tuple[Workflow, Graph]] = {}
+
+    @property
+    def owner(self) -> str:
+        """This orchestrator's id in leases: the one given, or ``default_owner()``.
+
+        A default id names the process using it, made again in a process forked from the
+        one that built the engine (a daemon's double fork): with the parent's PID in it, the
+        child's leases would look abandoned once the parent exits (`_owners.gone`).
+        """
+        if self._owner:
+            return self._owner
+        pid, made = self._default_owner
+        if pid != os.getpid():
+            made = default_owner()
+            self._default_owner = (os.getpid(), made)
+        return made
 
     async def __aenter__(self) -> Engine:
         if self._owns_store:

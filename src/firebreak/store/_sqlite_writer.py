@@ -127,6 +127,9 @@ class FileWatch:
     __slots__ = ("_due", "_inodes", "path")
 
     def __init__(self, path: str) -> None:
+        # Absolute, as SQLite opened it: a relative path would name another file after an
+        # os.chdir of the process.
+        path = os.path.abspath(path)  # noqa: PTH100 - a str path, kept as one
         self.path = path
         self._due = 0.0
         self._inodes: dict[str, tuple[int, int]] = {}
