@@ -34,20 +34,17 @@ _FACTORY: Any = _Factory()
 
 
 def _compiled(
-    cls: type[Any], signature: str, scope: dict[str, Any], head: list[str], *, through_slots: bool
+    cls: type[Any], scope: dict[str, Any], head: list[str], *, through_slots: bool
 ) -> tuple[list[str], list[str]]:
     """The parameters and body lines that take and set each field of `cls`.
 
     A parameter defaults to its field's default, or to `_FACTORY`, replaced by a call of
     the field's default factory. ``through_slots``: set through each slot's descriptor
-    (a frozen class's ``__setattr__`` refuses), else by plain assignment. `signature`
-    names the caller, for errors; fields must be keyword-only where it is `fast_init`.
+    (a frozen class's ``__setattr__`` refuses), else by plain assignment.
     """
     args, body = [], list(head)
     for i, field in enumerate(dataclasses.fields(cls)):
         name = field.name
-        if signature == "fast_init" and (not field.init or not field.kw_only):
-            raise TypeError(f"{cls.__name__}.{name}: fast_init wants keyword-only fields")
         if field.default is not dataclasses.MISSING:
             scope[f"_default{i}"] = field.default
             args.append(f"{name}=_default{i}")
@@ -70,8 +67,11 @@ def fast_init(cls: type[_T]) -> type[_T]:
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__}: fast_init wants a frozen dataclass with slots")
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not field.init or not field.kw_only:
+            raise TypeError(f"{cls.__name__}.{field.name}: fast_init wants keyword-only fields")
     scope: dict[str, Any] = {"_FACTORY": _FACTORY}
-    args, body = _compiled(cls, "fast_init", scope, [], through_slots=True)
+    args, body = _compiled(cls, scope, [], through_slots=True)
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")
     source = "\n".join([f"def __init__(self, *, {', '.join(args)}) -> None:", *body])
@@ -103,7 +103,7 @@ def fast_new(cls: type[_T], order: str) -> Callable[..., _T]:
     frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_FACTORY": _FACTORY}
     head = ["    self = _new(_cls)"]
-    args, body = _compiled(cls, "fast_new", scope, head, through_slots=frozen)
+    args, body = _compiled(cls, scope, head, through_slots=frozen)
     body.append("    return self")
     source = "\n".join([f"def new({', '.join(args)}):", *body])
     exec(source, scope)  # noqa: S102 - our own code, from the class's own field names
