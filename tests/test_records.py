@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from firebreak._fastinit import fast_init, fast_new
+from firebreak._fastinit import fast_init, fast_new, twin
 from firebreak.engine.executor import StepCall, StepOutcome, new_outcome, new_step_call
 from firebreak.engine.result import RunResult
 from firebreak.store import Lease, RunRecord, RunStatus, StepRecord, StepStatus
@@ -55,12 +55,29 @@ def test_fast_new_builds_what_the_keyword_constructor_builds() -> None:
     assert rec == StepRecord(run_id="r", agent="a", status="succeeded", output={"n": 1}, attempts=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         rec.output = 1  # type: ignore[misc]  # still frozen
+    assert type(rec) is StepRecord  # built as its twin, then given its class
     assert new_outcome("succeeded", 7, 1) == StepOutcome(status="succeeded", output=7, attempts=1)
     one = new_step_call("w", None, "r", 1, {})
     two = new_step_call("w", None, "r", 1, {})
     assert one == StepCall(workflow="w", spec=None, run_id="r", run_input=1, inputs={})  # type: ignore[arg-type]
     assert one.degraded == {}
     assert one.degraded is not two.degraded  # a factory per call
+
+
+def test_a_twin_becomes_its_class_and_only_a_slotted_class_has_one() -> None:
+    made = object.__new__(twin(Lease))
+    made.run_id, made.owner, made.token, made.expires_at = "r", "me", 3, 9.0
+    made.__class__ = Lease
+    assert made == Lease(run_id="r", owner="me", token=3, expires_at=9.0)
+    assert hash(made) == hash(Lease(run_id="r", owner="me", token=3, expires_at=9.0))
+    assert twin(Lease) is twin(Lease)
+
+    @dataclasses.dataclass(frozen=True)
+    class Plain:
+        x: int
+
+    with pytest.raises(TypeError, match="slotted"):
+        twin(Plain)
 
 
 def test_fast_new_refuses_a_class_without_slots() -> None:
