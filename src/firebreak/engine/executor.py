@@ -11,11 +11,13 @@ import asyncio
 import dataclasses
 import functools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any, Literal, Protocol
 
+from firebreak._eager import await_rest
 from firebreak._fastinit import fast_new
 from firebreak.clock import Clock, system_clock
 from firebreak.engine.codec import validate_output
@@ -36,11 +38,10 @@ from firebreak.resilience import (
     Bulkhead,
     Timeout,
     breakers,
-    current_deadline,
     is_transient,
     retry_info,
 )
-from firebreak.resilience.timeout import DeadlineMark
+from firebreak.resilience.timeout import DeadlineMark, _deadline, _Expiry
 from firebreak.store import CheckpointStore, Lease, StepRecord
 from firebreak.workflow import AgentSpec
 
@@ -216,7 +217,7 @@ class LocalExecutor:
         token = _current_step.set(call)
         try:
             if plan.bare and call.deadline is None:  # nothing around the attempt: call it
-                output = await plan.timeout.call(run.attempt, spec.fn)
+                output = await run.attempt(spec.fn)
             else:
                 output = await self._pipeline(plan, run, call)()
         except NeedsHuman as exc:
@@ -265,64 +266,91 @@ class _StepRun:
         self.attempts = 0
         self.used_fallback = False
 
-    async def attempt(self, fn: Callable[..., Awaitable[Any]]) -> Any:
-        """One call of `fn` (the agent or a fallback), validated, reported as an event.
+    async def attempt(self, fn: Callable[..., Awaitable[Any]]) -> Any:  # noqa: PLR0912, PLR0915
+        """One call of `fn` (the agent or a fallback) under the agent's timeout, validated.
 
-        A lost compare-and-set on shared state (`StateConflict`) is retried here at once,
-        a few times with a short backoff: the write is the agent's to redo, not a failure.
+        Each call is reported as an event. The timeout is applied here as `Timeout.call`
+        would around this coroutine (the deadline published, the timer armed only once
+        the call suspends): one coroutine less on every step. A lost compare-and-set on
+        shared state (`StateConflict`) is retried at once within the same limit, a few
+        times with a short backoff: the write is the agent's to redo, not a failure.
         """
-        call, clock = self.call, self.clock
-        for conflicts in range(_CONFLICT_ATTEMPTS):
-            self.attempts += 1
-            ctx = Context(  # positionally: by keyword, matching the names cost 0.5 µs
-                call.workflow,
-                call.run_id,
-                call.spec.name,
-                self.attempts,
-                call.run_input,
-                call.degraded,
-                call.deadline,
-                self.store,
-                clock,
-                call.lease,
-            )
-            start = clock.now()
-            try:
-                output = await fn(ctx, **call.inputs)
-                if call.spec.validate is not None:
-                    output = validate_output(call.spec, output)
-            except StateConflict as exc:
-                self._report("error", start, exc)
-                if conflicts == _CONFLICT_ATTEMPTS - 1:
-                    raise
-                # Full jitter, so racing writers spread out instead of colliding again.
-                await clock.sleep(_jitter.uniform(0, 0.005 * 2**conflicts))
-                continue
-            except Exception as exc:
-                self._report(_outcome_name(exc), start, exc)
-                raise
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():  # a real cancel: the timeout's, the run's
-                    deadline = current_deadline()
-                    timed_out = deadline is not None and clock.now() >= deadline
-                    self._report("timeout" if timed_out else "error", start, None)
-                    raise
-                # Nobody cancelled this step: the agent awaited work that something else
-                # cancelled. A failure of the step like any other (it degrades, retries or
-                # fails the run), not a cancel of the whole run that left it running.
-                error = Transient(
-                    f"agent {call.spec.name!r} raised CancelledError, though nothing "
-                    "cancelled its step (it awaited work that something else cancelled)"
+        call, clock, timeout = self.call, self.clock, self.timeout
+        when, inherited = timeout._end()  # noqa: SLF001 - Timeout.call's own steps, inlined
+        token = _deadline.set(when)
+        expiry: _Expiry | None = None
+        try:
+            for conflicts in range(_CONFLICT_ATTEMPTS):
+                self.attempts += 1
+                ctx = Context(  # positionally: by keyword, matching the names cost 0.5 µs
+                    call.workflow,
+                    call.run_id,
+                    call.spec.name,
+                    self.attempts,
+                    call.run_input,
+                    call.degraded,
+                    call.deadline,
+                    self.store,
+                    clock,
+                    call.lease,
                 )
-                self._report("error", start, error)
-                raise error from exc
-            except BaseException:  # KeyboardInterrupt, SystemExit
-                self._report("error", start, None)
-                raise
-            if hub.active:
-                self._report("ok", start, None)
-            return output
+                start = clock.now()
+                try:
+                    aw = fn(ctx, **call.inputs)
+                    if expiry is None and type(aw) is CoroutineType:
+                        try:  # to its first suspension: an agent that answers at once, no timer
+                            first = aw.send(None)
+                        except StopIteration as done:
+                            output = done.value
+                        else:
+                            expiry = _armed(timeout, when, aw)
+                            output = await await_rest(aw, first)
+                    else:
+                        if expiry is None:
+                            expiry = timeout._arm(when)  # noqa: SLF001
+                        output = await aw
+                    if call.spec.validate is not None:
+                        output = validate_output(call.spec, output)
+                except StateConflict as exc:
+                    self._report("error", start, exc)
+                    if conflicts == _CONFLICT_ATTEMPTS - 1:
+                        raise
+                    if expiry is None:  # the wait is bounded by the limit too
+                        expiry = timeout._arm(when)  # noqa: SLF001
+                    # Full jitter, so racing writers spread out instead of colliding again.
+                    await clock.sleep(_jitter.uniform(0, 0.005 * 2**conflicts))
+                    continue
+                except Exception as exc:
+                    self._report(_outcome_name(exc), start, exc)
+                    raise
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():  # a real cancel: the timeout's, the run's
+                        self._report("timeout" if clock.now() >= when else "error", start, None)
+                        raise
+                    # Nobody cancelled this step: the agent awaited work that something else
+                    # cancelled. A failure of the step like any other (it degrades, retries or
+                    # fails the run), not a cancel of the whole run that left it running.
+                    error = Transient(
+                        f"agent {call.spec.name!r} raised CancelledError, though nothing "
+                        "cancelled its step (it awaited work that something else cancelled)"
+                    )
+                    self._report("error", start, error)
+                    raise error from exc
+                except BaseException:  # KeyboardInterrupt, SystemExit
+                    self._report("error", start, None)
+                    raise
+                if hub.active:
+                    self._report("ok", start, None)
+                if expiry is not None:
+                    expiry.close(None)
+                return output
+        except BaseException as exc:
+            if expiry is not None and expiry.close(exc):
+                raise timeout._error(inherited=inherited) from None  # noqa: SLF001
+            raise
+        finally:
+            _deadline.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _report(
@@ -346,7 +374,7 @@ class _StepRun:
 
     def guarded(self, fn: Callable[..., Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
         """`fn` as one attempt under the agent's timeout."""
-        return functools.partial(self.timeout.call, self.attempt, fn)
+        return functools.partial(self.attempt, fn)
 
     async def chain(
         self,
@@ -371,6 +399,15 @@ class _StepRun:
             except Exception as exc:  # noqa: BLE001 - the next alternative takes over
                 errors.append(exc)
         raise FallbackExhausted(errors) from errors[-1]
+
+
+def _armed(timeout: Timeout, when: float, aw: Coroutine[Any, Any, Any]) -> _Expiry:
+    """The timer of `timeout`, armed for a call that suspended; the call closed if it fails."""
+    try:
+        return timeout._arm(when)  # noqa: SLF001
+    except BaseException:
+        aw.close()
+        raise
 
 
 def _failed(exc: BaseException, attempts: int) -> StepOutcome:
