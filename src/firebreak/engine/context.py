@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firebreak._jsonable import encode
 from firebreak.clock import Clock
@@ -12,6 +12,9 @@ from firebreak.errors import StateConflict
 from firebreak.store import JSON, CheckpointStore, Lease
 
 __all__ = ["CompensationContext", "Context", "SharedState"]
+
+if TYPE_CHECKING:
+    from firebreak.engine.executor import StepCall
 
 _log = logging.getLogger("firebreak.agent")
 
@@ -82,46 +85,42 @@ class Context:
         state: the run's versioned shared state.
     """
 
-    __slots__ = (
-        "_clock",
-        "_deadline",
-        "_lease",
-        "_log",
-        "_state",
-        "_store",
-        "agent",
-        "attempt",
-        "degraded",
-        "input",
-        "run_id",
-        "workflow",
-    )
+    __slots__ = ("_call", "_clock", "_log", "_state", "_store", "attempt")
 
-    def __init__(  # noqa: PLR0917 - the engine passes them positionally, see executor.py
-        self,
-        workflow: str,
-        run_id: str,
-        agent: str,
-        attempt: int,
-        run_input: Any,
-        degraded: Mapping[str, str],
-        deadline: float | None,
-        store: CheckpointStore,
-        clock: Clock,
-        lease: Lease | None = None,
-    ) -> None:
-        self.workflow = workflow
-        self.run_id = run_id
-        self.agent = agent
+    # The step's own fields are read from its `StepCall` when asked, not copied: one
+    # context is made per attempt, and most agents read one or two of them, if any.
+    def __init__(self, call: StepCall, attempt: int, store: CheckpointStore, clock: Clock) -> None:
+        self._call = call
         self.attempt = attempt
-        self.input = run_input
-        self.degraded = degraded
         self._store = store
+        self._clock = clock
         self._state: SharedState | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
-        self._deadline = deadline
-        self._clock = clock
-        self._lease = lease
+
+    @property
+    def workflow(self) -> str:
+        """The workflow's name."""
+        return self._call.workflow
+
+    @property
+    def run_id(self) -> str:
+        """The run."""
+        return self._call.run_id
+
+    @property
+    def agent(self) -> str:
+        """This agent's name."""
+        return self._call.spec.name
+
+    @property
+    def input(self) -> Any:
+        """The run's input."""
+        return self._call.run_input
+
+    @property
+    def degraded(self) -> Mapping[str, str]:
+        """The dependencies that degraded to their default, with the reason."""
+        return self._call.degraded
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -135,7 +134,7 @@ class Context:
     def state(self) -> SharedState:
         """The run's versioned shared state."""
         if self._state is None:  # built on first use: most agents never share state
-            self._state = SharedState(self._store, self.run_id, self._lease)
+            self._state = SharedState(self._store, self.run_id, self._call.lease)
         return self._state
 
     @property
@@ -146,11 +145,12 @@ class Context:
     @property
     def deadline(self) -> float | None:
         """The run's deadline on the engine's monotonic clock, or ``None``."""
-        return self._deadline
+        return self._call.deadline
 
     def time_left(self) -> float | None:
         """Seconds until the run's deadline, or ``None`` when it has none."""
-        return None if self._deadline is None else self._deadline - self._clock.now()
+        deadline = self._call.deadline
+        return None if deadline is None else deadline - self._clock.now()
 
     def __repr__(self) -> str:
         return f"Context(run_id={self.run_id!r}, agent={self.agent!r}, attempt={self.attempt})"

@@ -577,18 +577,10 @@ class Drive:
             spec = self.agents.get(rec.agent)
             if spec is None or spec.compensate is None:
                 continue
-            ctx = CompensationContext(
-                workflow=self.name,
-                run_id=self.run_id,
-                agent=spec.name,
-                attempt=1,
-                run_input=self.run_input,
-                degraded={},
-                deadline=None,
-                store=self.store,
-                clock=self.engine.clock,
-                lease=self.lease,
+            call = new_step_call(
+                self.name, spec, self.run_id, self.run_input, {}, {}, None, self.lease
             )
+            ctx = CompensationContext(call, 1, self.store, self.engine.clock)
             output = (
                 self.outputs[spec.name]
                 if spec.name in self.outputs

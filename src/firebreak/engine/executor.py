@@ -282,18 +282,7 @@ class _StepRun:
         try:
             for conflicts in range(_CONFLICT_ATTEMPTS):
                 self.attempts += 1
-                ctx = Context(  # positionally: by keyword, matching the names cost 0.5 µs
-                    call.workflow,
-                    call.run_id,
-                    call.spec.name,
-                    self.attempts,
-                    call.run_input,
-                    call.degraded,
-                    call.deadline,
-                    self.store,
-                    clock,
-                    call.lease,
-                )
+                ctx = Context(call, self.attempts, self.store, clock)
                 start = clock.now()
                 try:
                     aw = fn(ctx, **call.inputs)
