@@ -103,3 +103,40 @@ def test_an_engine_forked_into_a_child_leases_under_the_childs_own_id() -> None:
     assert gone(child_id)  # the child has exited: its id says so
     assert not gone(parent_id)
     assert fb.Engine(fb.store.MemoryStore(), owner="orch-7").owner == "orch-7"
+
+
+async def test_a_replay_breaks_the_lease_of_a_process_gone_from_this_machine() -> None:
+    """Killed between its dead letter and its run's end, an orchestrator left the lease
+    held: `dlq replay` takes the run over at once instead of waiting out the lease."""
+    import firebreak as fb  # noqa: PLC0415
+
+    wf = fb.Workflow("replayed")
+    broken = [True]
+
+    @wf.agent
+    async def post(ctx: fb.Context, x: int) -> int:
+        if broken[0]:
+            raise fb.Permanent("ledger closed")
+        return x + 1
+
+    async with fb.store.MemoryStore() as store:
+        engine = fb.Engine(store)
+        for run_id in ("dead-holder", "live-holder"):
+            assert (await engine.run(wf, 1, run_id=run_id)).status == "failed"
+        dead = await store.acquire_lease("dead-holder", _as(_dead_pid()), 30.0)  # as it was left
+        await store.acquire_lease("live-holder", "orch-7", 30.0)  # an id that tells nothing
+        broken[0] = False
+        replayed = await engine.replay("dead-holder", wf)
+        assert (replayed.status, replayed["post"]) == ("succeeded", 2)
+        late = fb.store.StepRecord(run_id="dead-holder", agent="post", status="succeeded")
+        with pytest.raises(fb.errors.StaleLease):  # whatever the dead one left unsent
+            await store.commit_step(dead, late)
+        with pytest.raises(fb.errors.LeaseHeld):  # a holder that may be alive is waited out
+            await engine.replay("live-holder", wf)
+
+
+def _dead_pid() -> int:
+    """The PID of a process of this machine that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

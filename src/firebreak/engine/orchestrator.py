@@ -327,6 +327,16 @@ class Engine:
             await self._break_lease(run_id, held.owner)
         return await self._begin_once(run_id, workflow, stored)
 
+    async def _acquire(self, run_id: str) -> Lease:
+        """Lease `run_id` as this engine, breaking first a lease whose process is gone."""
+        try:
+            return await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+        except LeaseHeld as held:
+            if not gone(held.owner):
+                raise
+            await self._break_lease(run_id, held.owner)
+        return await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+
     async def _break_lease(self, run_id: str, owner: str) -> None:
         """Take the lease of a dead `owner` and give it up, so that anyone may lease the run.
 
@@ -389,7 +399,7 @@ class Engine:
         except NotStorable:
             stored = {"unstorable": repr(value)[:10_000]}
         await self.store.create_run(run_id, workflow.name, stored)
-        lease = await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+        lease = await self._acquire(run_id)
         error = error_to_dict(exc)
         try:  # the dead letter first, as `Drive._fail` does
             await self.store.dlq_put(
@@ -576,7 +586,7 @@ class Engine:
         if input is _NO_INPUT:
             # Checked before anything changes: a replay that cannot start keeps its entry.
             _replayable_input(workflow, entry)
-        lease = await self.store.acquire_lease(entry.run_id, self.owner, self.lease_ttl)
+        lease = await self._acquire(entry.run_id)
         try:
             steps = await self.store.get_steps(entry.run_id)
             redo = {name for name, rec in steps.items() if rec.status in _REDO}
