@@ -13,13 +13,17 @@ Measured 2026-11-25: 1,902K instructions per 10-step run before that day's chang
 the engine and the memory store, 1,194K after the afternoon's (21.8 -> 12.6 µs a step on a
 quiet machine), 912K after the evening's (7.5-8.0 µs a step). 2026-12-07, eighth
 session: 878K -> 733K (the objects of every step built positionally); on SQLite 1,634K ->
-1,459K.
+1,459K. Ninth session (``--runs 20 70``, ``PYTHONHASHSEED=0``: the hash seed moved the
+count by about 1 % from one process to the next; the script now fixes it): 733K -> 650K
+(frozen records built as their twin class, the timeout inside the attempt, `Context`
+reading its `StepCall`); on SQLite 1,425K -> 1,354K.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -58,7 +62,10 @@ def count(steps: int, runs: int, store_kind: str) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         command = [valgrind, "--tool=callgrind", f"--callgrind-out-file={scratch}/cg.out"]
         command += [sys.executable, __file__, "--child", str(steps), str(runs), store_kind]
-        out = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
+        # One hash seed for every count: string hashes place dict entries, which moves the
+        # count by about 1 % from one process to the next.
+        env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+        out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)  # noqa: S603
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
         raise RuntimeError(f"callgrind printed no total:\n{out.stderr[-2000:]}")
