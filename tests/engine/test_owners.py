@@ -140,3 +140,36 @@ def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+async def test_a_lease_another_process_is_breaking_at_the_same_moment_is_still_taken() -> None:
+    """Two processes of this machine resume one abandoned run: the other one holds the
+    lease under the dead owner's id for a moment, while it breaks it; this one breaks it
+    again rather than give up with `LeaseHeld` naming a dead process."""
+    import firebreak as fb  # noqa: PLC0415
+
+    dead = _as(_dead_pid())
+
+    class Racing(fb.store.MemoryStore):
+        """After this engine's break, the other breaker takes the lease as the dead id."""
+
+        raced = False
+
+        async def release_lease(self, lease: fb.store.Lease) -> None:
+            await super().release_lease(lease)
+            if lease.owner == dead and not self.raced:
+                self.raced = True
+                await self.acquire_lease(lease.run_id, dead, 30.0)  # the other breaker
+
+    wf = fb.Workflow("contested")
+
+    @wf.agent
+    async def post(ctx: fb.Context, x: int) -> int:
+        return x + 1
+
+    async with Racing() as store:
+        await store.create_run("r1", "contested", 1)
+        await store.acquire_lease("r1", dead, 30.0)  # as the killed process left it
+        result = await fb.Engine(store).run(wf, run_id="r1")
+        assert store.raced
+        assert (result.status, result["post"]) == ("succeeded", 2)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from firebreak._eager import await_rest
 from firebreak.clock import Cancellable, Clock, system_clock
@@ -81,6 +82,8 @@ _REDO = frozenset(
 )
 _NO_INPUT: Any = object()
 _CACHED = 256  # workflows whose schedule an engine keeps; the oldest goes first
+_BREAKS = 3  # leases of gone processes broken for one run before taking it, at most
+_T = TypeVar("_T")
 _SWEEP = 100_000  # runs of one status a sweep for `resume_due` reads: far more than run at once
 
 
@@ -317,25 +320,40 @@ class Engine:
         """Get or create the run, lease it and mark it running (one write where supported).
 
         A lease held by an orchestrator whose process is gone from this machine (killed,
-        not yet expired) is broken first, once (`_owners.gone`).
+        not yet expired) is broken first (`_take_over`).
         """
         try:
             return await self._begin_once(run_id, workflow, stored)
         except LeaseHeld as held:
-            if not gone(held.owner):
-                raise
-            await self._break_lease(run_id, held.owner)
-        return await self._begin_once(run_id, workflow, stored)
+            take = functools.partial(self._begin_once, run_id, workflow, stored)
+            return await self._take_over(run_id, held, take)
 
     async def _acquire(self, run_id: str) -> Lease:
         """Lease `run_id` as this engine, breaking first a lease whose process is gone."""
+        take = functools.partial(self.store.acquire_lease, run_id, self.owner, self.lease_ttl)
         try:
-            return await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+            return await take()
         except LeaseHeld as held:
+            return await self._take_over(run_id, held, take)
+
+    async def _take_over(
+        self, run_id: str, held: LeaseHeld, take: Callable[[], Awaitable[_T]]
+    ) -> _T:
+        """`take()` again, which leases `run_id`, once the lease `held` is broken.
+
+        Only a lease whose process is gone from this machine is broken; else `held` is
+        raised. A few times: another process of this machine breaking the same lease holds it
+        under the dead owner's id for a moment, which is no reason to give up.
+        """
+        for _ in range(_BREAKS):
             if not gone(held.owner):
-                raise
+                raise held
             await self._break_lease(run_id, held.owner)
-        return await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+            try:
+                return await take()
+            except LeaseHeld as again:
+                held = again
+        raise held
 
     async def _break_lease(self, run_id: str, owner: str) -> None:
         """Take the lease of a dead `owner` and give it up, so that anyone may lease the run.
